@@ -1,0 +1,66 @@
+"""Named data sets of a run and where they live: every location derives from ``workdir`` here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Locations of every data set and artifact a pipeline run reads or writes."""
+
+    workdir: Path
+
+    @classmethod
+    def for_workdir(cls, workdir: str | Path) -> Catalog:
+        return cls(Path(workdir).resolve())
+
+    @property
+    def demo_images(self) -> Path:
+        return self.workdir / "raw" / "digits"
+
+    @property
+    def ingested(self) -> Path:
+        return self.workdir / "ingest" / "images.parquet"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.workdir / "ingest" / "quarantine.parquet"
+
+    @property
+    def ingest_report(self) -> Path:
+        return self.workdir / "ingest" / "report.json"
+
+    def split(self, name: str) -> Path:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; splits are {', '.join(SPLITS)}")
+        return self.workdir / "preprocess" / f"{name}.parquet"
+
+    @property
+    def transform(self) -> Path:
+        return self.workdir / "preprocess" / "transform.json"
+
+    @property
+    def preprocess_report(self) -> Path:
+        return self.workdir / "preprocess" / "report.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.workdir / "checkpoints"
+
+    @property
+    def latest_run(self) -> Path:
+        """Records the MLflow run id of the latest training, so that evaluate and resume find it."""
+        return self.workdir / "latest_run.json"
+
+    def trained_model(self, run_id: str) -> Path:
+        return self.checkpoints / run_id / "model.keras"
+
+    def checkpoint(self, run_id: str) -> Path:
+        return self.checkpoints / run_id / "checkpoint.npz"
+
+    def rank_errors(self, run_id: str) -> Path:
+        return self.checkpoints / run_id / "rank_errors"

@@ -1,0 +1,206 @@
+"""One typed configuration for every pipeline: YAML files + KEY=VALUE overrides -> PipelineConfig.
+
+``conf/base.yaml`` beside the pipeline's file is merged under it; overrides are applied last.
+Every problem becomes a ConfigError naming the dotted key or the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipelines.errors import ConfigError
+
+BASE_CONFIG_NAME = "base.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SparkConfig(_Section):
+    master: str | None = Field(
+        None, description="Spark master URL; unset means spark-submit's master, else local[*]"
+    )
+    app_name: str = Field("dlfusion", description="Spark application name")
+    conf: dict[str, str] = Field(default_factory=dict, description="extra Spark settings")
+
+
+class DataConfig(_Section):
+    source: str | None = Field(
+        None, description="raw input: a folder with one sub-folder per class; unset writes the demo"
+    )
+
+
+class IngestConfig(_Section):
+    image_size: int = Field(32, ge=8, le=224, description="images are resized to this square size")
+
+
+class SplitConfig(_Section):
+    train: float = Field(0.8, gt=0, lt=1, description="fraction of files in the train split")
+    val: float = Field(0.1, ge=0, lt=1, description="fraction of files in the validation split")
+    test: float = Field(0.1, gt=0, lt=1, description="fraction of files in the test split")
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1 (got {total:g})")
+        return self
+
+
+class PreprocessConfig(_Section):
+    split: SplitConfig = Field(default_factory=SplitConfig, description="split fractions")
+    rows_per_row_group: int = Field(
+        128, ge=1, description="Parquet row-group size; Petastorm hands whole row groups to ranks"
+    )
+    files_per_split: int = Field(2, ge=1, description="Parquet files written per split")
+
+
+class ModelConfig(_Section):
+    filters: list[int] = Field([32, 64, 128], description="filters of each Conv-Pool block")
+    dense_units: int = Field(128, ge=1, description="units of the dense layer")
+    dropout: float = Field(0.2, ge=0, lt=1, description="dropout before the output layer")
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(10, ge=1, description="number of epochs")
+    batch_size: int = Field(32, ge=1, description="batch size per rank")
+    num_proc: int = Field(2, ge=1, description="number of Horovod ranks")
+    launcher: Literal["local", "spark"] = Field(
+        "local", description="local Gloo processes or Spark executors (horovod.spark.run)"
+    )
+    learning_rate: float = Field(0.001, gt=0, description="learning rate for one rank")
+    warmup_epochs: float = Field(1.0, ge=0, description="epochs to ramp the lr to lr * num_proc")
+    shuffle_buffer: int = Field(512, ge=0, description="rows in the in-memory shuffle buffer")
+    reader_workers: int = Field(2, ge=1, description="Petastorm reader threads per rank")
+    seed: int = Field(42, description="seed for weights and row-group shuffling")
+    resume: bool = Field(False, description="continue from the last checkpoint in workdir")
+    stall_timeout_s: int = Field(
+        120, ge=10, description="a rank waiting this long for the others fails the job"
+    )
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; unset means a SQLite file under workdir"
+    )
+    experiment: str = Field("dlfusion", description="MLflow experiment name")
+    registered_model: str | None = Field(
+        None, description="register the trained model under this name (alias 'candidate')"
+    )
+
+
+class PipelineConfig(_Section):
+    pipeline: Literal["image_cnn"] = Field(description="which pipeline this config drives")
+    workdir: Path = Field(Path("work"), description="root for all outputs of a run")
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+
+    @property
+    def tracking_uri(self) -> str:
+        """The configured tracking URI, or the SQLite database under workdir."""
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        return f"sqlite:///{(self.workdir / 'mlflow.db').resolve()}"
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+    """Load ``path`` (merged over base.yaml beside it), apply KEY=VALUE overrides, validate.
+
+    Raises:
+        ConfigError: naming the file, or the dotted key and what is wrong with it.
+    """
+    path = Path(path)
+    raw: dict[str, Any] = {}
+    base = path.parent / BASE_CONFIG_NAME
+    if base.is_file() and base.resolve() != path.resolve():
+        raw = _read_yaml(base)
+    raw = _deep_merge(raw, _read_yaml(path))
+    for override in overrides:
+        key, value = _parse_override(override)
+        _set_dotted(raw, key, value)
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ConfigError(_dotted(first["loc"]), _describe(first)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(str(path), "no such config file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(str(path), f"not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "must hold a mapping of keys to values")
+    return data
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(text, "overrides are written KEY=VALUE, e.g. train.epochs=2")
+    try:
+        return key.strip(), yaml.safe_load(value) if value else None
+    except yaml.YAMLError:
+        return key.strip(), value
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = raw
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(".".join(parents[: i + 1]), "is a value, not a section")
+        node = child
+    node[leaf] = value
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "config"
+
+
+def _describe(error: dict[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        section = _section_at(error["loc"][:-1])
+        valid = ", ".join(sorted(section.model_fields)) if section else ""
+        return f"unknown key (valid keys here: {valid})"
+    if error["type"] == "missing":
+        return "required key is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    if "input" in error and not isinstance(error["input"], dict):
+        message += f" (got {error['input']!r})"
+    return message
+
+
+def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = PipelineConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model

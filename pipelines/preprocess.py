@@ -1,0 +1,119 @@
+"""Preprocess stage: ingested images -> train/val/test Parquet for streaming + the fitted transform."""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from pipelines import schemas, storage
+from pipelines.catalog import SPLITS, Catalog
+from pipelines.config import PipelineConfig, SplitConfig
+from pipelines.errors import DataError
+from pipelines.transforms import ImageTransform
+
+log = logging.getLogger(__name__)
+
+_HASH_BUCKETS = 10_000
+
+
+def _split_of(key: Column, split: SplitConfig) -> Column:
+    """A stable split name from a hash of ``key``: the same file always lands in the same split."""
+    bucket = F.pmod(F.xxhash64(key), F.lit(_HASH_BUCKETS)) / _HASH_BUCKETS
+    return (
+        F.when(bucket < split.train, "train")
+        .when(bucket < split.train + split.val, "val")
+        .otherwise("test")
+    )
+
+
+def assign_split(df: DataFrame, split: SplitConfig, key: str = "relpath") -> DataFrame:
+    """Add a ``split`` column decided by a hash of ``key`` (path under the source folder)."""
+    return df.withColumn("split", _split_of(F.col(key), split))
+
+
+def index_labels(df: DataFrame, class_names: list[str]) -> DataFrame:
+    """Replace the string ``label`` with its index in ``class_names``."""
+    mapping = F.create_map(*[F.lit(x) for i, name in enumerate(class_names) for x in (name, i)])
+    return df.withColumn("label", mapping[F.col("label")].cast("int"))
+
+
+def fit_channel_stats(images: DataFrame, image_size: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the ``pixels`` column (uint8 RGB), computed in a distributed pass."""
+    pixels_per_image = image_size * image_size
+
+    def partial_sums(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        sums, squares, count = np.zeros(3), np.zeros(3), 0
+        for batch in batches:
+            if batch.empty:
+                continue
+            flat = np.frombuffer(b"".join(batch["pixels"]), dtype=np.uint8).reshape(-1, 3)
+            values = flat.astype(np.float64)
+            sums += values.sum(axis=0)
+            squares += (values**2).sum(axis=0)
+            count += flat.shape[0]
+        yield pd.DataFrame({"channel": [0, 1, 2], "s": sums, "sq": squares, "n": [count] * 3})
+
+    parts = images.select("pixels").mapInPandas(
+        partial_sums, "channel int, s double, sq double, n long"
+    )
+    totals = parts.groupBy("channel").agg(F.sum("s"), F.sum("sq"), F.sum("n")).orderBy("channel")
+    rows = totals.collect()
+    count = rows[0][3] if rows else 0
+    if count == 0:
+        raise DataError("train split", "is empty: no statistics can be fitted")
+    if count % pixels_per_image:
+        raise DataError("pixels", f"lengths do not match image_size={image_size}")
+    mean = np.array([row[1] for row in rows]) / count
+    var = np.array([row[2] for row in rows]) / count - mean**2
+    return mean.tolist(), np.sqrt(np.maximum(var, 1e-12)).tolist()
+
+
+def content_digest(df: DataFrame, columns: list[str]) -> str:
+    """An order-independent digest of the rows' content (XOR of 64-bit row hashes), as hex."""
+    value = df.agg(F.bit_xor(F.xxhash64(*columns)).alias("d")).first()["d"] or 0
+    return f"{value & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def run(config: PipelineConfig, spark: SparkSession) -> dict:
+    """Split the ingested images, fit the transform on train, write one Parquet data set per split."""
+    catalog = Catalog.for_workdir(config.workdir)
+    if not storage.exists(spark, catalog.ingested):
+        raise DataError(str(catalog.ingested), "no ingested data: run the ingest stage first")
+    images = spark.read.parquet(str(catalog.ingested))
+    class_names = sorted(r["label"] for r in images.select("label").distinct().collect())
+    split = assign_split(images, config.preprocess.split)
+    size = config.ingest.image_size
+    mean, std = fit_channel_stats(split.where(F.col("split") == "train"), size)
+    transform = ImageTransform(size, class_names, mean, std)
+
+    row_bytes = size * size * 3 + 64
+    block_size = str(max(64 * 1024, config.preprocess.rows_per_row_group * row_bytes))
+    report: dict = {"class_names": class_names, "splits": {}}
+    indexed = index_labels(split, class_names)
+    for name in SPLITS:
+        rows = schemas.conform(indexed.where(F.col("split") == name), schemas.IMAGE_SPLIT)
+        location = catalog.split(name)
+        storage.write_parquet_atomically(
+            rows.repartition(config.preprocess.files_per_split, "relpath"),
+            location,
+            **{"parquet.block.size": block_size, "parquet.block.size.row.check.min": "10"},
+        )
+        written = spark.read.parquet(str(location))
+        report["splits"][name] = {
+            "rows": written.count(),
+            "row_groups": len(storage.row_group_sizes(location)),
+            "digest": content_digest(written, ["relpath", "label", "pixels"]),
+            "path": str(location),
+        }
+    transform.save(catalog.transform)
+    storage.write_json_atomically(report, catalog.preprocess_report)
+    log.info(
+        "preprocess: %s",
+        ", ".join(f"{k}={v['rows']} rows/{v['row_groups']} row groups" for k, v in report["splits"].items()),
+    )
+    return report

@@ -1,0 +1,37 @@
+"""The one SparkSession factory."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from pipelines.config import SparkConfig
+
+
+def get_spark(config: SparkConfig) -> SparkSession:
+    """Return the active SparkSession, or build one from ``config``.
+
+    The master comes from spark-submit when it set one (never overridden), else from
+    ``spark.master``, else ``local[*]``. Arrow is on and logs are quiet.
+    """
+    # Executors must run the same interpreter as the driver (it has our pinned stack).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(config.app_name)
+    # spark-submit starts the JVM gateway first and always has a master: never override it.
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        builder = builder.master(config.master or "local[*]")
+    builder = (
+        builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "8")
+    )
+    for key, value in config.conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
