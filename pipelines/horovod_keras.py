@@ -1,0 +1,144 @@
+"""Horovod data parallelism for Keras 3 ``model.fit``.
+
+``horovod.tensorflow.keras`` calls Keras 2 APIs that Keras 3 removed, so this small adapter does
+what it did with the parts of Horovod that still work: one grouped allreduce of the gradients,
+a broadcast of the initial state from rank 0, epoch metrics averaged over ranks, and a learning
+rate scaled by the number of ranks after a warm-up.
+"""
+
+from __future__ import annotations
+
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def _hvd():
+    import horovod.tensorflow as hvd
+
+    return hvd
+
+
+def _op_name(prefix: str, path: str) -> str:
+    return prefix + re.sub(r"[^A-Za-z0-9_.]", "_", path)
+
+
+def distributed(optimizer_class: type[keras.optimizers.Optimizer]) -> type:
+    """Subclass ``optimizer_class`` so that gradients are averaged over ranks before applying."""
+
+    class DistributedOptimizer(optimizer_class):
+        def apply(self, grads, trainable_variables=None):
+            hvd = _hvd()
+            if hvd.size() > 1:
+                present = [i for i, g in enumerate(grads) if g is not None]
+                averaged = hvd.grouped_allreduce([grads[i] for i in present], op=hvd.Average)
+                grads = list(grads)
+                for i, g in zip(present, averaged):
+                    grads[i] = g
+            return super().apply(grads, trainable_variables)
+
+    DistributedOptimizer.__name__ = f"Distributed{optimizer_class.__name__}"
+    return DistributedOptimizer
+
+
+@keras.saving.register_keras_serializable("dlfusion")
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Ramps the learning rate linearly from ``base`` to ``base * multiplier`` over ``warmup_steps``.
+
+    Large effective batches (batch size x ranks) need the larger rate; starting there diverges.
+    The step is the optimizer's own counter, so a resumed run continues the ramp where it was.
+    """
+
+    def __init__(self, base: float, multiplier: float, warmup_steps: int):
+        self.base = float(base)
+        self.multiplier = float(multiplier)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        progress = tf.minimum(tf.cast(step, tf.float32) / max(self.warmup_steps, 1), 1.0)
+        return self.base * (1.0 + (self.multiplier - 1.0) * progress)
+
+    def get_config(self):
+        return {"base": self.base, "multiplier": self.multiplier, "warmup_steps": self.warmup_steps}
+
+
+def broadcast_variables(variables, root_rank: int = 0) -> None:
+    """Overwrite ``variables`` on every rank with their values on ``root_rank``."""
+    hvd = _hvd()
+    for variable in variables:
+        value = hvd.broadcast(tf.convert_to_tensor(variable), root_rank, name=_op_name("bcast.", variable.path))
+        variable.assign(value)
+
+
+class BroadcastInitialState(keras.callbacks.Callback):
+    """At the start of training, make every rank's weights and optimizer state equal rank 0's."""
+
+    def on_train_begin(self, logs=None):
+        if _hvd().size() > 1:
+            broadcast_variables(self.model.variables)
+            broadcast_variables(self.model.optimizer.variables)
+
+
+class AverageEpochMetrics(keras.callbacks.Callback):
+    """Replace each epoch's logs with their average over ranks; list it before callbacks that read logs."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        hvd = _hvd()
+        if not logs or hvd.size() == 1:
+            return
+        keys = sorted(logs)
+        local = tf.constant([float(logs[key]) for key in keys], dtype=tf.float64)
+        averaged = hvd.allreduce(local, op=hvd.Average, name=f"metrics.epoch{epoch}").numpy()
+        logs.update({key: float(value) for key, value in zip(keys, averaged)})
+
+
+class DistributedValidation(keras.callbacks.Callback):
+    """At each epoch end, evaluate every rank's whole validation shard and log ``val_loss`` and
+    ``val_accuracy`` over all ranks, weighted by rows.
+
+    Keras' own validation cannot be used: it re-iterates or stops a data set by steps, and ranks
+    hold shards of different sizes. Each iteration of ``dataset`` must be one full pass.
+    """
+
+    def __init__(self, dataset):
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss_sum = correct = rows = 0.0
+        for features, labels in self.dataset:
+            predicted = self.model(features, training=False)
+            count = int(labels.shape[0])
+            loss_sum += float(self.model.compute_loss(x=features, y=labels, y_pred=predicted)) * count
+            if predicted.shape[-1] == 1:
+                guesses = tf.cast(tf.reshape(predicted, (-1,)) > 0.5, labels.dtype)
+            else:
+                guesses = tf.cast(tf.argmax(predicted, axis=-1), labels.dtype)
+            correct += float(tf.reduce_sum(tf.cast(guesses == labels, tf.float64)))
+            rows += count
+        hvd = _hvd()
+        totals = tf.constant([loss_sum, correct, rows], dtype=tf.float64)
+        if hvd.size() > 1:
+            totals = hvd.allreduce(totals, op=hvd.Sum, name=f"validation.epoch{epoch}")
+        loss_sum, correct, rows = (float(x) for x in np.asarray(totals))
+        if logs is not None and rows:
+            logs["val_loss"] = loss_sum / rows
+            logs["val_accuracy"] = correct / rows
+
+
+def state_arrays(model: keras.Model) -> dict[str, np.ndarray]:
+    """Model weights and optimizer state keyed by variable path (what a checkpoint holds)."""
+    variables = list(model.variables) + list(model.optimizer.variables)
+    return {variable.path: np.asarray(variable.numpy()) for variable in variables}
+
+
+def restore_state(model: keras.Model, arrays: dict[str, np.ndarray]) -> None:
+    """Assign checkpointed ``arrays`` back to the model's and optimizer's variables, by path."""
+    variables = list(model.variables) + list(model.optimizer.variables)
+    missing = [v.path for v in variables if v.path not in arrays]
+    if missing:
+        raise ValueError(f"checkpoint does not match the model (missing {missing[:3]})")
+    for variable in variables:
+        variable.assign(arrays[variable.path])

@@ -1,0 +1,59 @@
+"""The stages as one story: ingest -> preprocess -> train -> evaluate, each also callable alone."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+
+from pipelines import evaluation, ingest, preprocess, training
+from pipelines.catalog import Catalog
+from pipelines.config import PipelineConfig
+from pipelines.demo import write_digits_images
+from pipelines.spark import get_spark
+
+log = logging.getLogger(__name__)
+
+
+def source_of(config: PipelineConfig) -> str:
+    """``data.source``, or the digits demo written under workdir when none is given."""
+    if config.data.source:
+        return config.data.source
+    folder = write_digits_images(Catalog.for_workdir(config.workdir).demo_images)
+    log.info("no data.source given: using the digits demo written to %s", folder)
+    return str(folder)
+
+
+def run_ingest(config: PipelineConfig) -> dict:
+    return {"ingest": asdict(ingest.run(config, get_spark(config.spark), source_of(config)))}
+
+
+def run_preprocess(config: PipelineConfig) -> dict:
+    report = preprocess.run(config, get_spark(config.spark))
+    return {"splits": {name: split["rows"] for name, split in report["splits"].items()}}
+
+
+def run_train(config: PipelineConfig) -> dict:
+    result = training.run(config, get_spark(config.spark))
+    final = {key: values[-1] for key, values in result.history.items() if values}
+    return {"run_id": result.run_id, "model_uri": result.model_uri, "final_epoch_metrics": final}
+
+
+def run_evaluate(config: PipelineConfig) -> dict:
+    return {"test_metrics": evaluation.run(config, get_spark(config.spark))}
+
+
+def run_all(config: PipelineConfig) -> dict:
+    """The whole pipeline, top to bottom."""
+    summary: dict = {}
+    for stage in (run_ingest, run_preprocess, run_train, run_evaluate):
+        summary.update(stage(config))
+    return summary
+
+
+STAGES = {
+    "ingest": run_ingest,
+    "preprocess": run_preprocess,
+    "train": run_train,
+    "evaluate": run_evaluate,
+    "run": run_all,
+}

@@ -1,0 +1,155 @@
+"""MLflow tracking: one run per pipeline run, created on the driver; ranks only log through it.
+
+Logging must never kill training: metric logging retries briefly, then warns and carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from tenacity import retry, stop_after_attempt, wait_exponential
+
+from pipelines.catalog import Catalog
+from pipelines.config import PipelineConfig
+from pipelines.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def _client(tracking_uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _experiment_id(config: PipelineConfig) -> str:
+    import mlflow
+
+    mlflow.set_tracking_uri(config.tracking_uri)
+    experiment = mlflow.get_experiment_by_name(config.mlflow.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifacts = None
+    if config.mlflow.tracking_uri is None:  # embedded store: keep artifacts beside the database
+        artifacts = (Path(config.workdir).resolve() / "mlartifacts").as_uri()
+    return mlflow.create_experiment(config.mlflow.experiment, artifact_location=artifacts)
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'epochs': 2}} -> {'train.epochs': 2}."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def start_run(config: PipelineConfig) -> str:
+    """Create the MLflow run of this pipeline run (driver only) and log the resolved config."""
+    import mlflow
+
+    experiment_id = _experiment_id(config)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=config.pipeline) as run:
+        params = flatten(config.model_dump(mode="json"))
+        mlflow.log_params({key: str(value)[:6000] for key, value in params.items()})
+        mlflow.set_tag("dlfusion.pipeline", config.pipeline)
+        return run.info.run_id
+
+
+def resume_run(config: PipelineConfig) -> str:
+    """The run id of the latest training in this workdir, to continue it."""
+    latest = Catalog.for_workdir(config.workdir).latest_run
+    if not latest.is_file():
+        raise DataError(str(latest), "train.resume=true but no earlier training in this workdir")
+    from pipelines.storage import read_json
+
+    _experiment_id(config)
+    return read_json(latest)["run_id"]
+
+
+def mark_failed(tracking_uri: str, run_id: str) -> None:
+    try:
+        _client(tracking_uri).set_terminated(run_id, "FAILED")
+    except Exception as err:  # the original failure matters more than this one
+        log.warning("could not mark MLflow run %s failed: %s", run_id, err)
+
+
+def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int | None = None) -> bool:
+    """Log ``metrics`` with a few retries; on failure warn and return False instead of raising."""
+    from mlflow.entities import Metric
+    import time
+
+    stamp = int(time.time() * 1000)
+    batch = [Metric(key, float(value), stamp, step or 0) for key, value in metrics.items()]
+
+    @retry(stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.5, max=4), reraise=True)
+    def send():
+        _client(tracking_uri).log_batch(run_id, metrics=batch)
+
+    try:
+        send()
+        return True
+    except Exception as err:
+        log.warning("MLflow logging failed, training continues: %s", str(err).splitlines()[0])
+        return False
+
+
+def log_data(config: PipelineConfig, run_id: str, ingest_report: dict, preprocess_report: dict) -> None:
+    """Record ingest counts, split sizes and each split as an MLflow dataset input of the run."""
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({f"ingest.{k}": v for k, v in ingest_report.items()})
+        for name, split in preprocess_report["splits"].items():
+            mlflow.log_metrics({f"data.{name}.rows": split["rows"], f"data.{name}.row_groups": split["row_groups"]})
+            dataset = MetaDataset(
+                resolve_dataset_source(Path(split["path"]).resolve().as_uri()),
+                name=f"{config.pipeline}-{name}",
+                digest=split["digest"],
+            )
+            mlflow.log_input(dataset, context=name)
+
+
+def log_artifact(run_id: str, path: Path, artifact_path: str | None = None) -> None:
+    import mlflow
+
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_artifact(str(path), artifact_path)
+
+
+def log_model(config: PipelineConfig, run_id: str, model_file: Path, transform_file: Path) -> str:
+    """Log the trained model as an MLflow pyfunc that takes raw uint8 images; return its URI."""
+    import mlflow
+    import numpy as np
+    from mlflow.models import infer_signature
+
+    from pipelines import scoring
+    from pipelines.transforms import ImageTransform
+
+    transform = ImageTransform.load(transform_file)
+    example = np.zeros((2, *transform.shape), dtype=np.uint8)
+    probabilities = np.full((2, len(transform.class_names)), 1.0 / len(transform.class_names), np.float32)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=scoring.ImageClassifier(),
+            artifacts={"keras_model": str(model_file), "transform": str(transform_file)},
+            signature=infer_signature(example, probabilities),
+            input_example=example,
+            code_paths=[str(Path(scoring.__file__).parent)],
+            pip_requirements=scoring.requirements(),
+            registered_model_name=config.mlflow.registered_model,
+        )
+    if config.mlflow.registered_model:
+        client = _client(config.tracking_uri)
+        client.set_registered_model_alias(
+            config.mlflow.registered_model, "candidate", info.registered_model_version
+        )
+    return f"runs:/{run_id}/model"

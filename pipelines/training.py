@@ -1,0 +1,277 @@
+"""Train stage: Petastorm-streamed splits -> Horovod data-parallel Keras training -> MLflow model.
+
+The driver plans (steps per epoch, shard checks), creates the MLflow run and launches the ranks
+with plain data (a TrainJob); the ranks train; rank 0 alone checkpoints and logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from pipelines import storage, tracking
+from pipelines.catalog import Catalog
+from pipelines.config import PipelineConfig
+from pipelines.data_loading import ShardPlan, plan_shards
+from pipelines.errors import DataError, TrainingError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything a rank needs, as plain picklable data."""
+
+    config: PipelineConfig
+    run_id: str
+    train_plan: ShardPlan
+    validate: bool
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    model_uri: str
+    initial_epoch: int
+    history: dict[str, list[float]]
+
+
+# ---------------------------------------------------------------- on every rank
+
+
+def train_worker(job: TrainJob) -> dict | None:
+    """Train on this rank's shard. Returns the history on rank 0, None elsewhere."""
+    import horovod.tensorflow as hvd
+
+    hvd.init()
+    catalog = Catalog.for_workdir(job.config.workdir)
+    try:
+        return _train(job, hvd, catalog)
+    except BaseException as err:
+        # Keep the first real exception where the driver can find it, not just "rank exited".
+        errors = catalog.rank_errors(job.run_id)
+        errors.mkdir(parents=True, exist_ok=True)
+        detail = f"{type(err).__name__}: {err}".splitlines()[0]
+        (errors / f"rank-{hvd.rank()}.txt").write_text(detail + "\n\n" + traceback.format_exc())
+        raise
+
+
+def _train(job: TrainJob, hvd, catalog: Catalog) -> dict | None:
+    import numpy as np
+    import tensorflow as tf
+
+    from models.cnn import build_cnn
+    from pipelines import horovod_keras as hk
+    from pipelines.data_loading import image_dataset
+    from pipelines.logs import setup_logging
+    from pipelines.transforms import ImageTransform
+
+    setup_logging()
+    _pin_devices(tf, hvd)
+    config, train = job.config, job.config.train
+    rank, size = hvd.rank(), hvd.size()
+    keras.utils.set_random_seed(train.seed)
+    transform = ImageTransform.load(catalog.transform)
+
+    def new_model():
+        return build_cnn(
+            transform.shape, len(transform.class_names), transform.mean, transform.std,
+            filters=config.model.filters, dense_units=config.model.dense_units,
+            dropout=config.model.dropout,
+        )
+
+    model = new_model()
+    steps = job.train_plan.steps_per_epoch
+    schedule = hk.WarmupSchedule(train.learning_rate, size, int(train.warmup_epochs * steps))
+    model.compile(
+        optimizer=hk.distributed(keras.optimizers.Adam)(learning_rate=schedule),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=False,  # Horovod's ops have no XLA kernels here
+    )
+    model.optimizer.build(model.trainable_variables)
+
+    checkpoint = catalog.checkpoint(job.run_id)
+    initial_epoch = 0
+    if rank == 0 and train.resume and checkpoint.is_file():
+        with np.load(checkpoint) as saved:
+            hk.restore_state(model, {k: saved[k] for k in saved.files if k != "__epoch__"})
+            initial_epoch = int(saved["__epoch__"])
+        log.info("resuming from %s at epoch %d", checkpoint, initial_epoch + 1)
+    initial_epoch = hvd.broadcast_object(initial_epoch, root_rank=0, name="initial_epoch")
+
+    common = dict(batch_size=train.batch_size, rank=rank, size=size, seed=train.seed,
+                  workers=train.reader_workers)
+    train_data = image_dataset(catalog.split("train"), transform, shuffle_buffer=train.shuffle_buffer,
+                               first_pass=initial_epoch, **common)
+    # Order matters: metrics are averaged over ranks before validation adds its global figures,
+    # and both happen before rank 0 checkpoints and logs.
+    callbacks = [hk.BroadcastInitialState(), hk.AverageEpochMetrics()]
+    if job.validate:
+        callbacks.append(hk.DistributedValidation(
+            image_dataset(catalog.split("val"), transform, repeat=False, **common)))
+    if rank == 0:
+        callbacks += [_Checkpoint(checkpoint), _EpochLogger(config.tracking_uri, job.run_id)]
+
+    history = model.fit(
+        train_data,
+        epochs=train.epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps,
+        callbacks=callbacks,
+        verbose=2 if rank == 0 else 0,
+    )
+    if rank != 0:
+        return None
+    # Export without the distributed optimizer: the served model must not need Horovod.
+    export = new_model()
+    export.set_weights(model.get_weights())
+    target = catalog.trained_model(job.run_id)
+    staging = target.with_name(f".tmp-{os.getpid()}-{target.name}")
+    export.save(staging)
+    os.replace(staging, target)
+    return {"initial_epoch": initial_epoch, "history": history.history}
+
+
+def _pin_devices(tf, hvd) -> None:
+    """One GPU per local rank (two ranks on one GPU is a classic misconfiguration); CPU threads shared."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        gpu = gpus[hvd.local_rank() % len(gpus)]
+        tf.config.experimental.set_memory_growth(gpu, True)
+        tf.config.set_visible_devices(gpu, "GPU")
+    threads = max(1, (os.cpu_count() or 1) // hvd.local_size())
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+
+
+class _Checkpoint(keras.callbacks.Callback):
+    """Write weights, optimizer state and the epoch count atomically at the end of each epoch."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = Path(path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        import numpy as np
+
+        from pipelines.horovod_keras import state_arrays
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        staging = self.path.with_name(f".tmp-{os.getpid()}-{self.path.name}")
+        with open(staging, "wb") as handle:
+            np.savez(handle, __epoch__=np.int64(epoch + 1), **state_arrays(self.model))
+        os.replace(staging, self.path)
+
+
+class _EpochLogger(keras.callbacks.Callback):
+    """Send each epoch's (rank-averaged) metrics to the MLflow run; never fails training."""
+
+    def __init__(self, tracking_uri: str, run_id: str):
+        super().__init__()
+        self.tracking_uri, self.run_id = tracking_uri, run_id
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+        tracking.log_metrics(self.tracking_uri, self.run_id, metrics, step=epoch + 1)
+
+
+# ---------------------------------------------------------------- on the driver
+
+
+def launch(job: TrainJob, spark=None) -> dict:
+    """Run ``train_worker`` on ``train.num_proc`` ranks with the configured launcher.
+
+    Raises:
+        TrainingError: with the first failing rank's own exception.
+    """
+    train = job.config.train
+    env = {
+        # A stalled rank turns into a failure after stall_timeout_s instead of hanging forever.
+        "HOROVOD_STALL_CHECK_TIME_SECONDS": str(max(5, train.stall_timeout_s // 4)),
+        "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS": str(train.stall_timeout_s),
+        "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    started = time.time()
+    try:
+        if train.launcher == "spark":
+            import horovod.spark
+
+            results = horovod.spark.run(
+                train_worker, args=(job,), num_proc=train.num_proc,
+                env={**os.environ, **env}, verbose=0,
+            )
+        else:
+            import horovod
+
+            with _environment(env):
+                results = horovod.run(
+                    train_worker, args=(job,), np=train.num_proc,
+                    hosts=f"localhost:{train.num_proc}", use_gloo=True, verbose=0,
+                )
+    except Exception as err:
+        raise _first_rank_error(job, started) or TrainingError(-1, str(err).splitlines()[0]) from err
+    return next(result for result in results if result is not None)
+
+
+def _first_rank_error(job: TrainJob, since: float) -> TrainingError | None:
+    folder = Catalog.for_workdir(job.config.workdir).rank_errors(job.run_id)
+    reports = [p for p in folder.glob("rank-*.txt") if p.stat().st_mtime >= since - 1]
+    if not reports:
+        return None
+    first = min(reports, key=lambda p: p.stat().st_mtime)
+    return TrainingError(int(first.stem.split("-")[1]), first.read_text().splitlines()[0])
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run(config: PipelineConfig, spark=None) -> TrainResult:
+    """Plan, open (or resume) the MLflow run, train on the ranks, log the model."""
+    catalog = Catalog.for_workdir(config.workdir)
+    if not catalog.transform.is_file():
+        raise DataError(str(catalog.transform), "no preprocessed data: run the preprocess stage first")
+    train = config.train
+    train_plan = plan_shards(catalog.split("train"), train.num_proc, train.batch_size)
+    validate = storage.row_group_sizes(catalog.split("val")) != []
+    if validate:
+        plan_shards(catalog.split("val"), train.num_proc, train.batch_size)
+
+    resumed = train.resume and catalog.latest_run.is_file()
+    run_id = tracking.resume_run(config) if resumed else tracking.start_run(config)
+    storage.write_json_atomically({"run_id": run_id}, catalog.latest_run)
+    if not resumed:
+        tracking.log_data(
+            config, run_id, storage.read_json(catalog.ingest_report), storage.read_json(catalog.preprocess_report)
+        )
+        tracking.log_artifact(run_id, catalog.transform, "transform")
+    log.info(
+        "training %d epochs on %d ranks (%s launcher), %d steps per epoch; MLflow run %s",
+        train.epochs, train.num_proc, train.launcher, train_plan.steps_per_epoch, run_id,
+    )
+    try:
+        result = launch(TrainJob(config, run_id, train_plan, validate), spark)
+        model_uri = tracking.log_model(config, run_id, catalog.trained_model(run_id), catalog.transform)
+    except BaseException:
+        tracking.mark_failed(config.tracking_uri, run_id)
+        raise
+    return TrainResult(run_id, model_uri, result["initial_epoch"], result["history"])
