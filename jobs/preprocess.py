@@ -1,4 +1,7 @@
-"""spark-submit entry point for the preprocess stage: spark-submit jobs/preprocess.py CONFIG [KEY=VALUE ...]."""
+"""spark-submit entry point for the preprocess stage.
+
+    spark-submit jobs/preprocess.py CONFIG [KEY=VALUE ...]
+"""
 
 import sys
 

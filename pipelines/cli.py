@@ -24,7 +24,7 @@ STAGE_HELP = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dlfusion",
-        description="Distributed deep-learning pipelines: Spark -> Parquet -> Petastorm -> Horovod -> MLflow.",
+        description="Deep-learning pipelines: Spark -> Parquet -> Petastorm -> Horovod -> MLflow.",
     )
     stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for name, text in STAGE_HELP.items():
@@ -77,7 +77,10 @@ def _print_summary(summary: dict) -> None:
     lines = [f"dlfusion {summary['stage']}: succeeded"]
     if "ingest" in summary:
         i = summary["ingest"]
-        lines.append(f"  files seen {i['files_seen']} = written {i['rows_written']} + quarantined {i['rows_quarantined']}")
+        lines.append(
+            f"  files seen {i['files_seen']} = written {i['rows_written']}"
+            f" + quarantined {i['rows_quarantined']}"
+        )
     if "splits" in summary:
         lines.append("  rows per split: " + ", ".join(f"{k}={v}" for k, v in summary["splits"].items()))
     if "run_id" in summary:

@@ -16,7 +16,7 @@ def write_digits_images(folder: Path) -> Path:
     marker = folder / "_COMPLETE"  # hidden from ingest, like Spark's _SUCCESS
     if marker.is_file():
         return folder
-    for index, (image, target) in enumerate(zip(digits.images, digits.target)):
+    for index, (image, target) in enumerate(zip(digits.images, digits.target, strict=False)):
         pixels = np.clip(image * (255.0 / 16.0), 0, 255).astype(np.uint8)
         path = folder / str(target) / f"digit_{index:04d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)

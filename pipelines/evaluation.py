@@ -78,7 +78,9 @@ def run(config: PipelineConfig, spark: SparkSession, run_id: str | None = None) 
     test = spark.read.parquet(str(catalog.split("test")))
     scored = scoring.predict_split(test, f"runs:/{run_id}/model", config.tracking_uri, transform.shape)
     pairs = scored.groupBy("label", "prediction").count().collect()
-    matrix = confusion_matrix([(r["label"], r["prediction"], r["count"]) for r in pairs], len(transform.class_names))
+    matrix = confusion_matrix(
+        [(r["label"], r["prediction"], r["count"]) for r in pairs], len(transform.class_names)
+    )
     metrics = classification_metrics(matrix, transform.class_names)
     metrics["test_rows"] = float(matrix.sum())
 
@@ -88,7 +90,9 @@ def run(config: PipelineConfig, spark: SparkSession, run_id: str | None = None) 
         plot = Path(tmp) / "confusion_matrix.png"
         plot_confusion(matrix, transform.class_names, plot)
         mlflow.log_artifact(str(plot), "evaluation")
-        mlflow.log_dict({"class_names": transform.class_names, "matrix": matrix.tolist()},
-                        "evaluation/confusion_matrix.json")
+        mlflow.log_dict(
+            {"class_names": transform.class_names, "matrix": matrix.tolist()},
+            "evaluation/confusion_matrix.json",
+        )
     log.info("evaluate: test accuracy %.4f on %d rows", metrics["test_accuracy"], matrix.sum())
     return metrics

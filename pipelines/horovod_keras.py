@@ -35,7 +35,7 @@ def distributed(optimizer_class: type[keras.optimizers.Optimizer]) -> type:
                 present = [i for i, g in enumerate(grads) if g is not None]
                 averaged = hvd.grouped_allreduce([grads[i] for i in present], op=hvd.Average)
                 grads = list(grads)
-                for i, g in zip(present, averaged):
+                for i, g in zip(present, averaged, strict=False):
                     grads[i] = g
             return super().apply(grads, trainable_variables)
 
@@ -68,7 +68,9 @@ def broadcast_variables(variables, root_rank: int = 0) -> None:
     """Overwrite ``variables`` on every rank with their values on ``root_rank``."""
     hvd = _hvd()
     for variable in variables:
-        value = hvd.broadcast(tf.convert_to_tensor(variable), root_rank, name=_op_name("bcast.", variable.path))
+        value = hvd.broadcast(
+            tf.convert_to_tensor(variable), root_rank, name=_op_name("bcast.", variable.path)
+        )
         variable.assign(value)
 
 
@@ -91,7 +93,7 @@ class AverageEpochMetrics(keras.callbacks.Callback):
         keys = sorted(logs)
         local = tf.constant([float(logs[key]) for key in keys], dtype=tf.float64)
         averaged = hvd.allreduce(local, op=hvd.Average, name=f"metrics.epoch{epoch}").numpy()
-        logs.update({key: float(value) for key, value in zip(keys, averaged)})
+        logs.update({key: float(value) for key, value in zip(keys, averaged, strict=False)})
 
 
 class DistributedValidation(keras.callbacks.Callback):

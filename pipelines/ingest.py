@@ -25,9 +25,7 @@ from pipelines.errors import DataError
 log = logging.getLogger(__name__)
 
 IMAGE_FORMATS = ("JPEG", "PNG")
-_DECODED = StructType(
-    [StructField("pixels", BinaryType(), True), StructField("error", StringType(), True)]
-)
+_DECODED = StructType([StructField("pixels", BinaryType(), True), StructField("error", StringType(), True)])
 
 
 @dataclass(frozen=True)
@@ -137,9 +135,9 @@ def run(config: PipelineConfig, spark: SparkSession, source: str) -> IngestRepor
     source_uri = storage.qualified_uri(spark, source)
     files = label_files(spark.createDataFrame(listed, "path string, size long"), source_uri)
     # binaryFile silently skips zero-byte files: join onto our own listing so none is lost.
-    contents = (
-        spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(source)
-    ).select("path", "content")
+    contents = (spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(source)).select(
+        "path", "content"
+    )
     joined = files.join(contents, "path", "left").repartition(
         max(2, spark.sparkContext.defaultParallelism * 2)
     )
@@ -170,7 +168,9 @@ def run(config: PipelineConfig, spark: SparkSession, source: str) -> IngestRepor
     storage.write_json_atomically(asdict(report), catalog.ingest_report)
     log.info(
         "ingest: %d files seen, %d rows written, %d quarantined, %d classes",
-        report.files_seen, report.rows_written, report.rows_quarantined, report.classes,
+        report.files_seen,
+        report.rows_written,
+        report.rows_quarantined,
+        report.classes,
     )
     return report
-

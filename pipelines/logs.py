@@ -19,6 +19,17 @@ def quiet_library_warnings() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+class _Py4jRetryFilter(logging.Filter):
+    """py4j logs a full traceback at INFO, on the root logger, each time it reconnects after a
+    forked child (Horovod's launchers fork the driver) closed the shared socket; the retry that
+    follows succeeds, and when it does not py4j raises, so the record alone is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno == logging.INFO and record.getMessage() == "Exception while sending command."
+        )
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """Configure the root logger once; later calls only change the level."""
     quiet_library_warnings()
@@ -26,6 +37,7 @@ def setup_logging(level: int = logging.INFO) -> None:
     if not root.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(_Py4jRetryFilter())
         root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("py4j", "petastorm", "mlflow.store.db", "alembic", "absl"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -25,9 +25,7 @@ def _split_of(key: Column, split: SplitConfig) -> Column:
     """A stable split name from a hash of ``key``: the same file always lands in the same split."""
     bucket = F.pmod(F.xxhash64(key), F.lit(_HASH_BUCKETS)) / _HASH_BUCKETS
     return (
-        F.when(bucket < split.train, "train")
-        .when(bucket < split.train + split.val, "val")
-        .otherwise("test")
+        F.when(bucket < split.train, "train").when(bucket < split.train + split.val, "val").otherwise("test")
     )
 
 
@@ -58,9 +56,7 @@ def fit_channel_stats(images: DataFrame, image_size: int) -> tuple[list[float], 
             count += flat.shape[0]
         yield pd.DataFrame({"channel": [0, 1, 2], "s": sums, "sq": squares, "n": [count] * 3})
 
-    parts = images.select("pixels").mapInPandas(
-        partial_sums, "channel int, s double, sq double, n long"
-    )
+    parts = images.select("pixels").mapInPandas(partial_sums, "channel int, s double, sq double, n long")
     totals = parts.groupBy("channel").agg(F.sum("s"), F.sum("sq"), F.sum("n")).orderBy("channel")
     rows = totals.collect()
     count = rows[0][3] if rows else 0

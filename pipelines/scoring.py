@@ -1,4 +1,4 @@
-"""Scoring: the MLflow pyfunc model (raw uint8 images in, class probabilities out) and batch scoring in Spark."""
+"""Scoring: the MLflow pyfunc model (raw uint8 images in, probabilities out) and batch scoring in Spark."""
 
 from __future__ import annotations
 
@@ -35,9 +35,7 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         return self.model.predict(images, verbose=0, batch_size=256)
 
 
-def predict_split(
-    df: DataFrame, model_uri: str, tracking_uri: str, shape: tuple[int, int, int]
-) -> DataFrame:
+def predict_split(df: DataFrame, model_uri: str, tracking_uri: str, shape: tuple[int, int, int]) -> DataFrame:
     """Add ``prediction`` (class index) and ``confidence`` to rows of an image split, in Spark.
 
     The model is loaded once per partition on the executors; only plain strings cross to them.
@@ -67,4 +65,3 @@ def predict_split(
 
     schema = "relpath string, label int, prediction int, confidence double"
     return df.select("relpath", "label", "pixels").mapInPandas(predict_partition, schema)
-

@@ -6,6 +6,7 @@ Logging must never kill training: metric logging retries briefly, then warns and
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,9 @@ def mark_failed(tracking_uri: str, run_id: str) -> None:
 
 def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int | None = None) -> bool:
     """Log ``metrics`` with a few retries; on failure warn and return False instead of raising."""
-    from mlflow.entities import Metric
     import time
+
+    from mlflow.entities import Metric
 
     stamp = int(time.time() * 1000)
     batch = [Metric(key, float(value), stamp, step or 0) for key, value in metrics.items()]
@@ -108,9 +110,14 @@ def log_data(config: PipelineConfig, run_id: str, ingest_report: dict, preproces
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({f"ingest.{k}": v for k, v in ingest_report.items()})
         for name, split in preprocess_report["splits"].items():
-            mlflow.log_metrics({f"data.{name}.rows": split["rows"], f"data.{name}.row_groups": split["row_groups"]})
+            mlflow.log_metrics(
+                {f"data.{name}.rows": split["rows"], f"data.{name}.row_groups": split["row_groups"]}
+            )
+            with warnings.catch_warnings():  # MLflow registers its local source twice and says so
+                warnings.filterwarnings("ignore", message="The specified dataset source")
+                source = resolve_dataset_source(Path(split["path"]).resolve().as_uri())
             dataset = MetaDataset(
-                resolve_dataset_source(Path(split["path"]).resolve().as_uri()),
+                source,
                 name=f"{config.pipeline}-{name}",
                 digest=split["digest"],
             )

@@ -6,11 +6,12 @@ with plain data (a TrainJob); the ranks train; rank 0 alone checkpoints and logs
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import multiprocessing
 import os
 import time
 import traceback
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,13 +42,14 @@ class TrainResult:
     model_uri: str
     initial_epoch: int
     history: dict[str, list[float]]
+    rank_digests: list[str]
 
 
 # ---------------------------------------------------------------- on every rank
 
 
-def train_worker(job: TrainJob) -> dict | None:
-    """Train on this rank's shard. Returns the history on rank 0, None elsewhere."""
+def train_worker(job: TrainJob) -> dict:
+    """Train on this rank's shard. Returns a digest of the final weights (and on rank 0 the history)."""
     import horovod.tensorflow as hvd
 
     hvd.init()
@@ -82,8 +84,12 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict | None:
 
     def new_model():
         return build_cnn(
-            transform.shape, len(transform.class_names), transform.mean, transform.std,
-            filters=config.model.filters, dense_units=config.model.dense_units,
+            transform.shape,
+            len(transform.class_names),
+            transform.mean,
+            transform.std,
+            filters=config.model.filters,
+            dense_units=config.model.dense_units,
             dropout=config.model.dropout,
         )
 
@@ -107,16 +113,23 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict | None:
         log.info("resuming from %s at epoch %d", checkpoint, initial_epoch + 1)
     initial_epoch = hvd.broadcast_object(initial_epoch, root_rank=0, name="initial_epoch")
 
-    common = dict(batch_size=train.batch_size, rank=rank, size=size, seed=train.seed,
-                  workers=train.reader_workers)
-    train_data = image_dataset(catalog.split("train"), transform, shuffle_buffer=train.shuffle_buffer,
-                               first_pass=initial_epoch, **common)
+    common = dict(
+        batch_size=train.batch_size, rank=rank, size=size, seed=train.seed, workers=train.reader_workers
+    )
+    train_data = image_dataset(
+        catalog.split("train"),
+        transform,
+        shuffle_buffer=train.shuffle_buffer,
+        first_pass=initial_epoch,
+        **common,
+    )
     # Order matters: metrics are averaged over ranks before validation adds its global figures,
     # and both happen before rank 0 checkpoints and logs.
     callbacks = [hk.BroadcastInitialState(), hk.AverageEpochMetrics()]
     if job.validate:
-        callbacks.append(hk.DistributedValidation(
-            image_dataset(catalog.split("val"), transform, repeat=False, **common)))
+        callbacks.append(
+            hk.DistributedValidation(image_dataset(catalog.split("val"), transform, repeat=False, **common))
+        )
     if rank == 0:
         callbacks += [_Checkpoint(checkpoint), _EpochLogger(config.tracking_uri, job.run_id)]
 
@@ -126,10 +139,12 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict | None:
         initial_epoch=initial_epoch,
         steps_per_epoch=steps,
         callbacks=callbacks,
+        shuffle=False,  # the data set shuffles row groups and rows itself
         verbose=2 if rank == 0 else 0,
     )
+    outcome = {"rank": rank, "weights_digest": _digest(model.get_weights()), "initial_epoch": initial_epoch}
     if rank != 0:
-        return None
+        return outcome
     # Export without the distributed optimizer: the served model must not need Horovod.
     export = new_model()
     export.set_weights(model.get_weights())
@@ -137,7 +152,16 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict | None:
     staging = target.with_name(f".tmp-{os.getpid()}-{target.name}")
     export.save(staging)
     os.replace(staging, target)
-    return {"initial_epoch": initial_epoch, "history": history.history}
+    return {**outcome, "history": history.history}
+
+
+def _digest(arrays) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def _pin_devices(tf, hvd) -> None:
@@ -186,7 +210,7 @@ class _EpochLogger(keras.callbacks.Callback):
 # ---------------------------------------------------------------- on the driver
 
 
-def launch(job: TrainJob, spark=None) -> dict:
+def launch(job: TrainJob, spark=None) -> list[dict]:
     """Run ``train_worker`` on ``train.num_proc`` ranks with the configured launcher.
 
     Raises:
@@ -199,6 +223,9 @@ def launch(job: TrainJob, spark=None) -> dict:
         "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS": str(train.stall_timeout_s),
         "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning",
         "TF_CPP_MIN_LOG_LEVEL": "2",
+        # A tracking server outage must cost seconds per epoch, not stall the ranks for minutes.
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
     }
     started = time.time()
     try:
@@ -206,20 +233,31 @@ def launch(job: TrainJob, spark=None) -> dict:
             import horovod.spark
 
             results = horovod.spark.run(
-                train_worker, args=(job,), num_proc=train.num_proc,
-                env={**os.environ, **env}, verbose=0,
+                train_worker,
+                args=(job,),
+                num_proc=train.num_proc,
+                env={**os.environ, **env},
+                verbose=0,
             )
         else:
-            import horovod
-
-            with _environment(env):
-                results = horovod.run(
-                    train_worker, args=(job,), np=train.num_proc,
-                    hosts=f"localhost:{train.num_proc}", use_gloo=True, verbose=0,
-                )
+            # horovod.run forks its launcher from this process; a fork of a live Spark driver
+            # corrupts its py4j connection, so launch from a clean spawned interpreter.
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=1, mp_context=context) as launcher:
+                results = launcher.submit(_launch_local, job, env).result()
     except Exception as err:
         raise _first_rank_error(job, started) or TrainingError(-1, str(err).splitlines()[0]) from err
-    return next(result for result in results if result is not None)
+    return sorted(results, key=lambda result: result["rank"])
+
+
+def _launch_local(job: TrainJob, env: dict[str, str]) -> list:
+    import horovod
+
+    os.environ.update(env)
+    num_proc = job.config.train.num_proc
+    return horovod.run(
+        train_worker, args=(job,), np=num_proc, hosts=f"localhost:{num_proc}", use_gloo=True, verbose=0
+    )
 
 
 def _first_rank_error(job: TrainJob, since: float) -> TrainingError | None:
@@ -229,20 +267,6 @@ def _first_rank_error(job: TrainJob, since: float) -> TrainingError | None:
         return None
     first = min(reports, key=lambda p: p.stat().st_mtime)
     return TrainingError(int(first.stem.split("-")[1]), first.read_text().splitlines()[0])
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]):
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def run(config: PipelineConfig, spark=None) -> TrainResult:
@@ -261,17 +285,27 @@ def run(config: PipelineConfig, spark=None) -> TrainResult:
     storage.write_json_atomically({"run_id": run_id}, catalog.latest_run)
     if not resumed:
         tracking.log_data(
-            config, run_id, storage.read_json(catalog.ingest_report), storage.read_json(catalog.preprocess_report)
+            config,
+            run_id,
+            storage.read_json(catalog.ingest_report),
+            storage.read_json(catalog.preprocess_report),
         )
         tracking.log_artifact(run_id, catalog.transform, "transform")
     log.info(
         "training %d epochs on %d ranks (%s launcher), %d steps per epoch; MLflow run %s",
-        train.epochs, train.num_proc, train.launcher, train_plan.steps_per_epoch, run_id,
+        train.epochs,
+        train.num_proc,
+        train.launcher,
+        train_plan.steps_per_epoch,
+        run_id,
     )
     try:
-        result = launch(TrainJob(config, run_id, train_plan, validate), spark)
+        results = launch(TrainJob(config, run_id, train_plan, validate), spark)
+        digests = [result["weights_digest"] for result in results]
+        if len(set(digests)) != 1:  # data parallelism must leave every rank with the same model
+            raise TrainingError(-1, f"ranks finished with different weights: {digests}")
         model_uri = tracking.log_model(config, run_id, catalog.trained_model(run_id), catalog.transform)
     except BaseException:
         tracking.mark_failed(config.tracking_uri, run_id)
         raise
-    return TrainResult(run_id, model_uri, result["initial_epoch"], result["history"])
+    return TrainResult(run_id, model_uri, results[0]["initial_epoch"], results[0]["history"], digests)
