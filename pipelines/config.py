@@ -76,7 +76,6 @@ class TrainConfig(_Section):
     learning_rate: float = Field(0.001, gt=0, description="learning rate for one rank")
     warmup_epochs: float = Field(1.0, ge=0, description="epochs to ramp the lr to lr * num_proc")
     shuffle_buffer: int = Field(512, ge=0, description="rows in the in-memory shuffle buffer")
-    reader_workers: int = Field(2, ge=1, description="Petastorm reader threads per rank")
     seed: int = Field(42, description="seed for weights and row-group shuffling")
     resume: bool = Field(False, description="continue from the last checkpoint in workdir")
     stall_timeout_s: int = Field(

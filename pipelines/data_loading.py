@@ -53,16 +53,23 @@ def plan_shards(location: str | Path, num_proc: int, batch_size: int) -> ShardPl
 
 
 def _row_group_batches(
-    url: str, rank: int, size: int, seed: int, passes: int | None, first_pass: int, workers: int
+    url: str, rank: int, size: int, seed: int, passes: int | None, first_pass: int
 ) -> Iterator[tuple]:
     """Yield (pixels, label) arrays one row group at a time, over ``passes`` passes (None: forever).
 
     Each pass opens a fresh reader whose row-group order is shuffled with ``seed + pass``: the order
     changes every epoch yet a run is reproducible, and nothing a reader holds survives its pass.
+    A pass takes exactly this shard's row-group count from a never-ending reader: petastorm 0.13.1's
+    thread pool can declare a ``num_epochs=1`` reader finished while row groups are still in flight
+    (measured: 4 of 12 row groups lost in one pass), so its end of data is not trusted. One worker
+    thread keeps results in ventilation order (with more, the pool reorders them across the cycle
+    boundary); decoding happens later, in tf.data, so the reader thread only reads Parquet.
     """
     from petastorm import make_batch_reader
 
     quiet_library_warnings()
+    total = len(storage.row_group_sizes(url))
+    groups_in_shard = len(range(rank, total, size))
     counter = itertools.count(first_pass) if passes is None else range(first_pass, first_pass + passes)
     for index in counter:
         reader = make_batch_reader(
@@ -71,17 +78,27 @@ def _row_group_batches(
             cur_shard=rank,
             shard_count=size,
             shuffle_row_groups=True,
-            seed=seed + index,
-            num_epochs=1,
-            workers_count=workers,
+            seed=_pass_seed(seed, index),
+            num_epochs=None,
+            workers_count=1,
             results_queue_size=READ_AHEAD_ROW_GROUPS,
         )
         try:
-            for batch in reader:
+            # Results come in ventilation order, so the first ``groups_in_shard`` results are one
+            # shuffled cycle: every row group of the shard exactly once.
+            for _ in range(groups_in_shard):
+                batch = next(reader)
                 yield batch.pixels, batch.label
         finally:  # not ``with``: its exit prints to stdout on every pass
             reader.stop()
             reader.join()
+
+
+def _pass_seed(seed: int, index: int) -> int:
+    """A distinct non-zero seed per pass (petastorm treats seed 0 as "not seeded")."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, index]).generate_state(1)[0]) or 1
 
 
 def image_dataset(
@@ -95,7 +112,6 @@ def image_dataset(
     shuffle_buffer: int = 0,
     repeat: bool = True,
     first_pass: int = 0,
-    workers: int = 2,
 ):
     """A tf.data pipeline of (uint8 images, int labels) batches of this rank's shard.
 
@@ -110,7 +126,7 @@ def image_dataset(
     height, width, channels = transform.shape
 
     def generate():
-        return _row_group_batches(url, rank, size, seed, passes, first_pass, workers)
+        return _row_group_batches(url, rank, size, seed, passes, first_pass)
 
     dataset = tf.data.Dataset.from_generator(
         generate,

@@ -113,9 +113,7 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict | None:
         log.info("resuming from %s at epoch %d", checkpoint, initial_epoch + 1)
     initial_epoch = hvd.broadcast_object(initial_epoch, root_rank=0, name="initial_epoch")
 
-    common = dict(
-        batch_size=train.batch_size, rank=rank, size=size, seed=train.seed, workers=train.reader_workers
-    )
+    common = dict(batch_size=train.batch_size, rank=rank, size=size, seed=train.seed)
     train_data = image_dataset(
         catalog.split("train"),
         transform,

@@ -1,0 +1,50 @@
+"""Shared fixtures: one real local SparkSession, configs, and a preprocessed digits workdir."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import PipelineConfig, SparkConfig, load_config
+from pipelines.logs import setup_logging
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE_CONFIG = ROOT / "conf" / "image_cnn.yaml"
+
+setup_logging()
+
+
+def image_config(workdir: Path, *overrides: str) -> PipelineConfig:
+    """The shipped image pipeline config, pointed at ``workdir``, with overrides."""
+    return load_config(IMAGE_CONFIG, [f"workdir={workdir}", "spark.master=local[2]", *overrides])
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from pipelines.spark import get_spark
+
+    session = get_spark(SparkConfig(master="local[2]", app_name="dlfusion-tests"))
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def digits_workdir(tmp_path_factory, spark) -> Path:
+    """A workdir holding the ingested and preprocessed digits demo (read-only: copy it to change it)."""
+    from pipelines import runner
+
+    workdir = tmp_path_factory.mktemp("digits")
+    config = image_config(workdir)
+    runner.run_ingest(config)
+    runner.run_preprocess(config)
+    return workdir
+
+
+@pytest.fixture
+def trainable_workdir(digits_workdir, tmp_path) -> Path:
+    """A private copy of the preprocessed digits workdir, for a test that trains."""
+    target = tmp_path / "work"
+    shutil.copytree(digits_workdir, target)
+    return target

@@ -1,0 +1,112 @@
+"""Config: one typed object from YAML + overrides; every problem names its key, CLI exits 2."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import load_config
+from pipelines.errors import ConfigError, DataError, TrainingError
+from tests.conftest import IMAGE_CONFIG, ROOT
+
+
+def test_shipped_config_loads_with_base_defaults_merged():
+    config = load_config(IMAGE_CONFIG)
+    assert config.pipeline == "image_cnn"
+    assert config.train.num_proc == 2 and config.train.launcher == "local"
+    assert config.spark.master is None  # local[*] unless spark-submit or the config says otherwise
+    assert config.mlflow.experiment == "image_cnn"  # pipeline file overrides base.yaml
+    assert config.tracking_uri == f"sqlite:///{(config.workdir / 'mlflow.db').resolve()}"
+
+
+def test_overrides_use_dotted_keys_and_yaml_types():
+    config = load_config(IMAGE_CONFIG, ["train.epochs=3", "train.resume=true", "data.source=/data/imgs"])
+    assert config.train.epochs == 3 and config.train.resume is True
+    assert config.data.source == "/data/imgs"
+
+
+@pytest.mark.parametrize(
+    "override,key,words",
+    [
+        ("train.epochz=2", "train.epochz", "unknown key (valid keys here: batch_size"),
+        ("train.epochs=many", "train.epochs", "valid integer"),
+        ("train.launcher=yarn", "train.launcher", "'local' or 'spark'"),
+        ("ingest.image_size=1000", "ingest.image_size", "less than or equal to 224"),
+        ("preprocess.split.train=0.5", "preprocess.split", "must be 1"),
+        ("nonsense=1", "nonsense", "unknown key"),
+        ("train.epochs", "train.epochs", "KEY=VALUE"),
+        ("train.epochs.deep=1", "train.epochs", "is a value, not a section"),
+    ],
+)
+def test_config_errors_name_the_key(override, key, words):
+    with pytest.raises(ConfigError) as caught:
+        load_config(IMAGE_CONFIG, [override])
+    assert caught.value.key == key
+    assert words in str(caught.value)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_errors_survive_pickling_across_processes():
+    for error in (ConfigError("a.b", "bad"), DataError("/x", "broken"), TrainingError(1, "boom")):
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error)
+
+
+def _dlfusion(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_bad_key_is_one_line_and_exit_code_2():
+    result = _dlfusion("train", "conf/image_cnn.yaml", "train.epochz=2")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "dlfusion: error: config error: train.epochz: unknown key (valid keys here: batch_size, epochs, "
+        "launcher, learning_rate, num_proc, resume, seed, shuffle_buffer, stall_timeout_s, "
+        "warmup_epochs)"
+    ]
+
+
+def test_cli_missing_config_file_exits_2(tmp_path):
+    result = _dlfusion("ingest", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "no such config file" in result.stderr
+
+
+def test_cli_help_lists_the_stages():
+    result = _dlfusion("--help")
+    assert result.returncode == 0
+    for stage in ("ingest", "preprocess", "train", "evaluate", "run"):
+        assert stage in result.stdout
+
+
+def test_jobs_are_thin_entry_points():
+    for job in (ROOT / "jobs").glob("*.py"):
+        assert len(job.read_text().splitlines()) < 40
+        assert f'main(["{job.stem}"' in job.read_text()
+    assert {p.stem for p in (ROOT / "jobs").glob("*.py")} == {
+        "ingest",
+        "preprocess",
+        "train",
+        "evaluate",
+        "run",
+    }
+
+
+def test_cli_data_error_is_one_line_exit_1(tmp_path):
+    result = _dlfusion("ingest", "conf/image_cnn.yaml", f"workdir={tmp_path}", f"data.source={tmp_path}/none")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"dlfusion: error: {tmp_path}/none: data.source does not exist"
+    )
+    assert "Traceback" not in result.stderr
+    assert Path(tmp_path).is_dir()

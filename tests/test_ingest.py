@@ -1,0 +1,164 @@
+"""Ingest: decoding every kind of image users have, and quarantining exactly what cannot be used."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_sample_images
+
+from pipelines import ingest, schemas
+from pipelines.catalog import Catalog
+from pipelines.errors import DataError
+from tests.conftest import image_config
+
+
+def _photo() -> np.ndarray:
+    return load_sample_images().images[0]  # a real 427x640 colour JPEG photo
+
+
+def _encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def _pixels(data: bytes, size: int = 16) -> np.ndarray:
+    return np.frombuffer(ingest.decode_image(data, size), np.uint8).reshape(size, size, 3)
+
+
+@pytest.mark.parametrize(
+    "mode,fmt",
+    [
+        ("L", "PNG"),
+        ("RGBA", "PNG"),
+        ("P", "PNG"),
+        ("LA", "PNG"),
+        ("CMYK", "JPEG"),
+        ("L", "JPEG"),
+        ("RGB", "JPEG"),
+    ],
+)
+def test_decode_image_converts_every_mode_to_rgb_of_the_configured_size(mode, fmt):
+    image = Image.fromarray(_photo()).convert(mode)
+    assert _pixels(_encode(image, fmt)).shape == (16, 16, 3)
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped():
+    ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    data = _encode(Image.fromarray(ramp), "PNG")
+    pixels = _pixels(data, 64)
+    assert pixels.min() < 10 and pixels.max() > 245  # clipping at 255 would make nearly all white
+    assert 100 < pixels.mean() < 155
+
+
+def test_transparent_pixels_become_white():
+    rgba = np.zeros((8, 8, 4), np.uint8)  # fully transparent black
+    pixels = _pixels(_encode(Image.fromarray(rgba, "RGBA"), "PNG"), 8)
+    assert (pixels == 255).all()
+
+
+def test_exif_rotation_is_applied():
+    # Stored wide with the left half red and the right half blue, tagged "rotate 90 CW to display":
+    # after rotation red is on top and blue at the bottom.
+    half = np.zeros((20, 40, 3), np.uint8)
+    half[:, :20] = (255, 0, 0)
+    half[:, 20:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = _pixels(_encode(Image.fromarray(half), "PNG", exif=exif.tobytes()), 8)
+    assert rotated[0, 4, 0] > 200 and rotated[0, 4, 2] < 50
+    assert rotated[-1, 4, 2] > 200 and rotated[-1, 4, 0] < 50
+
+
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (b"", "empty file"),
+        (b"this is a text file, not an image", "cannot decode"),
+        (_encode(Image.new("RGB", (8, 8)), "GIF"), "not a JPEG or PNG"),
+    ],
+)
+def test_undecodable_input_raises_value_error_saying_why(data, reason):
+    with pytest.raises(ValueError, match=reason):
+        ingest.decode_image(data, 8)
+
+
+def test_truncated_jpeg_is_rejected():
+    data = _encode(Image.fromarray(_photo()), "JPEG")
+    with pytest.raises(ValueError, match="cannot decode"):
+        ingest.decode_image(data[: len(data) // 2], 8)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture
+def messy_tree(tmp_path) -> tuple[Path, set[str]]:
+    """A class-per-folder tree with real photos, odd modes and extensions, and planted bad files."""
+    photo = Image.fromarray(_photo())
+    root = tmp_path / "images"
+    good = [
+        _write(root / "cats" / "a.jpg", _encode(photo, "JPEG")),
+        _write(root / "cats" / "B.JPEG", _encode(photo.convert("L"), "JPEG")),
+        _write(root / "cats" / "nested" / "deeper" / "c.Png", _encode(photo.convert("RGBA"), "PNG")),
+        _write(root / "dogs" / "d.png", _encode(photo.convert("P"), "PNG")),
+        _write(root / "dogs" / "e.jpg", _encode(photo.convert("CMYK"), "JPEG")),
+        _write(root / "dogs" / "f.PNG", _encode(Image.fromarray(np.full((9, 7), 40000, np.uint16)), "PNG")),
+    ]
+    full_jpeg = _encode(photo, "JPEG")
+    bad = {
+        _write(root / "cats" / "truncated.jpg", full_jpeg[: len(full_jpeg) // 3]),
+        _write(root / "dogs" / "empty.png", b""),
+        _write(root / "dogs" / "notes.jpg", b"just some text pretending to be a JPEG\n"),
+    }
+    # Hidden files and folders are ignored, as Spark ignores them.
+    _write(root / "cats" / ".DS_Store", b"\0\0")
+    _write(root / "_tmp" / "x.jpg", _encode(photo, "JPEG"))
+    _write(root / "dogs" / ".hidden" / "y.jpg", _encode(photo, "JPEG"))
+    assert len(good) == 6
+    return root, {p.resolve().as_uri().replace("file:///", "file:/") for p in bad}
+
+
+def test_ingest_quarantines_exactly_the_bad_files_and_accounts_for_every_file(spark, tmp_path, messy_tree):
+    root, bad = messy_tree
+    config = image_config(tmp_path / "work", "ingest.image_size=24")
+    report = ingest.run(config, spark, str(root))
+
+    catalog = Catalog.for_workdir(config.workdir)
+    quarantine = spark.read.parquet(str(catalog.quarantine)).collect()
+    assert {row.path for row in quarantine} == bad
+    reasons = {Path(row.path).name: row.reason for row in quarantine}
+    assert reasons["empty.png"] == "empty file"
+    assert "cannot decode" in reasons["truncated.jpg"] and "cannot decode" in reasons["notes.jpg"]
+
+    assert report.files_seen == 9 == report.rows_written + report.rows_quarantined
+    assert (report.rows_written, report.rows_quarantined, report.classes) == (6, 3, 2)
+
+    images = spark.read.parquet(str(catalog.ingested))
+    assert [(f.name, f.dataType) for f in images.schema] == [(f.name, f.dataType) for f in schemas.IMAGES]
+    rows = images.collect()
+    assert {row.label for row in rows} == {"cats", "dogs"}
+    assert all(len(row.pixels) == 24 * 24 * 3 for row in rows)
+    assert "cats/nested/deeper/c.Png" in {row.relpath for row in rows}
+
+
+def test_files_outside_class_folders_are_quarantined(spark, tmp_path):
+    root = tmp_path / "flat"
+    _write(root / "loose.png", _encode(Image.new("RGB", (4, 4)), "PNG"))
+    _write(root / "ok" / "fine.png", _encode(Image.new("RGB", (4, 4)), "PNG"))
+    report = ingest.run(image_config(tmp_path / "work"), spark, str(root))
+    quarantine = spark.read.parquet(str(Catalog.for_workdir(tmp_path / "work").quarantine)).collect()
+    assert [(Path(r.path).name, r.reason) for r in quarantine] == [("loose.png", "not inside a class folder")]
+    assert (report.rows_written, report.rows_quarantined) == (1, 1)
+
+
+def test_missing_source_is_a_clear_error(spark, tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        ingest.run(image_config(tmp_path / "work"), spark, str(tmp_path / "nope"))
