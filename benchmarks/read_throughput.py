@@ -22,6 +22,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +54,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--row-group-size", type=int, default=1_000, help="rows per Parquet row group")
     parser.add_argument("--files", type=int, default=2, help="Parquet files the row groups are spread over")
     parser.add_argument("--batch-size", type=int, default=128, help="batch size of the tf.data readers")
-    parser.add_argument("--workers", type=int, default=2, help="petastorm reader workers of (r), (b), (c)")
     parser.add_argument(
         "--passes", type=int, default=10, help="passes of (b); RSS is compared after the first and last"
     )
@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tmp-dir", type=Path, default=None, help="parent of the temporary data folder")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
     args = parser.parse_args(argv)
-    for name in ("rows", "size", "row_group_size", "files", "batch_size", "workers", "passes", "repeats"):
+    for name in ("rows", "size", "row_group_size", "files", "batch_size", "passes", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.rows < args.files * args.row_group_size:
@@ -151,12 +151,12 @@ def read_pyarrow(root: Path, shape: tuple[int, int, int]) -> int:
     return rows
 
 
-def read_petastorm(root: Path, workers: int) -> int:
+def read_petastorm(root: Path) -> int:
     """(r) The petastorm generator that feeds (b) and (c), alone: where the tf.data boundary costs."""
     from pipelines.data_loading import _row_group_batches
 
     rows = 0
-    for pixels, labels in _row_group_batches(root.resolve().as_uri(), 0, 1, 0, 1, 0, workers):
+    for pixels, labels in _row_group_batches(root.resolve().as_uri(), 0, 1, 0, 1, 0):
         if len(pixels) != len(labels):
             raise ValueError(f"{len(pixels)} pixel rows for {len(labels)} labels")
         rows += len(labels)
@@ -170,7 +170,7 @@ def count_rows(dataset: Iterable) -> int:
     return rows
 
 
-def loader_dataset(root: Path, transform, batch_size: int, workers: int):
+def loader_dataset(root: Path, transform, batch_size: int):
     """(b) The project's loader, one pass per iteration (``repeat=False``)."""
     from pipelines.data_loading import image_dataset
 
@@ -183,11 +183,10 @@ def loader_dataset(root: Path, transform, batch_size: int, workers: int):
         seed=0,
         shuffle_buffer=0,
         repeat=False,
-        workers=workers,
     )
 
 
-def per_row_dataset(root: Path, transform, batch_size: int, workers: int):
+def per_row_dataset(root: Path, transform, batch_size: int):
     """(c) The same petastorm reader and generator, but decoding one row at a time in tf.data."""
     import tensorflow as tf
 
@@ -197,7 +196,7 @@ def per_row_dataset(root: Path, transform, batch_size: int, workers: int):
     height, width, channels = transform.shape
 
     def generate():
-        return _row_group_batches(url, 0, 1, 0, 1, 0, workers)
+        return _row_group_batches(url, 0, 1, 0, 1, 0)
 
     dataset = tf.data.Dataset.from_generator(
         generate,
@@ -323,6 +322,24 @@ def machine_info(load_before: tuple[float, float, float]) -> dict:
     }
 
 
+def checkout_info() -> dict:
+    """The commit benchmarked (the loader changes; figures only compare within one checkout)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--", "pipelines", "benchmarks"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "uncommitted_changes": None}
+    return {"commit": commit, "uncommitted_changes": bool(changes.strip())}
+
+
 def format_table(figures: dict, ratios: dict) -> str:
     labels = {
         "a_pyarrow": "(a) pyarrow read_row_group + np.frombuffer",
@@ -392,17 +409,17 @@ def run(args: argparse.Namespace) -> dict:
         }
 
         log.info("(r) petastorm reader alone, %d passes", args.repeats)
-        r_passes = timed_passes("(r)", lambda: read_petastorm(root, args.workers), args.repeats, rows)
+        r_passes = timed_passes("(r)", lambda: read_petastorm(root), args.repeats, rows)
         figures["r_reader"] = summarize(r_passes, row_bytes)
 
         log.info("(b) pipelines.data_loading.image_dataset, %d passes", args.passes)
-        loader = loader_dataset(root, transform, args.batch_size, args.workers)
+        loader = loader_dataset(root, transform, args.batch_size)
         b_passes = timed_passes("(b)", lambda: count_rows(loader), args.passes, rows)
         figures["b_loader"] = summarize(b_passes, row_bytes)
         figures["b_loader"]["memory"] = memory_summary(b_passes)
 
         log.info("(c) per-row decode, %d passes", args.repeats)
-        per_row = per_row_dataset(root, transform, args.batch_size, args.workers)
+        per_row = per_row_dataset(root, transform, args.batch_size)
         figures["c_per_row"] = summarize(
             timed_passes("(c)", lambda: count_rows(per_row), args.repeats, rows), row_bytes
         )
@@ -417,6 +434,7 @@ def run(args: argparse.Namespace) -> dict:
         "benchmark": "read_throughput",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine_info(load_before),
+        "checkout": checkout_info(),
         "parameters": {
             "rows": args.rows,
             "image_shape": list(shape),
@@ -424,7 +442,6 @@ def run(args: argparse.Namespace) -> dict:
             "row_group_size": args.row_group_size,
             "files": args.files,
             "batch_size": args.batch_size,
-            "workers": args.workers,
             "passes_b": args.passes,
             "repeats_a_r_c": args.repeats,
             "seed": args.seed,

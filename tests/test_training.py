@@ -1,0 +1,126 @@
+"""Training with real Horovod ranks (Gloo processes and Spark executors), tracked in a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from mlflow import MlflowClient
+
+from pipelines import evaluation, storage, training
+from pipelines.catalog import Catalog
+from pipelines.errors import TrainingError
+from pipelines.transforms import ImageTransform
+from tests.conftest import image_config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, digits_workdir, spark):
+    """Two epochs of 2-rank training on the digits demo, with the local (Gloo) launcher."""
+    import shutil
+
+    workdir = tmp_path_factory.mktemp("trained") / "work"
+    shutil.copytree(digits_workdir, workdir)
+    config = image_config(workdir, "train.epochs=2")
+    return config, training.run(config, spark)
+
+
+def test_two_ranks_end_with_identical_weights(trained):
+    _, result = trained
+    assert len(result.rank_digests) == 2
+    assert result.rank_digests[0] == result.rank_digests[1]
+    assert result.history["val_accuracy"][-1] > 0.5
+
+
+def test_run_records_config_data_metrics_and_transform(trained):
+    config, result = trained
+    client = MlflowClient(config.tracking_uri)
+    run = client.get_run(result.run_id)
+    assert run.data.params["train.epochs"] == "2" and run.data.params["train.num_proc"] == "2"
+    assert run.data.metrics["ingest.files_seen"] == 1797
+    assert run.data.metrics["ingest.rows_written"] + run.data.metrics["ingest.rows_quarantined"] == 1797
+    history = client.get_metric_history(result.run_id, "val_accuracy")
+    assert sorted(m.step for m in history) == [1, 2]  # per epoch, logged once (rank 0 only)
+    inputs = {i.dataset.name: i.dataset for i in run.inputs.dataset_inputs}
+    report = storage.read_json(Catalog.for_workdir(config.workdir).preprocess_report)
+    assert inputs["image_cnn-train"].digest == report["splits"]["train"]["digest"]
+    assert {a.path for a in client.list_artifacts(result.run_id, "transform")} == {"transform/transform.json"}
+    runs = client.search_runs([run.info.experiment_id])
+    assert len(runs) == 1  # one run per pipeline run, not one per rank
+
+
+def test_logged_model_predicts_probabilities_from_raw_uint8_images(trained):
+    config, result = trained
+    catalog = Catalog.for_workdir(config.workdir)
+    transform = ImageTransform.load(catalog.transform)
+    mlflow.set_tracking_uri(config.tracking_uri)
+    model = mlflow.pyfunc.load_model(result.model_uri)
+
+    test = pq.read_table(str(catalog.split("test"))).to_pandas()
+    images = transform.to_images(list(test["pixels"]))
+    probabilities = np.asarray(model.predict(images))
+    assert probabilities.shape == (len(test), 10)
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    assert (probabilities.argmax(axis=1) == test["label"].to_numpy()).mean() > 0.5
+    with pytest.raises(Exception):  # the signature rejects what is not a uint8 image batch
+        model.predict(np.zeros((1, 5, 5, 3), np.uint8))
+
+
+def test_evaluate_logs_test_metrics_to_the_same_run(trained, spark):
+    config, result = trained
+    metrics = evaluation.run(config, spark)
+    run = MlflowClient(config.tracking_uri).get_run(result.run_id)
+    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert "test_f1.7" in run.data.metrics
+    test_rows = storage.read_json(Catalog.for_workdir(config.workdir).preprocess_report)["splits"]["test"][
+        "rows"
+    ]
+    assert metrics["test_rows"] == test_rows
+    artifacts = {
+        a.path for a in MlflowClient(config.tracking_uri).list_artifacts(result.run_id, "evaluation")
+    }
+    assert "evaluation/confusion_matrix.png" in artifacts
+
+
+def test_resume_continues_from_the_checkpoint(trainable_workdir, spark):
+    first = training.run(image_config(trainable_workdir, "train.epochs=1"), spark)
+    catalog = Catalog.for_workdir(trainable_workdir)
+    with np.load(catalog.checkpoint(first.run_id)) as saved:
+        assert int(saved["__epoch__"]) == 1
+
+    config = image_config(trainable_workdir, "train.epochs=2", "train.resume=true")
+    resumed = training.run(config, spark)
+    assert resumed.run_id == first.run_id and resumed.initial_epoch == 1
+    assert len(resumed.history["loss"]) == 1  # only the missing epoch ran
+    assert resumed.rank_digests[0] == resumed.rank_digests[1]
+    with np.load(catalog.checkpoint(first.run_id)) as saved:
+        assert int(saved["__epoch__"]) == 2
+        iterations = [saved[k] for k in saved.files if k.endswith("iteration")]
+    steps = training.plan_shards(catalog.split("train"), 2, 32).steps_per_epoch
+    assert int(iterations[0]) == 2 * steps  # optimizer state was restored, not restarted
+    history = MlflowClient(config.tracking_uri).get_metric_history(first.run_id, "loss")
+    assert sorted(m.step for m in history) == [1, 2]
+
+
+def test_spark_launcher_trains_on_executors(trainable_workdir, spark):
+    config = image_config(trainable_workdir, "train.epochs=1", "train.launcher=spark")
+    result = training.run(config, spark)
+    assert result.rank_digests[0] == result.rank_digests[1]
+    assert storage.read_json(Catalog.for_workdir(config.workdir).latest_run)["run_id"] == result.run_id
+
+
+def test_a_failing_rank_reports_its_own_exception(trainable_workdir, spark):
+    catalog = Catalog.for_workdir(trainable_workdir)
+    transform = json.loads(catalog.transform.read_text())
+    transform["image_size"] = 16  # disagrees with the 32x32 pixels in the data: decoding fails
+    catalog.transform.write_text(json.dumps(transform))
+    config = image_config(trainable_workdir, "train.epochs=1", "train.stall_timeout_s=30")
+    with pytest.raises(TrainingError) as caught:
+        training.run(config, spark)
+    assert caught.value.rank in (0, 1)
+    assert "reshape" in caught.value.detail.lower() or "InvalidArgument" in caught.value.detail
+    run_id = json.loads(catalog.latest_run.read_text())["run_id"]
+    assert MlflowClient(config.tracking_uri).get_run(run_id).info.status == "FAILED"
