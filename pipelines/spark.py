@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
 from pyspark.sql import SparkSession
 
 from pipelines.config import SparkConfig
+
+log = logging.getLogger(__name__)
 
 
 def get_spark(config: SparkConfig) -> SparkSession:
@@ -33,4 +36,5 @@ def get_spark(config: SparkConfig) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    log.info("Spark %s, master %s", spark.version, spark.sparkContext.master)
     return spark

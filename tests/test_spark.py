@@ -1,0 +1,40 @@
+"""The SparkSession factory: local[*] by default, the config's master, and spark-submit's master wins."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def test_session_has_arrow_on_and_the_configured_master(spark):
+    assert spark.sparkContext.master == "local[2]"
+    assert spark.conf.get("spark.sql.execution.arrow.pyspark.enabled") == "true"
+
+
+def test_spark_submit_master_is_never_overridden(tmp_path):
+    spark_submit = Path(sys.executable).with_name("spark-submit")
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    result = subprocess.run(
+        [
+            str(spark_submit),
+            "--master",
+            "local[1]",
+            "jobs/ingest.py",
+            "conf/image_cnn.yaml",
+            f"workdir={tmp_path}",
+            "spark.master=local[2]",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    # spark-submit's PythonRunner merges the driver's stderr into its stdout.
+    assert "master local[1]" in result.stdout
+    assert "files seen 1797 = written 1797 + quarantined 0" in result.stdout
