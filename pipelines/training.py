@@ -65,7 +65,7 @@ def train_worker(job: TrainJob) -> dict:
         raise
 
 
-def _train(job: TrainJob, hvd, catalog: Catalog) -> dict | None:
+def _train(job: TrainJob, hvd, catalog: Catalog) -> dict:
     import numpy as np
     import tensorflow as tf
 
