@@ -392,7 +392,7 @@ def run(args: argparse.Namespace) -> dict:
     shape = transform.shape
     row_bytes = int(np.prod(shape))
     load_before = os.getloadavg()
-    if load_before[0] > 0.5:
+    if load_before[0] > 0.5 * (os.cpu_count() or 1):
         log.warning(
             "load average is %.2f on %d CPUs: other work is running and will lower the figures",
             load_before[0],
