@@ -1,6 +1,6 @@
 """spark-submit entry point for the preprocess stage.
 
-    spark-submit jobs/preprocess.py CONFIG [KEY=VALUE ...]
+spark-submit jobs/preprocess.py CONFIG [KEY=VALUE ...]
 """
 
 import sys

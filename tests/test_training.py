@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from pipelines import evaluation, storage, training
 from pipelines.catalog import Catalog
@@ -65,7 +66,7 @@ def test_logged_model_predicts_probabilities_from_raw_uint8_images(trained):
     assert probabilities.shape == (len(test), 10)
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
     assert (probabilities.argmax(axis=1) == test["label"].to_numpy()).mean() > 0.5
-    with pytest.raises(Exception):  # the signature rejects what is not a uint8 image batch
+    with pytest.raises(MlflowException, match="[Ss]hape"):  # the signature rejects other shapes
         model.predict(np.zeros((1, 5, 5, 3), np.uint8))
 
 
