@@ -29,10 +29,53 @@ class SparkConfig(_Section):
     conf: dict[str, str] = Field(default_factory=dict, description="extra Spark settings")
 
 
-class DataConfig(_Section):
+class ImageDataConfig(_Section):
     source: str | None = Field(
         None, description="raw input: a folder with one sub-folder per class; unset writes the demo"
     )
+
+
+class TextDataConfig(_Section):
+    source: str | None = Field(
+        None,
+        description="raw input: a CSV/TSV/JSON Lines file or folder (any Hadoop path); unset writes the demo",
+    )
+    format: Literal["csv", "tsv", "jsonl"] = Field("csv", description="file format of data.source")
+    header: bool = Field(True, description="CSV/TSV: the first line names the columns")
+    columns: list[str] | None = Field(
+        None, description="CSV/TSV without a header: the column names, in order"
+    )
+    text_column: str = Field("text", description="column holding the text")
+    label_column: str = Field("label", description="column holding the label")
+    labels: list[str] | None = Field(None, description="string labels in class order; others are quarantined")
+    label_thresholds: list[float] | None = Field(
+        None,
+        description="numeric labels: class = number of thresholds <= value (e.g. [5.5] for 1-10 ratings)",
+    )
+    class_names: list[str] | None = Field(None, description="names of the threshold classes, in order")
+
+    @model_validator(mode="after")
+    def _one_label_mapping(self) -> TextDataConfig:
+        if (self.labels is None) == (self.label_thresholds is None):
+            raise ValueError("set exactly one of labels (string labels) or label_thresholds (numeric labels)")
+        if self.label_thresholds is not None:
+            if sorted(self.label_thresholds) != self.label_thresholds:
+                raise ValueError("label_thresholds must be in increasing order")
+            needed = len(self.label_thresholds) + 1
+            if self.class_names is not None and len(self.class_names) != needed:
+                raise ValueError(f"class_names must have {needed} names for {needed - 1} threshold(s)")
+        if not self.header and self.format != "jsonl" and not self.columns:
+            raise ValueError("files without a header need columns: [...]")
+        return self
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names in index order."""
+        if self.labels is not None:
+            return list(self.labels)
+        if self.class_names is not None:
+            return list(self.class_names)
+        return [f"class_{i}" for i in range(len(self.label_thresholds or []) + 1)]
 
 
 class IngestConfig(_Section):
@@ -60,6 +103,20 @@ class PreprocessConfig(_Section):
     files_per_split: int = Field(2, ge=1, description="Parquet files written per split")
 
 
+class TextPreprocessConfig(PreprocessConfig):
+    vocab_size: int = Field(
+        10_000, ge=3, description="vocabulary size, padding and out-of-vocabulary ids included"
+    )
+    max_len: int = Field(100, ge=1, description="sequences are padded or truncated to this many tokens")
+    lowercase: bool = Field(True, description="lower-case text before tokenizing")
+    html_unescape: bool = Field(True, description="turn HTML entities (&#039; &amp;) into characters first")
+
+
+class LstmModelConfig(_Section):
+    embedding_dim: int = Field(128, ge=1, description="embedding size")
+    lstm_units: int = Field(64, ge=1, description="LSTM units")
+
+
 class ModelConfig(_Section):
     filters: list[int] = Field([32, 64, 128], description="filters of each Conv-Pool block")
     dense_units: int = Field(128, ge=1, description="units of the dense layer")
@@ -78,6 +135,9 @@ class TrainConfig(_Section):
     shuffle_buffer: int = Field(512, ge=0, description="rows in the in-memory shuffle buffer")
     seed: int = Field(42, description="seed for weights and row-group shuffling")
     resume: bool = Field(False, description="continue from the last checkpoint in workdir")
+    class_weight: Literal["none", "balanced"] = Field(
+        "none", description="balanced: weight classes by inverse train frequency (imbalanced data)"
+    )
     stall_timeout_s: int = Field(
         120, ge=10, description="a rank waiting this long for the others fails the job"
     )
@@ -93,14 +153,9 @@ class MlflowConfig(_Section):
     )
 
 
-class PipelineConfig(_Section):
-    pipeline: Literal["image_cnn"] = Field(description="which pipeline this config drives")
+class _PipelineBase(_Section):
     workdir: Path = Field(Path("work"), description="root for all outputs of a run")
     spark: SparkConfig = Field(default_factory=SparkConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    ingest: IngestConfig = Field(default_factory=IngestConfig)
-    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
 
@@ -110,6 +165,28 @@ class PipelineConfig(_Section):
         if self.mlflow.tracking_uri:
             return self.mlflow.tracking_uri
         return f"sqlite:///{(self.workdir / 'mlflow.db').resolve()}"
+
+
+class ImagePipelineConfig(_PipelineBase):
+    pipeline: Literal["image_cnn"] = Field(description="which pipeline this config drives")
+    data: ImageDataConfig = Field(default_factory=ImageDataConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+
+
+class TextPipelineConfig(_PipelineBase):
+    pipeline: Literal["text_lstm"] = Field(description="which pipeline this config drives")
+    data: TextDataConfig
+    preprocess: TextPreprocessConfig = Field(default_factory=TextPreprocessConfig)
+    model: LstmModelConfig = Field(default_factory=LstmModelConfig)
+
+
+PIPELINES: dict[str, type[_PipelineBase]] = {
+    "image_cnn": ImagePipelineConfig,
+    "text_lstm": TextPipelineConfig,
+}
+PipelineConfig = ImagePipelineConfig | TextPipelineConfig
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
@@ -127,11 +204,16 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     for override in overrides:
         key, value = _parse_override(override)
         _set_dotted(raw, key, value)
+    kind = raw.get("pipeline")
+    if kind not in PIPELINES:
+        problem = "required key is missing" if kind is None else f"unknown pipeline {kind!r}"
+        raise ConfigError("pipeline", f"{problem} (one of: {', '.join(PIPELINES)})")
+    model = PIPELINES[kind]
     try:
-        return PipelineConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
-        raise ConfigError(_dotted(first["loc"]), _describe(first)) from None
+        raise ConfigError(_dotted(first["loc"]), _describe(first, model)) from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -181,9 +263,9 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc) or "config"
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
     if error["type"] == "extra_forbidden":
-        section = _section_at(error["loc"][:-1])
+        section = _section_at(model, error["loc"][:-1])
         valid = ", ".join(sorted(section.model_fields)) if section else ""
         return f"unknown key (valid keys here: {valid})"
     if error["type"] == "missing":
@@ -194,8 +276,7 @@ def _describe(error: dict[str, Any]) -> str:
     return message
 
 
-def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] = PipelineConfig
+def _section_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
     for part in loc:
         field = model.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None)
