@@ -23,8 +23,12 @@ class Catalog:
         return self.workdir / "raw" / "digits"
 
     @property
+    def demo_texts(self) -> Path:
+        return self.workdir / "raw" / "reviews.tsv"
+
+    @property
     def ingested(self) -> Path:
-        return self.workdir / "ingest" / "images.parquet"
+        return self.workdir / "ingest" / "records.parquet"
 
     @property
     def quarantine(self) -> Path:

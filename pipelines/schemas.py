@@ -20,6 +20,26 @@ QUARANTINE = StructType(
     ]
 )
 
+# Text ingest output: one usable record per row; ``key`` (a digest of the text) decides its split,
+# so duplicates land in the same split and a record keeps its split when files are added.
+TEXTS = StructType(
+    [
+        StructField("key", StringType(), False),
+        StructField("path", StringType(), False),
+        StructField("text", StringType(), False),
+        StructField("label", StringType(), False),
+    ]
+)
+
+# Text records that could not be used: the file, the raw record as read, and why.
+TEXT_QUARANTINE = StructType(
+    [
+        StructField("path", StringType(), False),
+        StructField("record", StringType(), True),
+        StructField("reason", StringType(), False),
+    ]
+)
+
 # Preprocess output, one data set per split, streamed by Petastorm to the Horovod ranks.
 IMAGE_SPLIT = StructType(
     [

@@ -12,6 +12,7 @@ from pipelines.logs import setup_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_CONFIG = ROOT / "conf" / "image_cnn.yaml"
+TEXT_CONFIG = ROOT / "conf" / "text_lstm.yaml"
 
 setup_logging()
 
@@ -19,6 +20,11 @@ setup_logging()
 def image_config(workdir: Path, *overrides: str) -> PipelineConfig:
     """The shipped image pipeline config, pointed at ``workdir``, with overrides."""
     return load_config(IMAGE_CONFIG, [f"workdir={workdir}", "spark.master=local[2]", *overrides])
+
+
+def text_config(workdir: Path, *overrides: str) -> PipelineConfig:
+    """The shipped text pipeline config, pointed at ``workdir``, with overrides."""
+    return load_config(TEXT_CONFIG, [f"workdir={workdir}", "spark.master=local[2]", *overrides])
 
 
 @pytest.fixture(scope="session")
