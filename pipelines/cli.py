@@ -77,9 +77,9 @@ def _print_summary(summary: dict) -> None:
     lines = [f"dlfusion {summary['stage']}: succeeded"]
     if "ingest" in summary:
         i = summary["ingest"]
+        unit, seen = ("files", i["files_seen"]) if "files_seen" in i else ("records", i["records_seen"])
         lines.append(
-            f"  files seen {i['files_seen']} = written {i['rows_written']}"
-            f" + quarantined {i['rows_quarantined']}"
+            f"  {unit} seen {seen} = written {i['rows_written']} + quarantined {i['rows_quarantined']}"
         )
     if "splits" in summary:
         lines.append("  rows per split: " + ", ".join(f"{k}={v}" for k, v in summary["splits"].items()))

@@ -15,7 +15,7 @@ from pathlib import Path
 from pipelines import storage
 from pipelines.errors import DataError
 from pipelines.logs import quiet_library_warnings
-from pipelines.transforms import ImageTransform
+from pipelines.transforms import Transform
 
 # Row groups a reader may hold decoded ahead of the trainer: bounds memory per rank.
 READ_AHEAD_ROW_GROUPS = 4
@@ -53,9 +53,9 @@ def plan_shards(location: str | Path, num_proc: int, batch_size: int) -> ShardPl
 
 
 def _row_group_batches(
-    url: str, rank: int, size: int, seed: int, passes: int | None, first_pass: int
+    url: str, rank: int, size: int, seed: int, passes: int | None, first_pass: int, column: str = "pixels"
 ) -> Iterator[tuple]:
-    """Yield (pixels, label) arrays one row group at a time, over ``passes`` passes (None: forever).
+    """Yield (``column``, label) arrays one row group at a time, over ``passes`` passes (None: forever).
 
     Each pass opens a fresh reader whose row-group order is shuffled with ``seed + pass``: the order
     changes every epoch yet a run is reproducible, and nothing a reader holds survives its pass.
@@ -74,7 +74,7 @@ def _row_group_batches(
     for index in counter:
         reader = make_batch_reader(
             url,
-            schema_fields=["pixels", "label"],
+            schema_fields=[column, "label"],
             cur_shard=rank,
             shard_count=size,
             shuffle_row_groups=True,
@@ -88,7 +88,7 @@ def _row_group_batches(
             # shuffled cycle: every row group of the shard exactly once.
             for _ in range(groups_in_shard):
                 batch = next(reader)
-                yield batch.pixels, batch.label
+                yield getattr(batch, column), batch.label
         finally:  # not ``with``: its exit prints to stdout on every pass
             reader.stop()
             reader.join()
@@ -101,9 +101,9 @@ def _pass_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed & 0xFFFFFFFF, index]).generate_state(1)[0]) or 1
 
 
-def image_dataset(
+def split_dataset(
     location: str | Path,
-    transform: ImageTransform,
+    transform: Transform,
     *,
     batch_size: int,
     rank: int,
@@ -113,7 +113,10 @@ def image_dataset(
     repeat: bool = True,
     first_pass: int = 0,
 ):
-    """A tf.data pipeline of (uint8 images, int labels) batches of this rank's shard.
+    """A tf.data pipeline of (features, int labels) batches of this rank's shard.
+
+    Features are the transform's ``feature_column`` (raw bytes in Parquet) as ``feature_dtype``
+    arrays of ``feature_shape``: uint8 images, or int32 token ids.
 
     With ``repeat`` the data never ends (the caller sets steps per epoch); without it, each
     iteration is one pass over the shard (for validation). Decoding is one vectorized op per
@@ -123,10 +126,10 @@ def image_dataset(
 
     url = Path(str(location).removeprefix("file:")).resolve().as_uri()
     passes = None if repeat else 1
-    height, width, channels = transform.shape
+    dtype, shape = tf.as_dtype(transform.feature_dtype), transform.feature_shape
 
     def generate():
-        return _row_group_batches(url, rank, size, seed, passes, first_pass)
+        return _row_group_batches(url, rank, size, seed, passes, first_pass, transform.feature_column)
 
     dataset = tf.data.Dataset.from_generator(
         generate,
@@ -136,9 +139,8 @@ def image_dataset(
         ),
     )
 
-    def decode(pixels, labels):
-        images = tf.reshape(tf.io.decode_raw(pixels, tf.uint8), (-1, height, width, channels))
-        return images, labels
+    def decode(raw, labels):
+        return tf.reshape(tf.io.decode_raw(raw, dtype, little_endian=True), (-1, *shape)), labels
 
     dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
     if shuffle_buffer:

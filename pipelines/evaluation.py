@@ -13,7 +13,7 @@ from pipelines import scoring, storage
 from pipelines.catalog import Catalog
 from pipelines.config import PipelineConfig
 from pipelines.errors import DataError
-from pipelines.transforms import ImageTransform
+from pipelines.transforms import load_transform
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,9 @@ def run(config: PipelineConfig, spark: SparkSession, run_id: str | None = None) 
         if not catalog.latest_run.is_file():
             raise DataError(str(catalog.latest_run), "no trained model: run the train stage first")
         run_id = storage.read_json(catalog.latest_run)["run_id"]
-    transform = ImageTransform.load(catalog.transform)
+    transform = load_transform(catalog.transform)
     test = spark.read.parquet(str(catalog.split("test")))
-    scored = scoring.predict_split(test, f"runs:/{run_id}/model", config.tracking_uri, transform.shape)
+    scored = scoring.predict_split(test, f"runs:/{run_id}/model", config.tracking_uri, transform)
     pairs = scored.groupBy("label", "prediction").count().collect()
     matrix = confusion_matrix(
         [(r["label"], r["prediction"], r["count"]) for r in pairs], len(transform.class_names)

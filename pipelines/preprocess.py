@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from pipelines import schemas, storage
 from pipelines.catalog import SPLITS, Catalog
-from pipelines.config import PipelineConfig, SplitConfig
+from pipelines.config import ImagePipelineConfig, PreprocessConfig, SplitConfig
 from pipelines.errors import DataError
-from pipelines.transforms import ImageTransform
+from pipelines.transforms import ImageTransform, Transform, save_transform
 
 log = logging.getLogger(__name__)
 
@@ -75,41 +76,65 @@ def content_digest(df: DataFrame, columns: list[str]) -> str:
     return f"{value & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
-def run(config: PipelineConfig, spark: SparkSession) -> dict:
-    """Split the ingested images, fit the transform on train, write one Parquet data set per split."""
-    catalog = Catalog.for_workdir(config.workdir)
+def read_ingested(spark: SparkSession, catalog: Catalog) -> DataFrame:
     if not storage.exists(spark, catalog.ingested):
         raise DataError(str(catalog.ingested), "no ingested data: run the ingest stage first")
-    images = spark.read.parquet(str(catalog.ingested))
-    class_names = sorted(r["label"] for r in images.select("label").distinct().collect())
-    split = assign_split(images, config.preprocess.split)
-    size = config.ingest.image_size
-    mean, std = fit_channel_stats(split.where(F.col("split") == "train"), size)
-    transform = ImageTransform(size, class_names, mean, std)
+    return spark.read.parquet(str(catalog.ingested))
 
-    row_bytes = size * size * 3 + 64
-    block_size = str(max(64 * 1024, config.preprocess.rows_per_row_group * row_bytes))
-    report: dict = {"class_names": class_names, "splits": {}}
-    indexed = index_labels(split, class_names)
+
+def write_splits(
+    indexed: DataFrame,
+    schema: StructType,
+    transform: Transform,
+    config: PreprocessConfig,
+    catalog: Catalog,
+    row_bytes: int,
+) -> dict:
+    """Write each split of ``indexed`` (with ``split`` and int ``label`` columns) for streaming, then
+    the fitted transform and the report (rows, row groups, label counts, digest per split).
+
+    Row groups are sized in bytes (``row_bytes`` per row) to hold about ``rows_per_row_group`` rows.
+    """
+    spark = indexed.sparkSession
+    block_size = str(max(64 * 1024, config.rows_per_row_group * row_bytes))
+    report: dict = {"class_names": transform.class_names, "splits": {}}
+    key = schema.fields[0].name
     for name in SPLITS:
-        rows = schemas.conform(indexed.where(F.col("split") == name), schemas.IMAGE_SPLIT)
+        rows = schemas.conform(indexed.where(F.col("split") == name), schema)
         location = catalog.split(name)
         storage.write_parquet_atomically(
-            rows.repartition(config.preprocess.files_per_split, "relpath"),
+            rows.repartition(config.files_per_split, key),
             location,
             **{"parquet.block.size": block_size, "parquet.block.size.row.check.min": "10"},
         )
         written = spark.read.parquet(str(location))
+        counts = dict(written.groupBy("label").count().collect())
         report["splits"][name] = {
-            "rows": written.count(),
+            "rows": sum(counts.values()),
+            "label_counts": [counts.get(i, 0) for i in range(len(transform.class_names))],
             "row_groups": len(storage.row_group_sizes(location)),
-            "digest": content_digest(written, ["relpath", "label", "pixels"]),
+            "digest": content_digest(written, schema.fieldNames()),
             "path": str(location),
         }
-    transform.save(catalog.transform)
+    save_transform(transform, catalog.transform)
     storage.write_json_atomically(report, catalog.preprocess_report)
     log.info(
         "preprocess: %s",
         ", ".join(f"{k}={v['rows']} rows/{v['row_groups']} row groups" for k, v in report["splits"].items()),
     )
     return report
+
+
+def run(config: ImagePipelineConfig, spark: SparkSession) -> dict:
+    """Split the ingested images, fit the transform on train, write one Parquet data set per split."""
+    catalog = Catalog.for_workdir(config.workdir)
+    images = read_ingested(spark, catalog)
+    class_names = sorted(r["label"] for r in images.select("label").distinct().collect())
+    split = assign_split(images, config.preprocess.split)
+    size = config.ingest.image_size
+    mean, std = fit_channel_stats(split.where(F.col("split") == "train"), size)
+    transform = ImageTransform(size, class_names, mean, std)
+    indexed = index_labels(split, class_names)
+    return write_splits(
+        indexed, schemas.IMAGE_SPLIT, transform, config.preprocess, catalog, size * size * 3 + 64
+    )

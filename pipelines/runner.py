@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 
-from pipelines import evaluation, ingest, preprocess, training
+from pipelines import evaluation, ingest, preprocess, text_preprocess, training
 from pipelines.catalog import Catalog
 from pipelines.config import PipelineConfig
-from pipelines.demo import write_digits_images
+from pipelines.demo import write_digits_images, write_reviews
 from pipelines.spark import get_spark
 
 log = logging.getLogger(__name__)
@@ -18,17 +18,26 @@ def source_of(config: PipelineConfig) -> str:
     """``data.source``, or the digits demo written under workdir when none is given."""
     if config.data.source:
         return config.data.source
-    folder = write_digits_images(Catalog.for_workdir(config.workdir).demo_images)
-    log.info("no data.source given: using the digits demo written to %s", folder)
-    return str(folder)
+    catalog = Catalog.for_workdir(config.workdir)
+    if config.pipeline == "text_lstm":
+        demo = write_reviews(catalog.demo_texts)
+    else:
+        demo = write_digits_images(catalog.demo_images)
+    log.info("no data.source given: using the demo data written to %s", demo)
+    return str(demo)
 
 
 def run_ingest(config: PipelineConfig) -> dict:
-    return {"ingest": asdict(ingest.run(config, get_spark(config.spark), source_of(config)))}
+    if config.pipeline == "text_lstm":
+        from pipelines import text_ingest as stage
+    else:
+        stage = ingest
+    return {"ingest": asdict(stage.run(config, get_spark(config.spark), source_of(config)))}
 
 
 def run_preprocess(config: PipelineConfig) -> dict:
-    report = preprocess.run(config, get_spark(config.spark))
+    stage = text_preprocess if config.pipeline == "text_lstm" else preprocess
+    report = stage.run(config, get_spark(config.spark))
     return {"splits": {name: split["rows"] for name, split in report["splits"].items()}}
 
 

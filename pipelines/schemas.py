@@ -49,6 +49,17 @@ IMAGE_SPLIT = StructType(
     ]
 )
 
+# Text preprocess output: ``tokens`` holds max_len int32 ids (little-endian bytes), the raw text is
+# kept so that the served model (which takes raw text) can be evaluated on the same rows.
+TEXT_SPLIT = StructType(
+    [
+        StructField("key", StringType(), False),
+        StructField("text", StringType(), False),
+        StructField("label", IntegerType(), False),
+        StructField("tokens", BinaryType(), False),
+    ]
+)
+
 
 def conform(df, schema: StructType):
     """Select and cast ``df``'s columns to ``schema`` (in its order), so what is written is declared."""

@@ -1,4 +1,4 @@
-"""Scoring: the MLflow pyfunc model (raw uint8 images in, probabilities out) and batch scoring in Spark."""
+"""Scoring: the MLflow pyfunc models (raw input in, class probabilities out) and batch scoring in Spark."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 
+from pipelines.transforms import Transform
+
 
 def requirements() -> list[str]:
     """What a serving environment needs to load the logged model."""
@@ -19,26 +21,54 @@ def requirements() -> list[str]:
     ]
 
 
-class ImageClassifier(mlflow.pyfunc.PythonModel):
-    """Predicts class probabilities from uint8 images of shape (n, size, size, 3)."""
+class _KerasClassifier(mlflow.pyfunc.PythonModel):
+    """A Keras classifier and its fitted transform; predictions are (n, classes) probabilities."""
 
     def load_context(self, context):
         import keras
 
-        from pipelines.transforms import ImageTransform
+        from pipelines.transforms import load_transform
 
-        self.transform = ImageTransform.load(context.artifacts["transform"])
+        self.transform = load_transform(context.artifacts["transform"])
         self.model = keras.models.load_model(context.artifacts["keras_model"], compile=False)
 
+    def features(self, model_input):
+        raise NotImplementedError
+
     def predict(self, context, model_input, params=None):
-        images = np.asarray(model_input, dtype=np.uint8).reshape((-1, *self.transform.shape))
-        return self.model.predict(images, verbose=0, batch_size=256)
+        scores = np.asarray(self.model.predict(self.features(model_input), verbose=0, batch_size=256))
+        if scores.shape[-1] == 1:  # one sigmoid unit: the probability of class 1
+            scores = np.hstack([1.0 - scores, scores])
+        return scores
 
 
-def predict_split(df: DataFrame, model_uri: str, tracking_uri: str, shape: tuple[int, int, int]) -> DataFrame:
-    """Add ``prediction`` (class index) and ``confidence`` to rows of an image split, in Spark.
+class ImageClassifier(_KerasClassifier):
+    """Takes uint8 images of shape (n, size, size, 3)."""
 
-    The model is loaded once per partition on the executors; only plain strings cross to them.
+    def features(self, model_input):
+        return np.asarray(model_input, dtype=np.uint8).reshape((-1, *self.transform.shape))
+
+
+class TextClassifier(_KerasClassifier):
+    """Takes raw text: a DataFrame with a ``text`` column (or a list of strings)."""
+
+    def features(self, model_input):
+        texts = model_input["text"] if isinstance(model_input, pd.DataFrame) else model_input
+        return self.transform.encode(list(texts))
+
+
+def pyfunc_for(transform: Transform) -> tuple[_KerasClassifier, object]:
+    """The pyfunc model class for ``transform``'s kind, and an input example for its signature."""
+    if transform.kind == "text":
+        return TextClassifier(), pd.DataFrame({"text": ["a great film", "it was awful &amp; dull"]})
+    return ImageClassifier(), np.zeros((2, *transform.feature_shape), dtype=np.uint8)
+
+
+def predict_split(df: DataFrame, model_uri: str, tracking_uri: str, transform: Transform) -> DataFrame:
+    """Score rows of a split with the logged model, in Spark: adds ``prediction`` and ``confidence``.
+
+    The model gets the same raw input a user would give it (images, or text); it is loaded once
+    per partition on the executors, and only plain strings and the transform cross to them.
     """
 
     def predict_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -52,16 +82,14 @@ def predict_split(df: DataFrame, model_uri: str, tracking_uri: str, shape: tuple
         for batch in batches:
             if batch.empty:
                 continue
-            flat = np.frombuffer(b"".join(batch["pixels"]), dtype=np.uint8)
-            probabilities = np.asarray(model.predict(flat.reshape((len(batch), *shape))))
+            probabilities = np.asarray(model.predict(transform.model_input(batch)))
             yield pd.DataFrame(
                 {
-                    "relpath": batch["relpath"],
                     "label": batch["label"],
                     "prediction": probabilities.argmax(axis=1).astype(np.int32),
                     "confidence": probabilities.max(axis=1).astype(np.float64),
                 }
             )
 
-    schema = "relpath string, label int, prediction int, confidence double"
-    return df.select("relpath", "label", "pixels").mapInPandas(predict_partition, schema)
+    schema = "label int, prediction int, confidence double"
+    return df.mapInPandas(predict_partition, schema)

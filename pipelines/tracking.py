@@ -132,21 +132,22 @@ def log_artifact(run_id: str, path: Path, artifact_path: str | None = None) -> N
 
 
 def log_model(config: PipelineConfig, run_id: str, model_file: Path, transform_file: Path) -> str:
-    """Log the trained model as an MLflow pyfunc that takes raw uint8 images; return its URI."""
+    """Log the trained model as an MLflow pyfunc that takes raw input (images or text); return its URI."""
     import mlflow
     import numpy as np
     from mlflow.models import infer_signature
 
     from pipelines import scoring
-    from pipelines.transforms import ImageTransform
+    from pipelines.transforms import load_transform
 
-    transform = ImageTransform.load(transform_file)
-    example = np.zeros((2, *transform.shape), dtype=np.uint8)
-    probabilities = np.full((2, len(transform.class_names)), 1.0 / len(transform.class_names), np.float32)
+    transform = load_transform(transform_file)
+    python_model, example = scoring.pyfunc_for(transform)
+    classes = len(transform.class_names)
+    probabilities = np.full((len(example), classes), 1.0 / classes, np.float32)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=scoring.ImageClassifier(),
+            python_model=python_model,
             artifacts={"keras_model": str(model_file), "transform": str(transform_file)},
             signature=infer_signature(example, probabilities),
             input_example=example,

@@ -34,6 +34,7 @@ class TrainJob:
     run_id: str
     train_plan: ShardPlan
     validate: bool
+    class_weight: dict[int, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,36 +70,27 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from models.cnn import build_cnn
     from pipelines import horovod_keras as hk
-    from pipelines.data_loading import image_dataset
+    from pipelines.data_loading import split_dataset
     from pipelines.logs import setup_logging
-    from pipelines.transforms import ImageTransform
+    from pipelines.transforms import load_transform
 
     setup_logging()
     _pin_devices(tf, hvd)
     config, train = job.config, job.config.train
     rank, size = hvd.rank(), hvd.size()
     keras.utils.set_random_seed(train.seed)
-    transform = ImageTransform.load(catalog.transform)
+    transform = load_transform(catalog.transform)
 
     def new_model():
-        return build_cnn(
-            transform.shape,
-            len(transform.class_names),
-            transform.mean,
-            transform.std,
-            filters=config.model.filters,
-            dense_units=config.model.dense_units,
-            dropout=config.model.dropout,
-        )
+        return build_model(config, transform)
 
     model = new_model()
     steps = job.train_plan.steps_per_epoch
     schedule = hk.WarmupSchedule(train.learning_rate, size, int(train.warmup_epochs * steps))
     model.compile(
         optimizer=hk.distributed(keras.optimizers.Adam)(learning_rate=schedule),
-        loss="sparse_categorical_crossentropy",
+        loss="binary_crossentropy" if model.output_shape[-1] == 1 else "sparse_categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=False,  # Horovod's ops have no XLA kernels here
     )
@@ -114,7 +106,7 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict:
     initial_epoch = hvd.broadcast_object(initial_epoch, root_rank=0, name="initial_epoch")
 
     common = dict(batch_size=train.batch_size, rank=rank, size=size, seed=train.seed)
-    train_data = image_dataset(
+    train_data = split_dataset(
         catalog.split("train"),
         transform,
         shuffle_buffer=train.shuffle_buffer,
@@ -126,7 +118,7 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict:
     callbacks = [hk.BroadcastInitialState(), hk.AverageEpochMetrics()]
     if job.validate:
         callbacks.append(
-            hk.DistributedValidation(image_dataset(catalog.split("val"), transform, repeat=False, **common))
+            hk.DistributedValidation(split_dataset(catalog.split("val"), transform, repeat=False, **common))
         )
     if rank == 0:
         callbacks += [_Checkpoint(checkpoint), _EpochLogger(config.tracking_uri, job.run_id)]
@@ -138,6 +130,7 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict:
         steps_per_epoch=steps,
         callbacks=callbacks,
         shuffle=False,  # the data set shuffles row groups and rows itself
+        class_weight=job.class_weight,
         verbose=2 if rank == 0 else 0,
     )
     outcome = {"rank": rank, "weights_digest": _digest(model.get_weights()), "initial_epoch": initial_epoch}
@@ -160,6 +153,31 @@ def _digest(arrays) -> str:
     for array in arrays:
         digest.update(array.tobytes())
     return digest.hexdigest()
+
+
+def build_model(config: PipelineConfig, transform) -> keras.Model:
+    """The pipeline's Keras model, sized by its fitted transform."""
+    if config.pipeline == "text_lstm":
+        from models.lstm import build_lstm
+
+        return build_lstm(
+            transform.max_len,
+            len(transform.vocabulary),
+            len(transform.class_names),
+            embedding_dim=config.model.embedding_dim,
+            lstm_units=config.model.lstm_units,
+        )
+    from models.cnn import build_cnn
+
+    return build_cnn(
+        transform.shape,
+        len(transform.class_names),
+        transform.mean,
+        transform.std,
+        filters=config.model.filters,
+        dense_units=config.model.dense_units,
+        dropout=config.model.dropout,
+    )
 
 
 def _pin_devices(tf, hvd) -> None:
@@ -267,6 +285,13 @@ def _first_rank_error(job: TrainJob, since: float) -> TrainingError | None:
     return TrainingError(int(first.stem.split("-")[1]), first.read_text().splitlines()[0])
 
 
+def class_weights(label_counts: list[int]) -> dict[int, float]:
+    """Inverse-frequency weights that give every class the same total weight (mean weight 1)."""
+    present = {label: count for label, count in enumerate(label_counts) if count}
+    total = sum(present.values())
+    return {label: total / (len(present) * count) for label, count in present.items()}
+
+
 def run(config: PipelineConfig, spark=None) -> TrainResult:
     """Plan, open (or resume) the MLflow run, train on the ranks, log the model."""
     catalog = Catalog.for_workdir(config.workdir)
@@ -278,6 +303,8 @@ def run(config: PipelineConfig, spark=None) -> TrainResult:
     if validate:
         plan_shards(catalog.split("val"), train.num_proc, train.batch_size)
 
+    preprocessed = storage.read_json(catalog.preprocess_report)
+    balanced = train.class_weight == "balanced"
     resumed = train.resume and catalog.latest_run.is_file()
     run_id = tracking.resume_run(config) if resumed else tracking.start_run(config)
     storage.write_json_atomically({"run_id": run_id}, catalog.latest_run)
@@ -286,7 +313,7 @@ def run(config: PipelineConfig, spark=None) -> TrainResult:
             config,
             run_id,
             storage.read_json(catalog.ingest_report),
-            storage.read_json(catalog.preprocess_report),
+            preprocessed,
         )
         tracking.log_artifact(run_id, catalog.transform, "transform")
     log.info(
@@ -298,7 +325,8 @@ def run(config: PipelineConfig, spark=None) -> TrainResult:
         run_id,
     )
     try:
-        results = launch(TrainJob(config, run_id, train_plan, validate), spark)
+        weights = class_weights(preprocessed["splits"]["train"]["label_counts"]) if balanced else None
+        results = launch(TrainJob(config, run_id, train_plan, validate, weights), spark)
         digests = [result["weights_digest"] for result in results]
         if len(set(digests)) != 1:  # data parallelism must leave every rank with the same model
             raise TrainingError(-1, f"ranks finished with different weights: {digests}")

@@ -1,12 +1,25 @@
-"""Fitted transforms: what preprocessing learned on the train split, reused by training and scoring."""
+"""Fitted transforms: what preprocessing learned on the train split, reused by training and scoring.
+
+Each transform says which split column feeds the model (``feature_column``), its dtype and shape,
+and how to turn split rows into what the logged model takes (``model_input``).
+"""
 
 from __future__ import annotations
 
+import html
 import json
-from dataclasses import asdict, dataclass
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+PAD_ID, OOV_ID = 0, 1
+RESERVED_TOKENS = ["<pad>", "<oov>"]
+_TAG = re.compile(r"<[^>]{0,200}>")
+_TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)*")  # words, keeping inner apostrophes: don't, it's
 
 
 @dataclass(frozen=True)
@@ -18,9 +31,17 @@ class ImageTransform:
     mean: list[float]
     std: list[float]
 
+    kind = "image"
+    feature_column = "pixels"
+    feature_dtype = "uint8"
+
     @property
     def shape(self) -> tuple[int, int, int]:
         return (self.image_size, self.image_size, 3)
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return self.shape
 
     def to_images(self, pixels: np.ndarray | list[bytes]) -> np.ndarray:
         """Raw uint8 pixel bytes (one per row) -> uint8 array of shape (n, size, size, 3)."""
@@ -29,13 +50,75 @@ class ImageTransform:
         flat = np.frombuffer(b"".join(pixels), dtype=np.uint8)
         return flat.reshape((-1, *self.shape))
 
-    def save(self, path: Path) -> None:
-        from pipelines.storage import write_json_atomically
+    def model_input(self, rows: pd.DataFrame) -> np.ndarray:
+        """Split rows -> what the logged model takes: uint8 images."""
+        return self.to_images(list(rows["pixels"]))
 
-        write_json_atomically({"kind": "image", **asdict(self)}, Path(path))
 
-    @classmethod
-    def load(cls, path: Path) -> ImageTransform:
-        data = json.loads(Path(path).read_text())
-        data.pop("kind", None)
-        return cls(**data)
+@dataclass(frozen=True)
+class TextTransform:
+    """Text normalisation settings, the vocabulary (index = token id) and the label names."""
+
+    vocabulary: list[str]
+    class_names: list[str]
+    max_len: int
+    lowercase: bool = True
+    html_unescape: bool = True
+    _index: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    kind = "text"
+    feature_column = "tokens"
+    feature_dtype = "int32"
+
+    def __post_init__(self):
+        object.__setattr__(self, "_index", {token: i for i, token in enumerate(self.vocabulary)})
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return (self.max_len,)
+
+    def tokenize(self, text: str | None) -> list[str]:
+        """Normalise (HTML entities and tags, case) and split into word tokens."""
+        return tokenize(text, lowercase=self.lowercase, html_unescape=self.html_unescape)
+
+    def encode_tokens(self, tokens: Iterable[str]) -> np.ndarray:
+        """Tokens -> ``max_len`` int32 ids: unknown words are OOV, then truncated or padded at the end."""
+        ids = [self._index.get(token, OOV_ID) for token in tokens][: self.max_len]
+        return np.asarray(ids + [PAD_ID] * (self.max_len - len(ids)), dtype=np.int32)
+
+    def encode(self, texts: Iterable[str | None]) -> np.ndarray:
+        """Raw texts -> int32 array of shape (n, max_len)."""
+        rows = [self.encode_tokens(self.tokenize(text)) for text in texts]
+        return np.stack(rows) if rows else np.zeros((0, self.max_len), np.int32)
+
+    def model_input(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Split rows -> what the logged model takes: raw text."""
+        return pd.DataFrame({"text": rows["text"].astype(str)})
+
+
+Transform = ImageTransform | TextTransform
+_KINDS: dict[str, type] = {"image": ImageTransform, "text": TextTransform}
+
+
+def tokenize(text: str | None, lowercase: bool = True, html_unescape: bool = True) -> list[str]:
+    """The one tokenizer, used by Spark preprocessing and by the served model alike."""
+    if not text:
+        return []
+    if html_unescape:
+        text = _TAG.sub(" ", html.unescape(text))
+    if lowercase:
+        text = text.lower()
+    return _TOKEN.findall(text)
+
+
+def save_transform(transform: Transform, path: Path) -> None:
+    from pipelines.storage import write_json_atomically
+
+    data = {key: value for key, value in asdict(transform).items() if not key.startswith("_")}
+    write_json_atomically({"kind": transform.kind, **data}, Path(path))
+
+
+def load_transform(path: Path) -> Transform:
+    """Read a transform saved by ``save_transform``, whatever its kind."""
+    data = json.loads(Path(path).read_text())
+    return _KINDS[data.pop("kind")](**data)

@@ -70,9 +70,9 @@ def test_cli_bad_key_is_one_line_and_exit_code_2():
     result = _dlfusion("train", "conf/image_cnn.yaml", "train.epochz=2")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "dlfusion: error: config error: train.epochz: unknown key (valid keys here: batch_size, class_weight, epochs, "
-        "launcher, learning_rate, num_proc, resume, seed, shuffle_buffer, stall_timeout_s, "
-        "warmup_epochs)"
+        "dlfusion: error: config error: train.epochz: unknown key (valid keys here: batch_size, "
+        "class_weight, epochs, launcher, learning_rate, num_proc, resume, seed, shuffle_buffer, "
+        "stall_timeout_s, warmup_epochs)"
     ]
 
 

@@ -11,9 +11,9 @@ import pytest
 
 from pipelines import storage
 from pipelines.catalog import Catalog
-from pipelines.data_loading import ShardPlan, _row_group_batches, image_dataset, plan_shards
+from pipelines.data_loading import ShardPlan, _row_group_batches, plan_shards, split_dataset
 from pipelines.errors import DataError
-from pipelines.transforms import ImageTransform
+from pipelines.transforms import load_transform
 
 
 def test_fewer_row_groups_than_ranks_fails_at_planning(tmp_path):
@@ -33,11 +33,11 @@ def test_steps_per_epoch_is_one_pass_split_over_ranks():
 
 def test_two_shards_cover_every_row_once(digits_workdir):
     catalog = Catalog.for_workdir(digits_workdir)
-    transform = ImageTransform.load(catalog.transform)
+    transform = load_transform(catalog.transform)
     labels: Counter = Counter()
     rows_of_rank: dict[int, int] = {}
     for rank in (0, 1):
-        dataset = image_dataset(
+        dataset = split_dataset(
             catalog.split("val"), transform, batch_size=16, rank=rank, size=2, seed=1, repeat=False
         )
         for images, batch_labels in dataset:
@@ -52,9 +52,9 @@ def test_two_shards_cover_every_row_once(digits_workdir):
 
 def test_repeating_dataset_never_runs_dry_and_batches_are_full(digits_workdir):
     catalog = Catalog.for_workdir(digits_workdir)
-    transform = ImageTransform.load(catalog.transform)
+    transform = load_transform(catalog.transform)
     rows = sum(storage.row_group_sizes(catalog.split("val")))
-    dataset = image_dataset(catalog.split("val"), transform, batch_size=32, rank=0, size=2, seed=0)
+    dataset = split_dataset(catalog.split("val"), transform, batch_size=32, rank=0, size=2, seed=0)
     batches = list(dataset.take(3 * rows // 32 + 5))  # more than several passes over the shard
     assert all(int(images.shape[0]) == 32 for images, _ in batches)
 

@@ -9,7 +9,7 @@ from pipelines import preprocess, schemas, storage
 from pipelines.catalog import SPLITS, Catalog
 from pipelines.config import SplitConfig
 from pipelines.errors import DataError
-from pipelines.transforms import ImageTransform
+from pipelines.transforms import load_transform
 from tests.conftest import image_config
 
 
@@ -56,7 +56,7 @@ def test_index_labels_follows_class_names(spark):
 def test_preprocess_writes_declared_splits_and_fits_on_train_only(spark, digits_workdir):
     catalog = Catalog.for_workdir(digits_workdir)
     report = storage.read_json(catalog.preprocess_report)
-    transform = ImageTransform.load(catalog.transform)
+    transform = load_transform(catalog.transform)
     assert transform.class_names == [str(d) for d in range(10)]
 
     total = 0

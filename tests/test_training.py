@@ -14,7 +14,7 @@ from mlflow.exceptions import MlflowException
 from pipelines import evaluation, storage, training
 from pipelines.catalog import Catalog
 from pipelines.errors import TrainingError
-from pipelines.transforms import ImageTransform
+from pipelines.transforms import load_transform
 from tests.conftest import image_config
 
 
@@ -56,7 +56,7 @@ def test_run_records_config_data_metrics_and_transform(trained):
 def test_logged_model_predicts_probabilities_from_raw_uint8_images(trained):
     config, result = trained
     catalog = Catalog.for_workdir(config.workdir)
-    transform = ImageTransform.load(catalog.transform)
+    transform = load_transform(catalog.transform)
     mlflow.set_tracking_uri(config.tracking_uri)
     model = mlflow.pyfunc.load_model(result.model_uri)
 
