@@ -3,7 +3,7 @@
 (a) pyarrow ceiling: ``ParquetFile.read_row_group`` + ``np.frombuffer`` over every row group;
 (r) the petastorm reader generator that feeds (b) and (c), iterated in Python without tf.data
     (locates the cost of the tf.data boundary);
-(b) our loader: ``pipelines.data_loading.image_dataset`` (make_batch_reader -> tf.data, one
+(b) our loader: ``pipelines.data_loading.split_dataset`` (make_batch_reader -> tf.data, one
     vectorized decode per row group), iterated fully, several passes, with the process RSS
     recorded after each pass (memory must stay flat across epochs);
 (c) the same reader decoded per row: ``.unbatch().map(decode one row).batch()``.
@@ -172,9 +172,9 @@ def count_rows(dataset: Iterable) -> int:
 
 def loader_dataset(root: Path, transform, batch_size: int):
     """(b) The project's loader, one pass per iteration (``repeat=False``)."""
-    from pipelines.data_loading import image_dataset
+    from pipelines.data_loading import split_dataset
 
-    return image_dataset(
+    return split_dataset(
         root,
         transform,
         batch_size=batch_size,
@@ -354,7 +354,7 @@ def format_table(figures: dict, ratios: dict) -> str:
     labels = {
         "a_pyarrow": "(a) pyarrow read_row_group + np.frombuffer",
         "r_reader": "(r) petastorm reader alone, no tf.data",
-        "b_loader": "(b) image_dataset (vectorized decode)",
+        "b_loader": "(b) split_dataset (vectorized decode)",
         "c_per_row": "(c) same reader, per-row decode",
     }
     lines = [f"{'method':<50} {'rows/s':>10} {'MB/s':>8}", "-" * 70]
@@ -424,7 +424,7 @@ def run(args: argparse.Namespace) -> dict:
         r_passes = timed_passes("(r)", lambda: read_petastorm(root), args.repeats, rows)
         figures["r_reader"] = summarize(r_passes, row_bytes)
 
-        log.info("(b) pipelines.data_loading.image_dataset, %d passes", args.passes)
+        log.info("(b) pipelines.data_loading.split_dataset, %d passes", args.passes)
         loader = loader_dataset(root, transform, args.batch_size)
         # No warm-up: the first pass is part of the memory record (it includes importing TF).
         b_passes = timed_passes("(b)", lambda: count_rows(loader), args.passes, rows, warm_up=False)
