@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 CONFIG ?= conf/image_cnn.yaml
 
-.PHONY: run test lint bench clean
+.PHONY: run run-text test lint bench clean
 
 # Re-installs only when the pinned requirements, the package metadata or the install script change.
 $(STAMP): requirements.txt setup.cfg pyproject.toml scripts/install.sh
@@ -15,6 +15,10 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml scripts/install.sh
 
 run: $(STAMP)
 	$(VENV)/bin/dlfusion run $(CONFIG) --summary-json work/demo/summary.json
+
+# The text sentiment demo: 20,000 generated reviews -> Spark vocabulary -> Horovod LSTM.
+run-text: $(STAMP)
+	$(VENV)/bin/dlfusion run conf/text_lstm.yaml --summary-json work/text/summary.json
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check pipelines models jobs tests benchmarks

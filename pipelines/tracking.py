@@ -124,11 +124,18 @@ def log_data(config: PipelineConfig, run_id: str, ingest_report: dict, preproces
             mlflow.log_input(dataset, context=name)
 
 
-def log_artifact(run_id: str, path: Path, artifact_path: str | None = None) -> None:
+def log_transform(run_id: str, transform_file: Path) -> None:
+    """Log the fitted transform; for text also the vocabulary and label map, readable on their own."""
     import mlflow
 
+    from pipelines.transforms import load_transform
+
+    transform = load_transform(transform_file)
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_artifact(str(path), artifact_path)
+        mlflow.log_artifact(str(transform_file), "transform")
+        mlflow.log_dict({name: i for i, name in enumerate(transform.class_names)}, "transform/label_map.json")
+        if transform.kind == "text":
+            mlflow.log_text("\n".join(transform.vocabulary), "transform/vocabulary.txt")
 
 
 def log_model(config: PipelineConfig, run_id: str, model_file: Path, transform_file: Path) -> str:

@@ -315,7 +315,7 @@ def run(config: PipelineConfig, spark=None) -> TrainResult:
             storage.read_json(catalog.ingest_report),
             preprocessed,
         )
-        tracking.log_artifact(run_id, catalog.transform, "transform")
+        tracking.log_transform(run_id, catalog.transform)
     log.info(
         "training %d epochs on %d ranks (%s launcher), %d steps per epoch; MLflow run %s",
         train.epochs,

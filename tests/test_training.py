@@ -48,7 +48,8 @@ def test_run_records_config_data_metrics_and_transform(trained):
     inputs = {i.dataset.name: i.dataset for i in run.inputs.dataset_inputs}
     report = storage.read_json(Catalog.for_workdir(config.workdir).preprocess_report)
     assert inputs["image_cnn-train"].digest == report["splits"]["train"]["digest"]
-    assert {a.path for a in client.list_artifacts(result.run_id, "transform")} == {"transform/transform.json"}
+    logged = {a.path for a in client.list_artifacts(result.run_id, "transform")}
+    assert logged == {"transform/transform.json", "transform/label_map.json"}
     runs = client.search_runs([run.info.experiment_id])
     assert len(runs) == 1  # one run per pipeline run, not one per rank
 

@@ -1,0 +1,76 @@
+"""The text pipeline through the shared stages: real Spark, Horovod ranks and MLflow store."""
+
+from __future__ import annotations
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from mlflow import MlflowClient
+
+from pipelines import evaluation, runner, storage, training
+from pipelines.catalog import Catalog
+from pipelines.demo import write_reviews
+from pipelines.transforms import load_transform
+from tests.conftest import text_config
+
+
+@pytest.fixture(scope="module")
+def trained_text(tmp_path_factory, spark):
+    """3,000 generated reviews, ingested, preprocessed and trained for 2 epochs on 2 ranks."""
+    root = tmp_path_factory.mktemp("text")
+    reviews = write_reviews(root / "reviews.tsv", count=3000, seed=3)
+    config = text_config(
+        root / "work", f"data.source={reviews}", "train.epochs=2", "preprocess.rows_per_row_group=256"
+    )
+    summary = runner.run_ingest(config)
+    runner.run_preprocess(config)
+    return config, summary, training.run(config, spark)
+
+
+def test_ingest_accounts_for_every_generated_review(trained_text):
+    _, summary, _ = trained_text
+    counts = summary["ingest"]
+    assert counts["records_seen"] == 3000 == counts["rows_written"] + counts["rows_quarantined"]
+    assert counts["rows_quarantined"] == 0 and counts["classes"] == 2
+
+
+def test_ranks_agree_and_vocabulary_and_label_map_are_logged(trained_text):
+    config, _, result = trained_text
+    assert result.rank_digests[0] == result.rank_digests[1]
+    client = MlflowClient(config.tracking_uri)
+    logged = {a.path for a in client.list_artifacts(result.run_id, "transform")}
+    assert {"transform/vocabulary.txt", "transform/label_map.json", "transform/transform.json"} <= logged
+    assert client.get_run(result.run_id).data.params["pipeline"] == "text_lstm"
+
+
+def test_pyfunc_predicts_from_raw_strings_like_the_training_time_path(trained_text):
+    config, _, result = trained_text
+    catalog = Catalog.for_workdir(config.workdir)
+    transform = load_transform(catalog.transform)
+    test = pq.read_table(str(catalog.split("test"))).to_pandas().head(64)
+
+    mlflow.set_tracking_uri(config.tracking_uri)
+    served = np.asarray(
+        mlflow.pyfunc.load_model(result.model_uri).predict(pd.DataFrame({"text": test["text"]}))
+    )
+    # Training-time path: the ids Spark wrote, through the Keras model the ranks trained.
+    ids = np.stack([np.frombuffer(raw, dtype="<i4") for raw in test["tokens"]])
+    trained = keras.models.load_model(catalog.trained_model(result.run_id), compile=False)
+    positive = trained.predict(ids, verbose=0)[:, 0]
+    assert served.shape == (len(test), 2)
+    assert np.allclose(served[:, 1], positive, atol=1e-5)
+    assert np.allclose(served.sum(axis=1), 1.0, atol=1e-5)
+    assert transform.class_names == ["negative", "positive"]
+
+
+def test_text_model_beats_the_majority_baseline(trained_text, spark):
+    config, _, _ = trained_text
+    metrics = evaluation.run(config, spark)
+    counts = storage.read_json(Catalog.for_workdir(config.workdir).preprocess_report)["splits"]["test"][
+        "label_counts"
+    ]
+    baseline = max(counts) / sum(counts)
+    assert metrics["test_accuracy"] > baseline + 0.1, (metrics["test_accuracy"], baseline)
