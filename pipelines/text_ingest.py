@@ -1,0 +1,224 @@
+"""Text ingest stage: CSV, TSV or JSON Lines records -> (key, path, text, label) rows in Parquet.
+
+Every record the parser produces goes to exactly one of two tables: usable ones to the ingested
+table, the rest to the quarantine table with the reason (and the raw record when the parser kept
+it). Every run checks records seen = rows written + rows quarantined.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+from pyspark import StorageLevel
+from pyspark.errors import AnalysisException
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+
+from pipelines import schemas, storage
+from pipelines.catalog import Catalog
+from pipelines.config import TextDataConfig, TextPipelineConfig
+from pipelines.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+# Spark fills this column with the raw record whenever it cannot parse a record cleanly.
+_CORRUPT = "_corrupt_record"
+# A quoted CSV field with "" escapes; possessive quantifiers keep Java's regex from backtracking.
+_QUOTED_FIELD = r'"(?:[^"]++|"")*+"'
+
+
+@dataclass(frozen=True)
+class TextIngestReport:
+    """What one text ingest run saw and did with it."""
+
+    records_seen: int
+    rows_written: int
+    rows_quarantined: int
+    classes: int
+
+
+def _column(name: str) -> Column:
+    """A top-level column by its exact name, even one with dots or spaces in it."""
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
+def _string_schema(names: list[str]) -> StructType:
+    return StructType([StructField(name, StringType(), True) for name in [*names, _CORRUPT]])
+
+
+def _delimited_options(data: TextDataConfig) -> dict[str, object]:
+    # multiLine: quoted fields may hold newlines; escape='"': a quote inside quotes is written "".
+    # recursiveFileLookup: read nested folders as plain files, no partition columns from their names.
+    return {
+        "sep": "\t" if data.format == "tsv" else ",",
+        "header": data.header,
+        "multiLine": True,
+        "quote": '"',
+        "escape": '"',
+        "recursiveFileLookup": True,
+    }
+
+
+def _header(spark: SparkSession, source: str, options: dict[str, object]) -> list[str]:
+    """The column names in the header of ``source`` (Spark drops a UTF-8 BOM before them)."""
+    try:
+        names = spark.read.options(**options).csv(source).columns
+    except AnalysisException:
+        names = []
+    if not names:
+        raise DataError(source, "no header found (no files, or only empty ones)")
+    return names
+
+
+def _shape_reason(record: Column, sep: str, expected: int) -> Column:
+    """Why the CSV parser rejected ``record`` (null when it did not): mostly a wrong field count."""
+    unquoted = F.regexp_replace(record, _QUOTED_FIELD, "")
+    found = F.length(unquoted) - F.length(F.translate(unquoted, sep, "")) + 1
+    return (
+        F.when(record.isNull(), F.lit(None))
+        .when(unquoted.contains('"'), F.lit("malformed record (unbalanced quotes)"))
+        .when(found != expected, F.format_string(f"expected {expected} fields, found %d", found))
+        .otherwise(F.lit("malformed record"))
+    )
+
+
+def _read_delimited(spark: SparkSession, data: TextDataConfig, source: str) -> DataFrame:
+    options = _delimited_options(data)
+    names = _header(spark, source, options) if data.header else list(data.columns or [])
+    for wanted in (data.text_column, data.label_column):
+        if wanted not in names:
+            found = f"columns: {', '.join(names)}"
+            if data.header:
+                raise DataError(source, f"the header has no column {wanted!r} ({found})")
+            raise ConfigError("data.columns", f"has no column {wanted!r} ({found})")
+    # PERMISSIVE puts any record with more or fewer fields than the schema into the corrupt column,
+    # but only while that column is read: we always select it (selecting the data columns alone
+    # lets Spark prune the check and silently drop extra fields).
+    parsed = (
+        spark.read.schema(_string_schema(names))
+        .options(**options, mode="PERMISSIVE", columnNameOfCorruptRecord=_CORRUPT)
+        .csv(source)
+    )
+    return parsed.select(
+        F.col("_metadata.file_path").alias("path"),
+        _column(data.text_column).alias("text"),
+        _column(data.label_column).alias("label"),
+        F.col(_CORRUPT).alias("record"),
+        _shape_reason(F.col(_CORRUPT), str(options["sep"]), len(names)).alias("malformed"),
+    )
+
+
+def _read_json_lines(spark: SparkSession, data: TextDataConfig, source: str) -> DataFrame:
+    # String fields take any JSON value as its JSON text, so a label may be 7, 7.5 or "positive".
+    parsed = (
+        spark.read.schema(_string_schema([data.text_column, data.label_column]))
+        .options(mode="PERMISSIVE", columnNameOfCorruptRecord=_CORRUPT, recursiveFileLookup=True)
+        .json(source)
+    )
+    return parsed.select(
+        F.col("_metadata.file_path").alias("path"),
+        _column(data.text_column).alias("text"),
+        _column(data.label_column).alias("label"),
+        F.col(_CORRUPT).alias("record"),
+        F.when(F.col(_CORRUPT).isNotNull(), F.lit("malformed JSON record")).alias("malformed"),
+    )
+
+
+def read_records(spark: SparkSession, data: TextDataConfig, source: str) -> DataFrame:
+    """Parse ``source`` into one row per record the parser produced.
+
+    Columns: ``path`` (file URI), ``text`` and ``label`` (strings as read), ``record`` (the raw
+    record when the parser rejected it) and ``malformed`` (why it rejected it, else null).
+    Blank lines are not records.
+    """
+    if data.format == "jsonl":
+        return _read_json_lines(spark, data, source)
+    return _read_delimited(spark, data, source)
+
+
+def _label_reason(label: Column, data: TextDataConfig) -> Column:
+    """Why ``label`` (trimmed) is unusable, or null."""
+    missing = F.when(label.isNull() | (label == ""), F.lit("missing label"))
+    if data.labels is not None:
+        allowed = ", ".join(data.labels)
+        unknown = F.concat(F.lit("label '"), label, F.lit(f"' is not one of {allowed}"))
+        return F.coalesce(missing, F.when(~label.isin(data.labels), unknown))
+    value = label.try_cast("double")  # ANSI mode: a plain cast would fail the job on "abc"
+    not_number = F.concat(F.lit("label '"), label, F.lit("' is not a number"))
+    return F.coalesce(missing, F.when(value.isNull() | F.isnan(value), not_number))
+
+
+def _class_name(label: Column, data: TextDataConfig) -> Column:
+    """The class name of a usable ``label`` (trimmed)."""
+    if data.labels is not None:
+        return label
+    value = label.try_cast("double")
+    index = sum((value >= threshold).cast("int") for threshold in data.label_thresholds or [])
+    return F.element_at(F.array(*[F.lit(name) for name in data.classes]), index + 1)
+
+
+def label_records(records: DataFrame, data: TextDataConfig) -> DataFrame:
+    """Add ``reason`` (null for a usable record), the class name as ``label``, and ``key``.
+
+    ``key`` is the SHA-256 of the text, so duplicate texts share a split downstream. The text is
+    kept verbatim: HTML entities and surrounding whitespace are preprocess's business.
+    """
+    label = F.trim(F.col("label"))
+    empty_text = F.col("text").isNull() | F.col("text").rlike(r"(?U)^\s*$")
+    reason = F.coalesce(
+        F.col("malformed"),
+        F.when(empty_text, F.lit("empty text")),
+        _label_reason(label, data),
+    )
+    return records.select(
+        F.sha2(F.col("text"), 256).alias("key"),
+        "path",
+        "text",
+        _class_name(label, data).alias("label"),
+        "record",
+        reason.alias("reason"),
+    )
+
+
+def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIngestReport:
+    """Ingest the text records at ``source`` into the catalog's ingested and quarantine tables."""
+    catalog = Catalog.for_workdir(config.workdir)
+    if not storage.exists(spark, source):
+        raise DataError(source, "data.source does not exist")
+    # Persisted so each file is parsed once for both outputs and the count.
+    records = label_records(read_records(spark, config.data, source), config.data).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
+    try:
+        good = records.where(F.col("reason").isNull())
+        bad = records.where(F.col("reason").isNotNull())
+        storage.write_parquet_atomically(schemas.conform(good, schemas.TEXTS), catalog.ingested)
+        storage.write_parquet_atomically(schemas.conform(bad, schemas.TEXT_QUARANTINE), catalog.quarantine)
+        written = spark.read.parquet(str(catalog.ingested))
+        report = TextIngestReport(
+            records_seen=records.count(),
+            rows_written=written.count(),
+            rows_quarantined=spark.read.parquet(str(catalog.quarantine)).count(),
+            classes=written.select("label").distinct().count(),
+        )
+    finally:
+        records.unpersist()
+    if report.records_seen != report.rows_written + report.rows_quarantined:
+        raise DataError(
+            source,
+            f"records seen ({report.records_seen}) != rows written ({report.rows_written}) "
+            f"+ rows quarantined ({report.rows_quarantined})",
+        )
+    if report.rows_written == 0:
+        raise DataError(source, "no usable records found (see the quarantine table)")
+    storage.write_json_atomically(asdict(report), catalog.ingest_report)
+    log.info(
+        "text ingest: %d records seen, %d rows written, %d quarantined, %d classes",
+        report.records_seen,
+        report.rows_written,
+        report.rows_quarantined,
+        report.classes,
+    )
+    return report

@@ -1,0 +1,198 @@
+"""Text ingest: messy CSV/TSV/JSON Lines files in, every record either written or quarantined with why."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines import schemas, text_ingest
+from pipelines.catalog import Catalog
+from pipelines.errors import DataError
+from tests.conftest import text_config
+
+BOM = "\ufeff"
+MULTI_LINE = 'A slow start, but\nthe ending "stuck" with me.\nWorth it.'
+ENTITIES = "it&#039;s great &amp; fun"
+PLAIN = ["Loved every minute", "Dull and far too long", "A fine cast", "Would not watch again"]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode("utf-8"))
+    return path
+
+
+def _uri(path: Path) -> str:
+    return "file:" + str(path.resolve())  # the form Spark reports for local files
+
+
+def _sorted(rows) -> list[tuple]:
+    return sorted(rows, key=repr)  # records may be None
+
+
+def _tables(spark, workdir: Path) -> tuple[list, list]:
+    catalog = Catalog.for_workdir(workdir)
+    ingested = spark.read.parquet(str(catalog.ingested))
+    assert [(f.name, f.dataType) for f in ingested.schema] == [(f.name, f.dataType) for f in schemas.TEXTS]
+    quarantine = spark.read.parquet(str(catalog.quarantine))
+    assert quarantine.columns == schemas.TEXT_QUARANTINE.fieldNames()
+    return ingested.collect(), quarantine.collect()
+
+
+@pytest.fixture
+def messy_tsv(tmp_path) -> Path:
+    """Reviews as people export them: BOM, quoted multi-line text, entities, blank and broken rows."""
+    rows = [
+        f"{BOM}review\tsentiment",
+        '"A slow start, but\nthe ending ""stuck"" with me.\nWorth it."\tpositive',
+        f"{ENTITIES}\tpositive",
+        "",
+        "only one field here",
+        "\tnegative",
+        '"   "\tpositive',
+        "meh, it was fine\tneutral",
+        f"{PLAIN[0]}\tpositive",
+        f"{PLAIN[1]}\tnegative",
+        f"{PLAIN[2]}\t positive ",
+        f"{PLAIN[3]}\tnegative",
+    ]
+    return _write(tmp_path / "reviews.tsv", "\n".join(rows) + "\n")
+
+
+def test_messy_tsv_quarantines_exactly_the_bad_records_and_keeps_good_text_intact(spark, tmp_path, messy_tsv):
+    config = text_config(tmp_path / "work", "data.format=tsv")
+    # A BOM left on the first header name would fail this run with "no column 'review'".
+    report = text_ingest.run(config, spark, str(messy_tsv))
+
+    # 10 records: the blank line is none, the three-line quoted review is one.
+    assert report == text_ingest.TextIngestReport(
+        records_seen=10, rows_written=6, rows_quarantined=4, classes=2
+    )
+    rows, quarantine = _tables(spark, config.workdir)
+    assert _sorted((r.path, r.record, r.reason) for r in quarantine) == _sorted(
+        [
+            (_uri(messy_tsv), "only one field here", "expected 2 fields, found 1"),
+            (_uri(messy_tsv), None, "empty text"),
+            (_uri(messy_tsv), None, "empty text"),
+            (_uri(messy_tsv), None, "label 'neutral' is not one of negative, positive"),
+        ]
+    )
+
+    labels = {row.text: row.label for row in rows}
+    assert labels == {
+        MULTI_LINE: "positive",
+        ENTITIES: "positive",
+        PLAIN[0]: "positive",
+        PLAIN[1]: "negative",
+        PLAIN[2]: "positive",
+        PLAIN[3]: "negative",
+    }
+    assert all(row.path == _uri(messy_tsv) for row in rows)
+    assert all(row.key == hashlib.sha256(row.text.encode()).hexdigest() for row in rows)
+    assert not any(BOM in (row.text + row.label) for row in rows)
+    assert json.loads(Catalog.for_workdir(config.workdir).ingest_report.read_text()) == {
+        "records_seen": 10,
+        "rows_written": 6,
+        "rows_quarantined": 4,
+        "classes": 2,
+    }
+
+
+def test_a_row_with_too_many_fields_is_quarantined_not_truncated(spark, tmp_path):
+    folder = tmp_path / "reviews"
+    _write(folder / "a.tsv", "review\tsentiment\ngood one\tpositive\ngreat\tpositive\textra\tmore\n")
+    _write(folder / "b.tsv", "review\tsentiment\nbad one\tnegative\ntrailing tab\tnegative\t\n")
+    config = text_config(tmp_path / "work", "data.format=tsv")
+    report = text_ingest.run(config, spark, str(folder))
+
+    rows, quarantine = _tables(spark, config.workdir)
+    assert sorted(row.text for row in rows) == ["bad one", "good one"]
+    assert sorted((Path(r.path).name, r.record, r.reason) for r in quarantine) == [
+        ("a.tsv", "great\tpositive\textra\tmore", "expected 2 fields, found 4"),
+        ("b.tsv", "trailing tab\tnegative\t", "expected 2 fields, found 3"),
+    ]
+    assert (report.records_seen, report.rows_written, report.rows_quarantined) == (4, 2, 2)
+
+
+def test_headerless_csv_takes_its_column_names_from_the_config(spark, tmp_path):
+    source = _write(
+        tmp_path / "reviews.csv",
+        f'{BOM}"Hello, world",positive,1\n"bad, ""really"" bad",negative,2\n"Commas, commas",positive,"3"\n',
+    )
+    config = text_config(
+        tmp_path / "work",
+        "data.format=csv",
+        "data.header=false",
+        "data.columns=[body,grade,id]",
+        "data.text_column=body",
+        "data.label_column=grade",
+    )
+    report = text_ingest.run(config, spark, str(source))
+
+    rows, quarantine = _tables(spark, config.workdir)
+    assert sorted((row.text, row.label) for row in rows) == [
+        ("Commas, commas", "positive"),
+        ("Hello, world", "positive"),
+        ('bad, "really" bad', "negative"),
+    ]
+    assert quarantine == []
+    assert (report.records_seen, report.rows_written, report.classes) == (3, 3, 2)
+
+
+def test_json_lines_with_numeric_ratings_are_mapped_by_thresholds(spark, tmp_path):
+    lines = [
+        '{"review": "loved it", "rating": 9}',
+        '{"review": "hated it", "rating": "2"}',
+        '{"review": "right on the threshold", "rating": 5.5}',
+        '{"review": "just below", "rating": 5.4}',
+        '{"review": "cut off mid-line", "rat',
+        '{"review": "no number", "rating": "ten"}',
+        '{"review": "no rating at all"}',
+        "",
+    ]
+    source = _write(tmp_path / "ratings.jsonl", "\n".join(lines) + "\n")
+    config = text_config(
+        tmp_path / "work",
+        "data.format=jsonl",
+        "data.labels=null",
+        "data.label_thresholds=[5.5]",
+        "data.class_names=[negative,positive]",
+        "data.label_column=rating",
+    )
+    report = text_ingest.run(config, spark, str(source))
+
+    rows, quarantine = _tables(spark, config.workdir)
+    assert sorted((row.text, row.label) for row in rows) == [
+        ("hated it", "negative"),
+        ("just below", "negative"),
+        ("loved it", "positive"),
+        ("right on the threshold", "positive"),
+    ]
+    assert _sorted((r.record, r.reason) for r in quarantine) == _sorted(
+        [
+            (None, "label 'ten' is not a number"),
+            (None, "missing label"),
+            ('{"review": "cut off mid-line", "rat', "malformed JSON record"),
+        ]
+    )
+    assert (report.records_seen, report.rows_written, report.rows_quarantined) == (7, 4, 3)
+
+
+def test_missing_source_is_a_clear_error(spark, tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        text_ingest.run(text_config(tmp_path / "work"), spark, str(tmp_path / "nope.tsv"))
+
+
+def test_header_without_the_text_column_is_a_clear_error(spark, tmp_path):
+    source = _write(tmp_path / "reviews.tsv", "body\tsentiment\nfine\tpositive\n")
+    with pytest.raises(DataError, match="no column 'review'"):
+        text_ingest.run(text_config(tmp_path / "work"), spark, str(source))
+
+
+def test_no_usable_record_is_an_error(spark, tmp_path):
+    source = _write(tmp_path / "reviews.tsv", "review\tsentiment\nfine\tmaybe\n")
+    with pytest.raises(DataError, match="no usable records"):
+        text_ingest.run(text_config(tmp_path / "work"), spark, str(source))
