@@ -19,7 +19,7 @@ from pyspark.sql.types import BinaryType, StringType, StructField, StructType
 
 from pipelines import schemas, storage
 from pipelines.catalog import Catalog
-from pipelines.config import PipelineConfig
+from pipelines.config import ImagePipelineConfig
 from pipelines.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,39 @@ def decode_images(files: DataFrame, image_size: int) -> DataFrame:
     )
 
 
-def run(config: PipelineConfig, spark: SparkSession, source: str) -> IngestReport:
+def write_accounted(
+    checked: DataFrame,
+    seen: int,
+    good_schema: StructType,
+    bad_schema: StructType,
+    catalog: Catalog,
+    source: str,
+    unit: str,
+) -> tuple[int, int, int]:
+    """Write rows without a ``reason`` to the ingested table and the rest to quarantine, then check
+    that ``seen`` = rows written + rows quarantined, counting what was actually written.
+
+    Returns (rows written, rows quarantined, classes). Raises DataError when a row went missing or
+    nothing was usable.
+    """
+    spark = checked.sparkSession
+    good = checked.where(F.col("reason").isNull())
+    bad = checked.where(F.col("reason").isNotNull())
+    storage.write_parquet_atomically(schemas.conform(good, good_schema), catalog.ingested)
+    storage.write_parquet_atomically(schemas.conform(bad, bad_schema), catalog.quarantine)
+    written = spark.read.parquet(str(catalog.ingested))
+    rows_written, rows_quarantined = written.count(), spark.read.parquet(str(catalog.quarantine)).count()
+    if seen != rows_written + rows_quarantined:
+        raise DataError(
+            source,
+            f"{unit} seen ({seen}) != rows written ({rows_written}) + rows quarantined ({rows_quarantined})",
+        )
+    if rows_written == 0:
+        raise DataError(source, f"no usable {unit} found (see the quarantine table)")
+    return rows_written, rows_quarantined, written.select("label").distinct().count()
+
+
+def run(config: ImagePipelineConfig, spark: SparkSession, source: str) -> IngestReport:
     """Ingest the image tree at ``source`` into the catalog's images and quarantine tables."""
     catalog = Catalog.for_workdir(config.workdir)
     try:
@@ -142,29 +174,14 @@ def run(config: PipelineConfig, spark: SparkSession, source: str) -> IngestRepor
         max(2, spark.sparkContext.defaultParallelism * 2)
     )
     decoded = decode_images(joined, config.ingest.image_size).persist(StorageLevel.MEMORY_AND_DISK)
+    seen = files.count()
     try:
-        good = decoded.where(F.col("reason").isNull())
-        bad = decoded.where(F.col("reason").isNotNull())
-        storage.write_parquet_atomically(schemas.conform(good, schemas.IMAGES), catalog.ingested)
-        storage.write_parquet_atomically(schemas.conform(bad, schemas.QUARANTINE), catalog.quarantine)
-        written = spark.read.parquet(str(catalog.ingested))
-        report = IngestReport(
-            files_seen=files.count(),
-            rows_written=written.count(),
-            rows_quarantined=spark.read.parquet(str(catalog.quarantine)).count(),
-            classes=written.select("label").distinct().count(),
-            image_size=config.ingest.image_size,
+        written, quarantined, classes = write_accounted(
+            decoded, seen, schemas.IMAGES, schemas.QUARANTINE, catalog, source, "files"
         )
     finally:
         decoded.unpersist()
-    if report.files_seen != report.rows_written + report.rows_quarantined:
-        raise DataError(
-            source,
-            f"files seen ({report.files_seen}) != rows written ({report.rows_written}) "
-            f"+ rows quarantined ({report.rows_quarantined})",
-        )
-    if report.rows_written == 0:
-        raise DataError(source, "no usable images found (see the quarantine table)")
+    report = IngestReport(seen, written, quarantined, classes, config.ingest.image_size)
     storage.write_json_atomically(asdict(report), catalog.ingest_report)
     log.info(
         "ingest: %d files seen, %d rows written, %d quarantined, %d classes",

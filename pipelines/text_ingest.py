@@ -20,6 +20,7 @@ from pipelines import schemas, storage
 from pipelines.catalog import Catalog
 from pipelines.config import TextDataConfig, TextPipelineConfig
 from pipelines.errors import ConfigError, DataError
+from pipelines.ingest import write_accounted
 
 log = logging.getLogger(__name__)
 
@@ -192,27 +193,13 @@ def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIng
         StorageLevel.MEMORY_AND_DISK
     )
     try:
-        good = records.where(F.col("reason").isNull())
-        bad = records.where(F.col("reason").isNotNull())
-        storage.write_parquet_atomically(schemas.conform(good, schemas.TEXTS), catalog.ingested)
-        storage.write_parquet_atomically(schemas.conform(bad, schemas.TEXT_QUARANTINE), catalog.quarantine)
-        written = spark.read.parquet(str(catalog.ingested))
-        report = TextIngestReport(
-            records_seen=records.count(),
-            rows_written=written.count(),
-            rows_quarantined=spark.read.parquet(str(catalog.quarantine)).count(),
-            classes=written.select("label").distinct().count(),
+        seen = records.count()
+        written, quarantined, classes = write_accounted(
+            records, seen, schemas.TEXTS, schemas.TEXT_QUARANTINE, catalog, source, "records"
         )
     finally:
         records.unpersist()
-    if report.records_seen != report.rows_written + report.rows_quarantined:
-        raise DataError(
-            source,
-            f"records seen ({report.records_seen}) != rows written ({report.rows_written}) "
-            f"+ rows quarantined ({report.rows_quarantined})",
-        )
-    if report.rows_written == 0:
-        raise DataError(source, "no usable records found (see the quarantine table)")
+    report = TextIngestReport(seen, written, quarantined, classes)
     storage.write_json_atomically(asdict(report), catalog.ingest_report)
     log.info(
         "text ingest: %d records seen, %d rows written, %d quarantined, %d classes",
