@@ -102,13 +102,7 @@ def _read_delimited(spark: SparkSession, data: TextDataConfig, source: str) -> D
         .options(**options, mode="PERMISSIVE", columnNameOfCorruptRecord=_CORRUPT)
         .csv(source)
     )
-    return parsed.select(
-        F.col("_metadata.file_path").alias("path"),
-        _column(data.text_column).alias("text"),
-        _column(data.label_column).alias("label"),
-        F.col(_CORRUPT).alias("record"),
-        _shape_reason(F.col(_CORRUPT), str(options["sep"]), len(names)).alias("malformed"),
-    )
+    return _records(parsed, data, _shape_reason(F.col(_CORRUPT), str(options["sep"]), len(names)))
 
 
 def _read_json_lines(spark: SparkSession, data: TextDataConfig, source: str) -> DataFrame:
@@ -118,12 +112,17 @@ def _read_json_lines(spark: SparkSession, data: TextDataConfig, source: str) -> 
         .options(mode="PERMISSIVE", columnNameOfCorruptRecord=_CORRUPT, recursiveFileLookup=True)
         .json(source)
     )
+    return _records(parsed, data, F.when(F.col(_CORRUPT).isNotNull(), F.lit("malformed JSON record")))
+
+
+def _records(parsed: DataFrame, data: TextDataConfig, malformed: Column) -> DataFrame:
+    """The parser's output as (path, text, label, record, malformed): one row per record seen."""
     return parsed.select(
         F.col("_metadata.file_path").alias("path"),
         _column(data.text_column).alias("text"),
         _column(data.label_column).alias("label"),
         F.col(_CORRUPT).alias("record"),
-        F.when(F.col(_CORRUPT).isNotNull(), F.lit("malformed JSON record")).alias("malformed"),
+        malformed.alias("malformed"),
     )
 
 

@@ -5,32 +5,38 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from mlflow import MlflowClient
 
 from tests.conftest import ROOT
 
 
-def test_demo_pipeline_reaches_the_accuracy_target(tmp_path):
-    summary_path = tmp_path / "summary.json"
+def _dlfusion_run(config: str, workdir: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    """`dlfusion run CONFIG workdir=WORKDIR` in a fresh process; returns it and its summary JSON."""
+    summary_path = workdir.parent / "summary.json"
     result = subprocess.run(
         [
             sys.executable,
             "-m",
             "pipelines.cli",
             "run",
-            "conf/image_cnn.yaml",
-            f"workdir={tmp_path / 'work'}",
+            config,
+            f"workdir={workdir}",
             "--summary-json",
             str(summary_path),
         ],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1200,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(summary_path.read_text())
+    return result, json.loads(summary_path.read_text())
+
+
+def test_demo_pipeline_reaches_the_accuracy_target(tmp_path):
+    result, summary = _dlfusion_run("conf/image_cnn.yaml", tmp_path / "work")
     assert summary["status"] == "succeeded"
     counts = summary["ingest"]
     assert counts["files_seen"] == counts["rows_written"] + counts["rows_quarantined"] == 1797
@@ -45,26 +51,8 @@ def test_demo_pipeline_reaches_the_accuracy_target(tmp_path):
 
 def test_text_demo_beats_the_majority_baseline_by_a_wide_margin(tmp_path):
     """20,000 generated reviews (the acceptance data set) through `dlfusion run conf/text_lstm.yaml`."""
-    summary_path = tmp_path / "summary.json"
     workdir = tmp_path / "work"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.cli",
-            "run",
-            "conf/text_lstm.yaml",
-            f"workdir={workdir}",
-            "--summary-json",
-            str(summary_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(summary_path.read_text())
+    result, summary = _dlfusion_run("conf/text_lstm.yaml", workdir)
     assert summary["ingest"]["records_seen"] == 20_000 == summary["ingest"]["rows_written"]
     counts = json.loads((workdir / "preprocess" / "report.json").read_text())["splits"]["test"][
         "label_counts"
