@@ -130,17 +130,27 @@ class DistributedValidation(keras.callbacks.Callback):
             logs["val_accuracy"] = correct / rows
 
 
+def _state_variables(model: keras.Model) -> list:
+    return list(model.variables) + list(model.optimizer.variables)
+
+
 def state_arrays(model: keras.Model) -> dict[str, np.ndarray]:
-    """Model weights and optimizer state keyed by variable path (what a checkpoint holds)."""
-    variables = list(model.variables) + list(model.optimizer.variables)
-    return {variable.path: np.asarray(variable.numpy()) for variable in variables}
+    """Model weights and optimizer state, keyed "<position>|<variable path>" (what a checkpoint holds).
+
+    Restoring goes by position: paths get suffixes ("adam_1/...") when a process builds a second
+    model, so they are kept for reading only.
+    """
+    return {f"{i:05d}|{v.path}": np.asarray(v.numpy()) for i, v in enumerate(_state_variables(model))}
 
 
 def restore_state(model: keras.Model, arrays: dict[str, np.ndarray]) -> None:
-    """Assign checkpointed ``arrays`` back to the model's and optimizer's variables, by path."""
-    variables = list(model.variables) + list(model.optimizer.variables)
-    missing = [v.path for v in variables if v.path not in arrays]
-    if missing:
-        raise ValueError(f"checkpoint does not match the model (missing {missing[:3]})")
-    for variable in variables:
-        variable.assign(arrays[variable.path])
+    """Assign checkpointed ``arrays`` back to the model's and optimizer's variables, by position."""
+    variables = _state_variables(model)
+    saved = [arrays[key] for key in sorted(arrays)]
+    shapes = [tuple(v.shape) for v in variables]
+    if [a.shape for a in saved] != shapes:
+        raise ValueError(
+            f"checkpoint does not match the model ({len(saved)} saved arrays for {len(variables)} variables)"
+        )
+    for variable, value in zip(variables, saved, strict=True):
+        variable.assign(value)

@@ -100,7 +100,7 @@ def test_resume_continues_from_the_checkpoint(trainable_workdir, spark):
     assert resumed.rank_digests[0] == resumed.rank_digests[1]
     with np.load(catalog.checkpoint(first.run_id)) as saved:
         assert int(saved["__epoch__"]) == 2
-        iterations = [saved[k] for k in saved.files if k.endswith("iteration")]
+        iterations = [saved[k] for k in saved.files if k.endswith("/iteration")]
     steps = training.plan_shards(catalog.split("train"), 2, 32).steps_per_epoch
     assert int(iterations[0]) == 2 * steps  # optimizer state was restored, not restarted
     history = MlflowClient(config.tracking_uri).get_metric_history(first.run_id, "loss")

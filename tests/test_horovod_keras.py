@@ -1,0 +1,50 @@
+"""Pieces of the Keras 3 Horovod adapter and of training planning that need no running ranks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.horovod_keras import WarmupSchedule, restore_state, state_arrays
+from pipelines.training import class_weights
+
+
+def test_warmup_ramps_the_learning_rate_to_base_times_ranks():
+    schedule = WarmupSchedule(base=0.001, multiplier=4, warmup_steps=100)
+    assert float(schedule(0)) == pytest.approx(0.001)
+    assert float(schedule(50)) == pytest.approx(0.0025)
+    assert float(schedule(100)) == pytest.approx(0.004)
+    assert float(schedule(10_000)) == pytest.approx(0.004)
+    assert WarmupSchedule(**schedule.get_config()).get_config() == schedule.get_config()
+
+
+def test_class_weights_balance_the_classes():
+    weights = class_weights([700, 300])
+    assert weights[0] * 700 == pytest.approx(weights[1] * 300)  # each class carries the same weight
+    assert (weights[0] * 700 + weights[1] * 300) / 1000 == pytest.approx(1.0)  # mean weight 1
+    assert class_weights([5, 0, 5]) == {0: 1.0, 2: 1.0}  # an absent class gets no weight
+
+
+def test_checkpoint_state_round_trips_weights_and_optimizer_state():
+    import keras
+
+    from models.cnn import build_cnn
+
+    def compiled():
+        model = build_cnn((8, 8, 3), 3, [0.0] * 3, [1.0] * 3, filters=[4], dense_units=8)
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+        model.optimizer.build(model.trainable_variables)
+        return model
+
+    trained = compiled()
+    images = np.random.default_rng(0).integers(0, 255, (16, 8, 8, 3), dtype=np.uint8)
+    trained.fit(images, np.arange(16) % 3, epochs=1, verbose=0)
+    saved = state_arrays(trained)
+    assert [int(v) for k, v in saved.items() if k.endswith("/iteration")] == [1]
+
+    fresh = compiled()
+    restore_state(fresh, saved)
+    assert all(np.array_equal(a, b) for a, b in zip(fresh.get_weights(), trained.get_weights(), strict=True))
+    assert int(fresh.optimizer.iterations.numpy()) == 1
+    with pytest.raises(ValueError, match="does not match"):
+        restore_state(fresh, {k: v for k, v in saved.items() if "conv1/kernel" not in k})
