@@ -14,7 +14,6 @@ from tenacity import retry, stop_after_attempt, wait_exponential
 
 from pipelines.catalog import Catalog
 from pipelines.config import PipelineConfig
-from pipelines.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +61,14 @@ def start_run(config: PipelineConfig) -> str:
         return run.info.run_id
 
 
-def resume_run(config: PipelineConfig) -> str:
-    """The run id of the latest training in this workdir, to continue it."""
-    latest = Catalog.for_workdir(config.workdir).latest_run
-    if not latest.is_file():
-        raise DataError(str(latest), "train.resume=true but no earlier training in this workdir")
+def resume_run(config: PipelineConfig) -> str | None:
+    """The run id of the latest training in this workdir, to continue it; None when there is none."""
     from pipelines.storage import read_json
 
+    latest = Catalog.for_workdir(config.workdir).latest_run
+    if not latest.is_file():
+        log.info("train.resume=true but no earlier training in %s: starting a new run", config.workdir)
+        return None
     _experiment_id(config)
     return read_json(latest)["run_id"]
 

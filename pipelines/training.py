@@ -304,17 +304,14 @@ def run(config: PipelineConfig, spark=None) -> TrainResult:
         plan_shards(catalog.split("val"), train.num_proc, train.batch_size)
 
     preprocessed = storage.read_json(catalog.preprocess_report)
-    balanced = train.class_weight == "balanced"
-    resumed = train.resume and catalog.latest_run.is_file()
-    run_id = tracking.resume_run(config) if resumed else tracking.start_run(config)
+    weights = None
+    if train.class_weight == "balanced":
+        weights = class_weights(preprocessed["splits"]["train"]["label_counts"])
+    resumed_id = tracking.resume_run(config) if train.resume else None
+    run_id = resumed_id or tracking.start_run(config)
     storage.write_json_atomically({"run_id": run_id}, catalog.latest_run)
-    if not resumed:
-        tracking.log_data(
-            config,
-            run_id,
-            storage.read_json(catalog.ingest_report),
-            preprocessed,
-        )
+    if resumed_id is None:
+        tracking.log_data(config, run_id, storage.read_json(catalog.ingest_report), preprocessed)
         tracking.log_transform(run_id, catalog.transform)
     log.info(
         "training %d epochs on %d ranks (%s launcher), %d steps per epoch; MLflow run %s",
@@ -325,7 +322,6 @@ def run(config: PipelineConfig, spark=None) -> TrainResult:
         run_id,
     )
     try:
-        weights = class_weights(preprocessed["splits"]["train"]["label_counts"]) if balanced else None
         results = launch(TrainJob(config, run_id, train_plan, validate, weights), spark)
         digests = [result["weights_digest"] for result in results]
         if len(set(digests)) != 1:  # data parallelism must leave every rank with the same model
