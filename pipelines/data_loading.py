@@ -57,7 +57,7 @@ def _row_group_batches(
 ) -> Iterator[tuple]:
     """Yield (``column``, label) arrays one row group at a time, over ``passes`` passes (None: forever).
 
-    Each pass opens a fresh reader whose row-group order is shuffled with ``seed + pass``: the order
+    Each pass opens a fresh reader whose row-group order is shuffled from (``seed``, pass): the order
     changes every epoch yet a run is reproducible, and nothing a reader holds survives its pass.
     A pass takes exactly this shard's row-group count from a never-ending reader: petastorm 0.13.1's
     thread pool can declare a ``num_epochs=1`` reader finished while row groups are still in flight
