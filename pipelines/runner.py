@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 
-from pipelines import evaluation, ingest, preprocess, text_preprocess, training
+from pipelines import evaluation, ingest, preprocess, text_ingest, text_preprocess, training
 from pipelines.catalog import Catalog
 from pipelines.config import PipelineConfig
 from pipelines.demo import write_digits_images, write_reviews
@@ -28,10 +28,7 @@ def source_of(config: PipelineConfig) -> str:
 
 
 def run_ingest(config: PipelineConfig) -> dict:
-    if config.pipeline == "text_lstm":
-        from pipelines import text_ingest as stage
-    else:
-        stage = ingest
+    stage = text_ingest if config.pipeline == "text_lstm" else ingest
     return {"ingest": asdict(stage.run(config, get_spark(config.spark), source_of(config)))}
 
 
@@ -42,7 +39,7 @@ def run_preprocess(config: PipelineConfig) -> dict:
 
 
 def run_train(config: PipelineConfig) -> dict:
-    result = training.run(config, get_spark(config.spark))
+    result = training.run(config)
     final = {key: values[-1] for key, values in result.history.items() if values}
     return {"run_id": result.run_id, "model_uri": result.model_uri, "final_epoch_metrics": final}
 

@@ -46,7 +46,7 @@ class ImageClassifier(_KerasClassifier):
     """Takes uint8 images of shape (n, size, size, 3)."""
 
     def features(self, model_input):
-        return np.asarray(model_input, dtype=np.uint8).reshape((-1, *self.transform.shape))
+        return self.transform.to_images(np.asarray(model_input, dtype=np.uint8))
 
 
 class TextClassifier(_KerasClassifier):

@@ -226,7 +226,7 @@ class _EpochLogger(keras.callbacks.Callback):
 # ---------------------------------------------------------------- on the driver
 
 
-def launch(job: TrainJob, spark=None) -> list[dict]:
+def launch(job: TrainJob) -> list[dict]:
     """Run ``train_worker`` on ``train.num_proc`` ranks with the configured launcher.
 
     Raises:
@@ -247,6 +247,10 @@ def launch(job: TrainJob, spark=None) -> list[dict]:
     try:
         if train.launcher == "spark":
             import horovod.spark
+
+            from pipelines.spark import get_spark
+
+            get_spark(job.config.spark)  # horovod.spark.run runs on the active SparkContext
 
             results = horovod.spark.run(
                 train_worker,
@@ -292,7 +296,7 @@ def class_weights(label_counts: list[int]) -> dict[int, float]:
     return {label: total / (len(present) * count) for label, count in present.items()}
 
 
-def run(config: PipelineConfig, spark=None) -> TrainResult:
+def run(config: PipelineConfig) -> TrainResult:
     """Plan, open (or resume) the MLflow run, train on the ranks, log the model."""
     catalog = Catalog.for_workdir(config.workdir)
     if not catalog.transform.is_file():
@@ -322,7 +326,7 @@ def run(config: PipelineConfig, spark=None) -> TrainResult:
         run_id,
     )
     try:
-        results = launch(TrainJob(config, run_id, train_plan, validate, weights), spark)
+        results = launch(TrainJob(config, run_id, train_plan, validate, weights))
         digests = [result["weights_digest"] for result in results]
         if len(set(digests)) != 1:  # data parallelism must leave every rank with the same model
             raise TrainingError(-1, f"ranks finished with different weights: {digests}")

@@ -77,10 +77,6 @@ class TextTransform:
     def feature_shape(self) -> tuple[int, ...]:
         return (self.max_len,)
 
-    def tokenize(self, text: str | None) -> list[str]:
-        """Normalise (HTML entities and tags, case) and split into word tokens."""
-        return tokenize(text, lowercase=self.lowercase, html_unescape=self.html_unescape)
-
     def encode_tokens(self, tokens: Iterable[str]) -> np.ndarray:
         """Tokens -> ``max_len`` int32 ids: unknown words are OOV, then truncated or padded at the end."""
         ids = [self._index.get(token, OOV_ID) for token in tokens][: self.max_len]
@@ -88,7 +84,8 @@ class TextTransform:
 
     def encode(self, texts: Iterable[str | None]) -> np.ndarray:
         """Raw texts -> int32 array of shape (n, max_len)."""
-        rows = [self.encode_tokens(self.tokenize(text)) for text in texts]
+        words = (tokenize(text, self.lowercase, self.html_unescape) for text in texts)
+        rows = [self.encode_tokens(tokens) for tokens in words]
         return np.stack(rows) if rows else np.zeros((0, self.max_len), np.int32)
 
     def model_input(self, rows: pd.DataFrame) -> pd.DataFrame:

@@ -27,7 +27,7 @@ def trained_text(tmp_path_factory, spark):
     )
     summary = runner.run_ingest(config)
     runner.run_preprocess(config)
-    return config, summary, training.run(config, spark)
+    return config, summary, training.run(config)
 
 
 def test_ingest_accounts_for_every_generated_review(trained_text):

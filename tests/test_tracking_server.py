@@ -65,7 +65,7 @@ def mlflow_server(tmp_path_factory):
 
 def test_training_logs_to_an_mlflow_server_over_http(mlflow_server, trainable_workdir, spark):
     config = image_config(trainable_workdir, "train.epochs=1", f"mlflow.tracking_uri={mlflow_server}")
-    result = training.run(config, spark)
+    result = training.run(config)
     client = MlflowClient(mlflow_server)
     run = client.get_run(result.run_id)
     assert run.data.metrics["ingest.files_seen"] == 1797

@@ -26,7 +26,7 @@ def trained(tmp_path_factory, digits_workdir, spark):
     workdir = tmp_path_factory.mktemp("trained") / "work"
     shutil.copytree(digits_workdir, workdir)
     config = image_config(workdir, "train.epochs=2")
-    return config, training.run(config, spark)
+    return config, training.run(config)
 
 
 def test_two_ranks_end_with_identical_weights(trained):
@@ -88,13 +88,13 @@ def test_evaluate_logs_test_metrics_to_the_same_run(trained, spark):
 
 
 def test_resume_continues_from_the_checkpoint(trainable_workdir, spark):
-    first = training.run(image_config(trainable_workdir, "train.epochs=1"), spark)
+    first = training.run(image_config(trainable_workdir, "train.epochs=1"))
     catalog = Catalog.for_workdir(trainable_workdir)
     with np.load(catalog.checkpoint(first.run_id)) as saved:
         assert int(saved["__epoch__"]) == 1
 
     config = image_config(trainable_workdir, "train.epochs=2", "train.resume=true")
-    resumed = training.run(config, spark)
+    resumed = training.run(config)
     assert resumed.run_id == first.run_id and resumed.initial_epoch == 1
     assert len(resumed.history["loss"]) == 1  # only the missing epoch ran
     assert resumed.rank_digests[0] == resumed.rank_digests[1]
@@ -109,7 +109,7 @@ def test_resume_continues_from_the_checkpoint(trainable_workdir, spark):
 
 def test_spark_launcher_trains_on_executors(trainable_workdir, spark):
     config = image_config(trainable_workdir, "train.epochs=1", "train.launcher=spark")
-    result = training.run(config, spark)
+    result = training.run(config)
     assert result.rank_digests[0] == result.rank_digests[1]
     assert storage.read_json(Catalog.for_workdir(config.workdir).latest_run)["run_id"] == result.run_id
 
@@ -121,7 +121,7 @@ def test_a_failing_rank_reports_its_own_exception(trainable_workdir, spark):
     catalog.transform.write_text(json.dumps(transform))
     config = image_config(trainable_workdir, "train.epochs=1", "train.stall_timeout_s=30")
     with pytest.raises(TrainingError) as caught:
-        training.run(config, spark)
+        training.run(config)
     assert caught.value.rank in (0, 1)
     assert "reshape" in caught.value.detail.lower() or "InvalidArgument" in caught.value.detail
     run_id = json.loads(catalog.latest_run.read_text())["run_id"]
