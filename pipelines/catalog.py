@@ -27,6 +27,11 @@ class Catalog:
         return self.workdir / "raw" / "reviews.tsv"
 
     @property
+    def listing(self) -> Path:
+        """The files ingest saw (relpath, size), one Parquet file per Spark task."""
+        return self.workdir / "ingest" / "listing"
+
+    @property
     def ingested(self) -> Path:
         return self.workdir / "ingest" / "records.parquet"
 

@@ -78,8 +78,21 @@ class TextDataConfig(_Section):
         return [f"class_{i}" for i in range(len(self.label_thresholds or []) + 1)]
 
 
+_MB = 1024 * 1024
+
+
 class IngestConfig(_Section):
     image_size: int = Field(32, ge=8, le=224, description="images are resized to this square size")
+    task_bytes: int = Field(
+        64 * _MB, ge=1, description="raw bytes of files per Spark task (tasks also stop at task_files)"
+    )
+    task_files: int = Field(4000, ge=1, description="most files per Spark task")
+    batch_bytes: int = Field(
+        16 * _MB, ge=1024, description="decoded pixel bytes per Arrow batch a task hands to Spark"
+    )
+    row_group_bytes: int = Field(
+        32 * _MB, ge=1024 * 64, description="Parquet row-group size of ingested data"
+    )
 
 
 class SplitConfig(_Section):
@@ -100,7 +113,6 @@ class PreprocessConfig(_Section):
     rows_per_row_group: int = Field(
         128, ge=1, description="Parquet row-group size; Petastorm hands whole row groups to ranks"
     )
-    files_per_split: int = Field(2, ge=1, description="Parquet files written per split")
 
 
 class TextPreprocessConfig(PreprocessConfig):

@@ -1,31 +1,38 @@
 """Ingest stage: a class-per-folder image tree -> decoded, resized RGB pixels in Parquet.
 
-Files that cannot be used go to a quarantine table with the reason, and every run checks
-files seen = rows written + rows quarantined.
+The driver lists the files (names and sizes only) and writes the listing in parts; each Spark task
+takes one part, reads its files itself where it decodes them and emits Arrow batches sized in bytes.
+No file content crosses the JVM/Python boundary on the way in, none goes through a shuffle and
+nothing is cached: memory does not grow with the number of files. Files that cannot be used go to
+the quarantine folder with the reason, in the same single pass, and every run checks files seen =
+rows written + rows quarantined, counted from the written files' footers.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import pandas as pd
-from pyspark import StorageLevel
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import BinaryType, StringType, StructField, StructType
 
 from pipelines import schemas, storage
+from pipelines.accounting import write_accounted
 from pipelines.catalog import Catalog
-from pipelines.config import ImagePipelineConfig
+from pipelines.config import ImagePipelineConfig, IngestConfig
 from pipelines.errors import DataError
+from pipelines.progress import spark_stage
 
 log = logging.getLogger(__name__)
 
 IMAGE_FORMATS = ("JPEG", "PNG")
-_DECODED = StructType([StructField("pixels", BinaryType(), True), StructField("error", StringType(), True)])
+# Planning weight of opening one file, in bytes: tasks are balanced on size + this per file.
+_FILE_COST_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,8 @@ class IngestReport:
     rows_quarantined: int
     classes: int
     image_size: int
+    seconds: float = 0.0
+    spark_jobs: int = 0
 
 
 def decode_image(content: bytes | None, size: int) -> bytes:
@@ -44,6 +53,11 @@ def decode_image(content: bytes | None, size: int) -> bytes:
 
     Returns the pixels as size*size*3 uint8 bytes. Raises ValueError saying why it cannot.
     """
+    return _decoded(content, size).tobytes()
+
+
+def _decoded(content: bytes | None, size: int):
+    """``decode_image`` as a Pillow RGB image."""
     from PIL import Image, ImageOps
 
     if not content:
@@ -52,15 +66,16 @@ def decode_image(content: bytes | None, size: int) -> bytes:
         image = Image.open(io.BytesIO(content))
         if image.format not in IMAGE_FORMATS:
             raise ValueError(f"not a JPEG or PNG image (found {image.format})")
+        # JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale when the result stays >= size
+        # (what Image.thumbnail does); a large photo shrunk to 32 px decodes several times faster.
+        image.draft(None, (size, size))
         image.load()  # decodes fully: truncated data fails here, not later
         image = ImageOps.exif_transpose(image)
     except ValueError:
         raise
     except Exception as err:  # Pillow raises many types for corrupt data
         raise ValueError(f"cannot decode image: {type(err).__name__}: {err}") from None
-    rgb = _to_rgb(image)
-    resized = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(resized, dtype=np.uint8).tobytes()
+    return _to_rgb(image).resize((size, size), Image.Resampling.BILINEAR)
 
 
 def _to_rgb(image):
@@ -80,108 +95,161 @@ def _to_rgb(image):
     return image.convert("RGB")
 
 
-def _decode_series(contents: pd.Series, size: int) -> pd.DataFrame:
-    pixels, errors = [], []
-    for content in contents:
-        try:
-            pixels.append(decode_image(content, size))
-            errors.append(None)
-        except ValueError as err:
-            pixels.append(None)
-            errors.append(str(err))
-    return pd.DataFrame({"pixels": pixels, "error": errors})
+def visible_files(listing: pa.Table) -> pa.Table:
+    """Drop hidden files and folders (a path part starting with '.' or '_'), as Spark's readers do."""
+    relpaths = listing.column("relpath").to_pylist()
+    keep = [not any(part[:1] in (".", "_") for part in relpath.split("/")) for relpath in relpaths]
+    return listing.filter(pa.array(keep, pa.bool_()))
 
 
-def label_files(files: DataFrame, source_uri: str) -> DataFrame:
-    """Add ``relpath`` (path under the source) and ``label`` (its first folder) to listed files.
+def plan_tasks(sizes: np.ndarray, settings: IngestConfig, min_tasks: int) -> np.ndarray:
+    """Cut the listing (in order) into tasks of about ``task_bytes`` and at most ``task_files`` files.
 
-    Hidden files and folders (names starting with '.' or '_') are removed, as Spark does.
-    Files directly under the source have no class: their label is null.
+    Returns the start offset of each task plus the end (len(sizes)). At least ``min_tasks`` tasks
+    (two per core keeps both busy to the end), never an empty one.
     """
-    prefix = source_uri.rstrip("/") + "/"
-    relpath = F.expr(f"substring(path, {len(prefix) + 1})")
-    parts = F.split(relpath, "/")
-    hidden = F.exists(parts, lambda part: part.startswith(".") | part.startswith("_"))
-    return (
-        files.withColumn("relpath", relpath)
-        .where(~hidden)
-        .withColumn("label", F.when(F.size(parts) > 1, parts.getItem(0)))
-    )
+    count = len(sizes)
+    weight = np.cumsum(sizes.astype(np.float64) + _FILE_COST_BYTES)
+    total = float(weight[-1]) if count else 0.0
+    tasks = max(math.ceil(total / settings.task_bytes), math.ceil(count / settings.task_files), min_tasks)
+    tasks = max(1, min(tasks, count))
+    cuts = np.searchsorted(weight, np.arange(1, tasks) * total / tasks, side="right")
+    return np.unique(np.concatenate([[0], cuts, [count]]))
 
 
-def decode_images(files: DataFrame, image_size: int) -> DataFrame:
-    """Decode the ``content`` column into ``pixels``; a file that fails gets an ``error`` instead."""
-
-    @F.pandas_udf(_DECODED)
-    def decode(contents: pd.Series) -> pd.DataFrame:
-        return _decode_series(contents, image_size)
-
-    reason = F.when(F.col("label").isNull(), F.lit("not inside a class folder"))
-    return (
-        files.withColumn("decoded", decode(F.col("content")))
-        .withColumn("pixels", F.col("decoded.pixels"))
-        .withColumn("reason", F.coalesce(reason, F.col("decoded.error")))
-        .drop("decoded", "content")
-    )
+_LEVELS = np.arange(256, dtype=np.float64)
 
 
-def write_accounted(
-    checked: DataFrame,
-    seen: int,
-    good_schema: StructType,
-    bad_schema: StructType,
-    catalog: Catalog,
-    source: str,
-    unit: str,
-) -> tuple[int, int, int]:
-    """Write rows without a ``reason`` to the ingested table and the rest to quarantine, then check
-    that ``seen`` = rows written + rows quarantined, counting what was actually written.
+def decode_listed(
+    relpaths: list[str], source_uri: str, image_size: int, batch_bytes: int
+) -> Iterator[pa.RecordBatch]:
+    """Read and decode the listed files; yield record batches (``IMAGE_RECORDS`` without the hash)
+    of about ``batch_bytes`` of pixels each. A file that cannot be used gets a ``reason`` instead."""
+    rows_per_batch = max(1, batch_bytes // (image_size * image_size * 3))
+    for start in range(0, len(relpaths), rows_per_batch):
+        yield _decode_batch(relpaths[start : start + rows_per_batch], source_uri, image_size)
 
-    Returns (rows written, rows quarantined, classes). Raises DataError when a row went missing or
-    nothing was usable.
-    """
-    spark = checked.sparkSession
-    good = checked.where(F.col("reason").isNull())
-    bad = checked.where(F.col("reason").isNotNull())
-    storage.write_parquet_atomically(schemas.conform(good, good_schema), catalog.ingested)
-    storage.write_parquet_atomically(schemas.conform(bad, bad_schema), catalog.quarantine)
-    written = spark.read.parquet(str(catalog.ingested))
-    rows_written, rows_quarantined = written.count(), spark.read.parquet(str(catalog.quarantine)).count()
-    if seen != rows_written + rows_quarantined:
-        raise DataError(
-            source,
-            f"{unit} seen ({seen}) != rows written ({rows_written}) + rows quarantined ({rows_quarantined})",
-        )
-    if rows_written == 0:
-        raise DataError(source, f"no usable {unit} found (see the quarantine table)")
-    return rows_written, rows_quarantined, written.select("label").distinct().count()
+
+def _decode_batch(relpaths: list[str], source_uri: str, image_size: int) -> pa.RecordBatch:
+    paths = [f"{source_uri}/{relpath}" for relpath in relpaths]
+    labels = [relpath.split("/", 1)[0] if "/" in relpath else None for relpath in relpaths]
+    pixels, histograms, reasons = [], [], []
+    for path, label in zip(paths, labels, strict=True):
+        image, reason = None, "not inside a class folder" if label is None else None
+        if reason is None:
+            try:
+                image = _decoded(storage.read_bytes(path), image_size)
+            except ValueError as err:
+                reason = str(err)
+            except OSError as err:
+                reason = f"cannot read file: {err}"
+        pixels.append(image.tobytes() if image else None)
+        if image:
+            histograms.append(image.histogram())  # 3 x 256 counts, computed in C
+        reasons.append(reason)
+    # Per-channel sums and sums of squares for the statistics, for the whole batch at once.
+    decoded = np.array([reason is None for reason in reasons])
+    counts = np.asarray(histograms, np.float64).reshape(-1, 3, 256)
+    offsets = pa.array(np.arange(0, 3 * len(relpaths) + 1, 3, dtype=np.int32))
+
+    def per_channel(values: np.ndarray) -> pa.Array:
+        full = np.zeros((len(relpaths), 3))
+        full[decoded] = values
+        return pa.ListArray.from_arrays(offsets, pa.array(full.ravel()), mask=pa.array(~decoded))
+
+    columns = [
+        pa.array(paths, pa.string()),
+        pa.array(relpaths, pa.string()),
+        pa.array(labels, pa.string()),
+        pa.array(pixels, pa.binary()),
+        per_channel(counts @ _LEVELS),
+        per_channel(counts @ _LEVELS**2),
+        pa.array(reasons, pa.string()),
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=_decoded_arrow_schema())
+
+
+def _decoded_arrow_schema() -> pa.Schema:
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(_decoded_schema())
+
+
+def _decoded_schema():
+    from pyspark.sql.types import StructType
+
+    return StructType([f for f in schemas.IMAGE_RECORDS.fields if f.name != "pixels_hash"])
+
+
+def decode_tasks(spark: SparkSession, listing_uri: str, tasks: int, source_uri: str, settings: IngestConfig):
+    """One Spark task per listing part: the decoded records of every listed file (``IMAGE_RECORDS``)."""
+    image_size, batch_bytes = settings.image_size, settings.batch_bytes
+
+    def decode(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow.parquet as pq
+
+        for batch in batches:
+            for part in batch.column("id").to_pylist():
+                relpaths = pq.read_table(_part_uri(listing_uri, part), columns=["relpath"])
+                yield from decode_listed(
+                    relpaths.column("relpath").to_pylist(), source_uri, image_size, batch_bytes
+                )
+
+    decoded = spark.range(0, tasks, 1, numPartitions=tasks).mapInArrow(decode, _decoded_schema())
+    hashed = F.when(F.col("pixels").isNotNull(), F.xxhash64("pixels"))
+    return schemas.conform(decoded.withColumn("pixels_hash", hashed), schemas.IMAGE_RECORDS)
+
+
+def _part_uri(listing_uri: str, part: int) -> str:
+    return f"{listing_uri.removeprefix('file:')}/part-{part:05d}.parquet"
+
+
+def write_listing(listing: pa.Table, starts: np.ndarray, location) -> str:
+    """Write the listing as one Parquet file per task (``part-NNNNN.parquet``); returns its URI."""
+    import pyarrow.parquet as pq
+
+    fs, root, prefix = storage.filesystem(location)
+    fs.delete_dir_contents(root, missing_dir_ok=True)
+    fs.create_dir(root, recursive=True)
+    for part, (start, stop) in enumerate(zip(starts[:-1], starts[1:], strict=True)):
+        pq.write_table(listing.slice(start, stop - start), f"{root}/part-{part:05d}.parquet", filesystem=fs)
+    return prefix + root
 
 
 def run(config: ImagePipelineConfig, spark: SparkSession, source: str) -> IngestReport:
     """Ingest the image tree at ``source`` into the catalog's images and quarantine tables."""
     catalog = Catalog.for_workdir(config.workdir)
+    settings = config.ingest
     try:
-        listed = storage.list_files(spark, source)
+        listing = visible_files(storage.list_files(source))
     except FileNotFoundError:
         raise DataError(source, "data.source does not exist") from None
-    source_uri = storage.qualified_uri(spark, source)
-    files = label_files(spark.createDataFrame(listed, "path string, size long"), source_uri)
-    # binaryFile silently skips zero-byte files: join onto our own listing so none is lost.
-    contents = (spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(source)).select(
-        "path", "content"
+    seen = listing.num_rows
+    if seen == 0:
+        raise DataError(source, "no files found (hidden files and folders are ignored)")
+    starts = plan_tasks(
+        listing.column("size").to_numpy(), settings, 2 * spark.sparkContext.defaultParallelism
     )
-    joined = files.join(contents, "path", "left").repartition(
-        max(2, spark.sparkContext.defaultParallelism * 2)
+    listing_uri = write_listing(listing, starts, catalog.listing)
+    tasks = len(starts) - 1
+    log.info(
+        "ingest: %d files (%.1f MB) in %d Spark tasks",
+        seen,
+        float(listing["size"].to_numpy().sum()) / 1e6,
+        tasks,
     )
-    decoded = decode_images(joined, config.ingest.image_size).persist(StorageLevel.MEMORY_AND_DISK)
-    seen = files.count()
-    try:
-        written, quarantined, classes = write_accounted(
-            decoded, seen, schemas.IMAGES, schemas.QUARANTINE, catalog, source, "files"
-        )
-    finally:
-        decoded.unpersist()
-    report = IngestReport(seen, written, quarantined, classes, config.ingest.image_size)
+    with spark_stage(spark, "ingest", total=seen, unit="files") as stage:
+        decoded: DataFrame = decode_tasks(spark, listing_uri, tasks, storage.source_uri(source), settings)
+        counts = write_accounted(decoded, seen, catalog, source, "files", settings.row_group_bytes)
+    report = IngestReport(
+        seen,
+        counts.written,
+        counts.quarantined,
+        counts.classes,
+        settings.image_size,
+        round(stage.seconds, 2),
+        stage.jobs,
+    )
     storage.write_json_atomically(asdict(report), catalog.ingest_report)
     log.info(
         "ingest: %d files seen, %d rows written, %d quarantined, %d classes",

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import numpy as np
-import pandas as pd
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
@@ -15,6 +13,7 @@ from pipelines import schemas, storage
 from pipelines.catalog import SPLITS, Catalog
 from pipelines.config import ImagePipelineConfig, PreprocessConfig, SplitConfig
 from pipelines.errors import DataError
+from pipelines.progress import spark_stage
 from pipelines.transforms import ImageTransform, Transform, save_transform
 
 log = logging.getLogger(__name__)
@@ -41,39 +40,39 @@ def index_labels(df: DataFrame, class_names: list[str]) -> DataFrame:
     return df.withColumn("label", mapping[F.col("label")].cast("int"))
 
 
-def fit_channel_stats(images: DataFrame, image_size: int) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of the ``pixels`` column (uint8 RGB), computed in a distributed pass."""
-    pixels_per_image = image_size * image_size
-
-    def partial_sums(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        sums, squares, count = np.zeros(3), np.zeros(3), 0
-        for batch in batches:
-            if batch.empty:
-                continue
-            flat = np.frombuffer(b"".join(batch["pixels"]), dtype=np.uint8).reshape(-1, 3)
-            values = flat.astype(np.float64)
-            sums += values.sum(axis=0)
-            squares += (values**2).sum(axis=0)
-            count += flat.shape[0]
-        yield pd.DataFrame({"channel": [0, 1, 2], "s": sums, "sq": squares, "n": [count] * 3})
-
-    parts = images.select("pixels").mapInPandas(partial_sums, "channel int, s double, sq double, n long")
-    totals = parts.groupBy("channel").agg(F.sum("s"), F.sum("sq"), F.sum("n")).orderBy("channel")
-    rows = totals.collect()
-    count = rows[0][3] if rows else 0
-    if count == 0:
+def channel_stats(sums: np.ndarray, squares: np.ndarray, pixels: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std from per-channel sums and sums of squares over ``pixels`` pixels."""
+    if pixels == 0:
         raise DataError("train split", "is empty: no statistics can be fitted")
-    if count % pixels_per_image:
-        raise DataError("pixels", f"lengths do not match image_size={image_size}")
-    mean = np.array([row[1] for row in rows]) / count
-    var = np.array([row[2] for row in rows]) / count - mean**2
+    mean = np.asarray(sums, np.float64) / pixels
+    var = np.asarray(squares, np.float64) / pixels - mean**2
     return mean.tolist(), np.sqrt(np.maximum(var, 1e-12)).tolist()
 
 
-def content_digest(df: DataFrame, columns: list[str]) -> str:
-    """An order-independent digest of the rows' content (XOR of 64-bit row hashes), as hex."""
-    value = df.agg(F.bit_xor(F.xxhash64(*columns)).alias("d")).first()["d"] or 0
-    return f"{value & 0xFFFFFFFFFFFFFFFF:016x}"
+def summarize_splits(df: DataFrame, identity: list[str], sums: dict[str, Column] | None = None) -> list[Row]:
+    """One small row per (split, label): ``rows``, ``digest`` (XOR of 64-bit hashes of the ``identity``
+    columns: order-independent) and each of ``sums``. Reads only the columns these need.
+    """
+    aggregates = [F.count(F.lit(1)).alias("rows"), F.bit_xor(F.xxhash64(*identity)).alias("digest")]
+    aggregates += [F.sum(column).alias(name) for name, column in (sums or {}).items()]
+    return df.groupBy("split", "label").agg(*aggregates).collect()
+
+
+def split_summaries(rows: list[Row], class_names: list[str]) -> dict[str, dict]:
+    """Per split: rows, label counts in class order and the content digest, from ``summarize_splits``."""
+    summaries = {}
+    for name in SPLITS:
+        mine = [row for row in rows if row["split"] == name]
+        counts = {row["label"]: row["rows"] for row in mine}
+        digest = 0
+        for row in mine:
+            digest ^= row["digest"] or 0
+        summaries[name] = {
+            "rows": sum(counts.values()),
+            "label_counts": [counts.get(label, 0) for label in class_names],
+            "digest": f"{digest & 0xFFFFFFFFFFFFFFFF:016x}",
+        }
+    return summaries
 
 
 def read_ingested(spark: SparkSession, catalog: Catalog) -> DataFrame:
@@ -89,33 +88,31 @@ def write_splits(
     config: PreprocessConfig,
     catalog: Catalog,
     row_bytes: int,
+    summaries: dict[str, dict],
 ) -> dict:
-    """Write each split of ``indexed`` (with ``split`` and int ``label`` columns) for streaming, then
-    the fitted transform and the report (rows, row groups, label counts, digest per split).
+    """Write every split of ``indexed`` (with ``split`` and int ``label`` columns) in one Spark job,
+    then the fitted transform and the report (rows, row groups, label counts, digest per split).
 
     Row groups are sized in bytes (``row_bytes`` per row) to hold about ``rows_per_row_group`` rows.
+    Rows and row groups come from the written footers and must match ``summaries`` (computed before,
+    from the same input): a row lost or duplicated fails the stage.
     """
-    spark = indexed.sparkSession
     block_size = str(max(64 * 1024, config.rows_per_row_group * row_bytes))
+    storage.write_partitions_atomically(
+        schemas.conform(indexed, schema, keep=("split",)),
+        "split",
+        {name: catalog.split(name) for name in SPLITS},
+        **{"parquet.block.size": block_size, "parquet.block.size.row.check.min": "10"},
+    )
     report: dict = {"class_names": transform.class_names, "splits": {}}
-    key = schema.fields[0].name
     for name in SPLITS:
-        rows = schemas.conform(indexed.where(F.col("split") == name), schema)
         location = catalog.split(name)
-        storage.write_parquet_atomically(
-            rows.repartition(config.files_per_split, key),
-            location,
-            **{"parquet.block.size": block_size, "parquet.block.size.row.check.min": "10"},
-        )
-        written = spark.read.parquet(str(location))
-        counts = dict(written.groupBy("label").count().collect())
-        report["splits"][name] = {
-            "rows": sum(counts.values()),
-            "label_counts": [counts.get(i, 0) for i in range(len(transform.class_names))],
-            "row_groups": len(storage.row_group_sizes(location)),
-            "digest": content_digest(written, schema.fieldNames()),
-            "path": str(location),
-        }
+        groups = storage.row_group_sizes(location)
+        if sum(groups) != summaries[name]["rows"]:
+            raise DataError(
+                str(location), f"has {sum(groups)} rows, {summaries[name]['rows']} were to be written"
+            )
+        report["splits"][name] = {**summaries[name], "row_groups": len(groups), "path": str(location)}
     save_transform(transform, catalog.transform)
     storage.write_json_atomically(report, catalog.preprocess_report)
     log.info(
@@ -126,15 +123,43 @@ def write_splits(
 
 
 def run(config: ImagePipelineConfig, spark: SparkSession) -> dict:
-    """Split the ingested images, fit the transform on train, write one Parquet data set per split."""
+    """Split the ingested images, fit the transform on train, write one Parquet data set per split.
+
+    Two Spark jobs: one over the small columns (split and label counts, digests, the train split's
+    channel sums computed at ingest), one that writes every split; the pixels are read once.
+    """
     catalog = Catalog.for_workdir(config.workdir)
-    images = read_ingested(spark, catalog)
-    class_names = sorted(r["label"] for r in images.select("label").distinct().collect())
-    split = assign_split(images, config.preprocess.split)
     size = config.ingest.image_size
-    mean, std = fit_channel_stats(split.where(F.col("split") == "train"), size)
-    transform = ImageTransform(size, class_names, mean, std)
-    indexed = index_labels(split, class_names)
-    return write_splits(
-        indexed, schemas.IMAGE_SPLIT, transform, config.preprocess, catalog, size * size * 3 + 64
-    )
+    ingested = read_ingested(spark, catalog)
+    ingested_size = storage.read_json(catalog.ingest_report).get("image_size", size)
+    if ingested_size != size:
+        raise DataError(
+            str(catalog.ingested),
+            f"holds {ingested_size} px images, ingest.image_size is {size}: re-run ingest",
+        )
+    images = assign_split(ingested, config.preprocess.split)
+    total = sum(storage.row_group_sizes(catalog.ingested))
+    with spark_stage(spark, "preprocess", total=total, unit="images") as stage:
+        stage.phase = "statistics"
+        sums = {f"s{c}": F.col("channel_sum")[c] for c in range(3)}
+        sums.update({f"q{c}": F.col("channel_sq_sum")[c] for c in range(3)})
+        rows = summarize_splits(images, ["relpath", "label", "pixels_hash"], sums)
+        class_names = sorted({row["label"] for row in rows})
+        train = [row for row in rows if row["split"] == "train"]
+        mean, std = channel_stats(
+            np.array([sum(row[f"s{c}"] for row in train) for c in range(3)]),
+            np.array([sum(row[f"q{c}"] for row in train) for c in range(3)]),
+            sum(row["rows"] for row in train) * size * size,
+        )
+        transform = ImageTransform(size, class_names, mean, std)
+        stage.phase = "writing splits"
+        report = write_splits(
+            index_labels(images, class_names),
+            schemas.IMAGE_SPLIT,
+            transform,
+            config.preprocess,
+            catalog,
+            size * size * 3 + 64,
+            split_summaries(rows, class_names),
+        )
+    return {**report, "seconds": round(stage.seconds, 2), "spark_jobs": stage.jobs}

@@ -35,7 +35,10 @@ def run_ingest(config: PipelineConfig) -> dict:
 def run_preprocess(config: PipelineConfig) -> dict:
     stage = text_preprocess if config.pipeline == "text_lstm" else preprocess
     report = stage.run(config, get_spark(config.spark))
-    return {"splits": {name: split["rows"] for name, split in report["splits"].items()}}
+    return {
+        "splits": {name: split["rows"] for name, split in report["splits"].items()},
+        "preprocess": {"seconds": report["seconds"], "spark_jobs": report["spark_jobs"]},
+    }
 
 
 def run_train(config: PipelineConfig) -> dict:

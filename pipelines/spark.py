@@ -31,6 +31,9 @@ def get_spark(config: SparkConfig) -> SparkSession:
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "8")
+        # Writes partitioned by outcome or split keep one writer per value open instead of sorting
+        # every row by it first (a sort holds rows in memory and spills).
+        .config("spark.sql.maxConcurrentOutputFileWriters", "4")
     )
     for key, value in config.conf.items():
         builder = builder.config(key, value)

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
 
@@ -23,15 +24,48 @@ def write_parquet_atomically(df: DataFrame, location: str | Path, **options: str
 
     A job that dies mid-write leaves only a ``.tmp-*`` folder, never half a data set at ``location``.
     """
+    write_partitions_atomically(df, None, {None: location}, **options)
+
+
+def write_partitions_atomically(
+    df: DataFrame, column: str | None, locations: dict[Any, str | Path], **options: str
+) -> None:
+    """Write ``df`` in one Spark job, partitioned by ``column``; the rows whose ``column`` is ``value``
+    end up at ``locations[value]`` (``column`` itself is not stored), each replaced atomically by a rename.
+
+    A value with no rows gets an empty data set with the schema, so every location exists after.
+    One job and no sort: the rows are read and computed once whatever the number of outputs
+    (``spark.sql.maxConcurrentOutputFileWriters``, set by ``pipelines.spark``, avoids a sort).
+    """
     spark = df.sparkSession
-    target, fs = _hadoop_path(spark, location)
-    staging = f"{location}.tmp-{uuid.uuid4().hex[:8]}"
-    df.write.options(**options).mode("overwrite").parquet(staging)
-    staged, _ = _hadoop_path(spark, staging)
-    if fs.exists(target):
-        fs.delete(target, True)
-    if not fs.rename(staged, target):
-        raise OSError(f"could not move {staging} to {location}")
+    first = Path(str(next(iter(locations.values()))))
+    staging = f"{first.parent}/.tmp-{uuid.uuid4().hex[:8]}-{first.name}"
+    writer = df.write.options(**options).mode("overwrite")
+    (writer.partitionBy(column) if column else writer).parquet(staging)
+    staged_root, fs = _hadoop_path(spark, staging)
+    data_columns = [field for field in df.schema.fields if field.name != column]
+    for value, location in locations.items():
+        staged, _ = _hadoop_path(spark, f"{staging}/{column}={value}" if column else staging)
+        if not fs.exists(staged):
+            _write_empty_parquet(staged.toString(), data_columns)
+        target, _ = _hadoop_path(spark, location)
+        if fs.exists(target):
+            fs.delete(target, True)
+        if not fs.rename(staged, target):
+            raise OSError(f"could not move {staged.toString()} to {location}")
+    fs.delete(staged_root, True)
+
+
+def _write_empty_parquet(location: str, fields: list) -> None:
+    import pyarrow.parquet as pq
+    from pyspark.sql.pandas.types import to_arrow_schema
+    from pyspark.sql.types import StructType
+
+    fs, inner, _ = filesystem(location)
+    fs.create_dir(inner, recursive=True)
+    pq.write_table(
+        to_arrow_schema(StructType(fields)).empty_table(), f"{inner}/part-00000-empty.parquet", filesystem=fs
+    )
 
 
 def exists(spark: SparkSession, location: str | Path) -> bool:
@@ -39,35 +73,73 @@ def exists(spark: SparkSession, location: str | Path) -> bool:
     return bool(fs.exists(path))
 
 
-def qualified_uri(spark: SparkSession, location: str | Path) -> str:
-    """The fully qualified URI Hadoop gives ``location`` (the form Spark's file readers report)."""
-    path, fs = _hadoop_path(spark, location)
-    return fs.makeQualified(path).toString()
-
-
-def list_files(spark: SparkSession, root: str | Path) -> list[tuple[str, int]]:
-    """Every regular file under ``root`` (recursively) as (URI, size), hidden ones included."""
-    path, fs = _hadoop_path(spark, root)
-    if not fs.exists(path):
-        raise FileNotFoundError(str(root))
-    found = []
-    files = fs.listFiles(path, True)
-    while files.hasNext():
-        status = files.next()
-        found.append((status.getPath().toString(), int(status.getLen())))
-    return found
-
-
-def row_group_sizes(location: str | Path) -> list[int]:
-    """Rows in each Parquet row group of a data set, in the sorted file order Petastorm shards by."""
-    import pyarrow.dataset as ds
+def filesystem(location: str | Path):
+    """(pyarrow FileSystem, path inside it, URI prefix) for a local path or a URI (hdfs://, s3://, ...)."""
     import pyarrow.fs as pafs
 
     text = str(location)
-    if "://" in text:
-        fs, root = pafs.FileSystem.from_uri(text)
-    else:
-        fs, root = pafs.LocalFileSystem(), str(Path(text.removeprefix("file:")).resolve())
+    if "://" not in text:
+        local = Path(text.removeprefix("file:")).resolve()
+        return pafs.LocalFileSystem(), str(local), "file:"
+    fs, inner = pafs.FileSystem.from_uri(text)
+    scheme, rest = text.split("://", 1)
+    authority = rest.split("/", 1)[0]
+    return fs, inner, f"{scheme}://{authority}" if authority else f"{scheme}://"
+
+
+def source_uri(location: str | Path) -> str:
+    """The URI of ``location`` in the form Spark's readers report (``file:/abs/path`` for local paths)."""
+    _, inner, prefix = filesystem(location)
+    return prefix + inner
+
+
+def list_files(root: str | Path) -> pa.Table:
+    """Every regular file under ``root`` (recursively) as a table of (``relpath``, ``size``).
+
+    Listed from Python with pyarrow's file systems (local, HDFS, S3, ...) one folder at a time, so
+    memory holds the result (about 60 bytes a file) plus one folder's entries, not a Python object
+    per file. Hidden files and folders are included; the caller decides.
+    """
+    import pyarrow.fs as pafs
+
+    fs, base, _ = filesystem(root)
+    info = fs.get_file_info(base)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(str(root))
+    if info.type == pafs.FileType.File:
+        return pa.table({"relpath": [info.base_name], "size": [info.size]})
+    chunks, folders, cut = [], [base], len(base.rstrip("/")) + 1
+    while folders:
+        entries = fs.get_file_info(pafs.FileSelector(folders.pop(), recursive=False))
+        files = [e for e in entries if e.type == pafs.FileType.File]
+        folders.extend(e.path for e in entries if e.type == pafs.FileType.Directory)
+        if files:
+            chunks.append(
+                pa.table({"relpath": [e.path[cut:] for e in files], "size": [e.size for e in files]})
+            )
+    if not chunks:
+        return pa.table({"relpath": pa.array([], pa.string()), "size": pa.array([], pa.int64())})
+    return pa.concat_tables(chunks).sort_by("relpath").combine_chunks()
+
+
+def read_bytes(uri: str) -> bytes:
+    """The whole content of the file at ``uri`` (local or any pyarrow file system), on any node."""
+    if uri.startswith("file:"):
+        with open(uri.removeprefix("file:"), "rb") as handle:
+            return handle.read()
+    fs, inner, _ = filesystem(uri)
+    with fs.open_input_stream(inner) as stream:
+        return stream.read()
+
+
+def row_group_sizes(location: str | Path) -> list[int]:
+    """Rows in each Parquet row group of a data set, in the sorted file order Petastorm shards by.
+
+    Read from the files' footers only, never from the data.
+    """
+    import pyarrow.dataset as ds
+
+    fs, root, _ = filesystem(location)
     dataset = ds.dataset(root, filesystem=fs, format="parquet", exclude_invalid_files=True)
     fragments = sorted(dataset.get_fragments(), key=lambda fragment: fragment.path)
     return [group.num_rows for fragment in fragments for group in fragment.row_groups]

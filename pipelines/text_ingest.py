@@ -10,17 +10,17 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
-from pyspark import StorageLevel
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from pipelines import schemas, storage
+from pipelines.accounting import write_accounted
 from pipelines.catalog import Catalog
 from pipelines.config import TextDataConfig, TextPipelineConfig
 from pipelines.errors import ConfigError, DataError
-from pipelines.ingest import write_accounted
+from pipelines.progress import spark_stage
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ class TextIngestReport:
     rows_written: int
     rows_quarantined: int
     classes: int
+    seconds: float = 0.0
+    spark_jobs: int = 0
 
 
 def _column(name: str) -> Column:
@@ -183,22 +185,33 @@ def label_records(records: DataFrame, data: TextDataConfig) -> DataFrame:
 
 
 def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIngestReport:
-    """Ingest the text records at ``source`` into the catalog's ingested and quarantine tables."""
+    """Ingest the text records at ``source`` into the catalog's ingested and quarantine tables.
+
+    One pass: every record the parser produces is written to exactly one of the two tables, so the
+    records seen are the rows of both (read from the footers).
+    """
     catalog = Catalog.for_workdir(config.workdir)
-    if not storage.exists(spark, source):
-        raise DataError(source, "data.source does not exist")
-    # Persisted so each file is parsed once for both outputs and the count.
-    records = label_records(read_records(spark, config.data, source), config.data).persist(
-        StorageLevel.MEMORY_AND_DISK
-    )
     try:
-        seen = records.count()
-        written, quarantined, classes = write_accounted(
-            records, seen, schemas.TEXTS, schemas.TEXT_QUARANTINE, catalog, source, "records"
+        megabytes = int(storage.list_files(source).column("size").to_numpy().sum() // 1_000_000)
+    except FileNotFoundError:
+        raise DataError(source, "data.source does not exist") from None
+    records = label_records(read_records(spark, config.data, source), config.data)
+    with spark_stage(spark, "ingest", total=max(megabytes, 1), unit="MB") as stage:
+        counts = write_accounted(
+            schemas.conform(records, schemas.TEXT_RECORDS),
+            None,
+            catalog,
+            source,
+            "records",
         )
-    finally:
-        records.unpersist()
-    report = TextIngestReport(seen, written, quarantined, classes)
+    report = TextIngestReport(
+        counts.written + counts.quarantined,
+        counts.written,
+        counts.quarantined,
+        counts.classes,
+        round(stage.seconds, 2),
+        stage.jobs,
+    )
     storage.write_json_atomically(asdict(report), catalog.ingest_report)
     log.info(
         "text ingest: %d records seen, %d rows written, %d quarantined, %d classes",

@@ -10,11 +10,19 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines import schemas
+from pipelines import schemas, storage
 from pipelines.catalog import Catalog
 from pipelines.config import TextPipelineConfig, TextPreprocessConfig
 from pipelines.errors import DataError
-from pipelines.preprocess import assign_split, index_labels, read_ingested, write_splits
+from pipelines.preprocess import (
+    assign_split,
+    index_labels,
+    read_ingested,
+    split_summaries,
+    summarize_splits,
+    write_splits,
+)
+from pipelines.progress import spark_stage
 from pipelines.transforms import RESERVED_TOKENS, TextTransform, tokenize
 
 
@@ -36,31 +44,43 @@ def fit_vocabulary(tokenized: DataFrame, vocab_size: int) -> list[str]:
     return RESERVED_TOKENS + [row["word"] for row in top.collect()]
 
 
-def encode_texts(tokenized: DataFrame, transform: TextTransform) -> DataFrame:
-    """Add ``tokens``: ``words`` as max_len int32 ids (padded/truncated at the end), as bytes."""
+def encode_texts(df: DataFrame, transform: TextTransform) -> DataFrame:
+    """Add ``tokens``: ``text`` tokenized as the served model does, as ``max_len`` int32 ids
+    (padded/truncated at the end), as bytes."""
 
     @F.pandas_udf("binary")
-    def ids(words: pd.Series) -> pd.Series:
-        return words.map(lambda tokens: transform.encode_tokens(tokens).astype("<i4").tobytes())
+    def ids(texts: pd.Series) -> pd.Series:
+        return pd.Series(list(transform.encode(texts)), dtype=object).map(
+            lambda row: row.astype("<i4").tobytes()
+        )
 
-    return tokenized.withColumn("tokens", ids(F.col("words")))
+    return df.withColumn("tokens", ids(F.col("text")))
 
 
 def run(config: TextPipelineConfig, spark: SparkSession) -> dict:
-    """Split the records, fit the vocabulary on train, write token ids per split and the transform."""
+    """Split the records, fit the vocabulary on train, write token ids per split and the transform.
+
+    Three Spark jobs and nothing cached: word counts of the train split (only word counts are
+    shuffled), per-split label counts and digests over the small columns, then one job that
+    tokenizes, encodes and writes every split.
+    """
     catalog = Catalog.for_workdir(config.workdir)
     settings = config.preprocess
     records = assign_split(read_ingested(spark, catalog), settings.split, key="key")
-    tokenized = tokenize_texts(records, settings).cache()
-    try:
-        vocabulary = fit_vocabulary(tokenized.where(F.col("split") == "train"), settings.vocab_size)
+    total = sum(storage.row_group_sizes(catalog.ingested))
+    with spark_stage(spark, "preprocess", total=total, unit="records") as stage:
+        stage.phase = "vocabulary"
+        train = tokenize_texts(records.where(F.col("split") == "train"), settings)
+        vocabulary = fit_vocabulary(train, settings.vocab_size)
         if len(vocabulary) == len(RESERVED_TOKENS):
             raise DataError(str(catalog.ingested), "the train split has no words to build a vocabulary from")
         transform = TextTransform(
             vocabulary, config.data.classes, settings.max_len, settings.lowercase, settings.html_unescape
         )
-        indexed = index_labels(encode_texts(tokenized, transform), transform.class_names)
+        stage.phase = "counts"
+        summaries = split_summaries(summarize_splits(records, ["key", "label"]), transform.class_names)
+        stage.phase = "writing splits"
+        indexed = index_labels(encode_texts(records, transform), transform.class_names)
         row_bytes = settings.max_len * 4 + 400  # ids plus the kept raw text, roughly
-        return write_splits(indexed, schemas.TEXT_SPLIT, transform, settings, catalog, row_bytes)
-    finally:
-        tokenized.unpersist()
+        report = write_splits(indexed, schemas.TEXT_SPLIT, transform, settings, catalog, row_bytes, summaries)
+    return {**report, "seconds": round(stage.seconds, 2), "spark_jobs": stage.jobs}

@@ -142,11 +142,38 @@ def test_ingest_quarantines_exactly_the_bad_files_and_accounts_for_every_file(sp
     assert (report.rows_written, report.rows_quarantined, report.classes) == (6, 3, 2)
 
     images = spark.read.parquet(str(catalog.ingested))
-    assert [(f.name, f.dataType) for f in images.schema] == [(f.name, f.dataType) for f in schemas.IMAGES]
+    declared = [(f.name, f.dataType) for f in schemas.IMAGE_RECORDS]
+    assert [(f.name, f.dataType) for f in images.schema] == declared
     rows = images.collect()
     assert {row.label for row in rows} == {"cats", "dogs"}
-    assert all(len(row.pixels) == 24 * 24 * 3 for row in rows)
+    assert all(len(row.pixels) == 24 * 24 * 3 and row.reason is None for row in rows)
     assert "cats/nested/deeper/c.Png" in {row.relpath for row in rows}
+    for row in rows:  # the statistics preprocess fits come from these sums
+        pixels = np.frombuffer(row.pixels, np.uint8).reshape(-1, 3).astype(np.float64)
+        assert row.channel_sum == pixels.sum(axis=0).tolist()
+        assert row.channel_sq_sum == (pixels**2).sum(axis=0).tolist()
+
+
+def test_ingest_plans_many_small_tasks_and_reads_nothing_through_the_driver(spark, tmp_path):
+    from pipelines.demo import write_synthetic_images
+
+    root = write_synthetic_images(tmp_path / "many", 300, size=20, classes=3, processes=1)
+    config = image_config(tmp_path / "work", "ingest.image_size=8", "ingest.task_files=40")
+    report = ingest.run(config, spark, str(root))
+    assert (report.files_seen, report.rows_written, report.classes) == (300, 300, 3)
+    parts = sorted((tmp_path / "work" / "ingest" / "listing").glob("part-*.parquet"))
+    assert len(parts) == 8  # 300 files at most 40 per task
+
+
+def test_task_plan_balances_bytes_and_caps_files():
+    from pipelines.config import IngestConfig
+
+    settings = IngestConfig(task_bytes=1_000_000, task_files=100)
+    sizes = np.full(1000, 5_000)
+    starts = ingest.plan_tasks(sizes, settings, min_tasks=4)
+    assert starts[0] == 0 and starts[-1] == 1000
+    assert np.diff(starts).max() <= 100 and np.diff(starts).min() > 0
+    assert len(ingest.plan_tasks(np.full(3, 10), settings, min_tasks=8)) - 1 == 3  # never an empty task
 
 
 def test_files_outside_class_folders_are_quarantined(spark, tmp_path):

@@ -32,19 +32,22 @@ def test_split_is_stable_across_reruns_and_when_files_are_added(spark):
     assert counts["val"] == pytest.approx(0.15, abs=0.03)
 
 
-def test_channel_statistics_match_numpy(spark):
+def _split_pixels(spark, location, size: int) -> np.ndarray:
+    rows = spark.read.parquet(str(location)).select("pixels").collect()
+    return np.frombuffer(b"".join(row.pixels for row in rows), np.uint8).reshape(-1, size, size, 3)
+
+
+def test_channel_stats_from_sums_match_numpy():
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(40, 4, 4, 3), dtype=np.uint8)
-    df = spark.createDataFrame([(bytearray(i.tobytes()),) for i in images], "pixels binary")
-    mean, std = preprocess.fit_channel_stats(df, 4)
-    assert mean == pytest.approx(images.reshape(-1, 3).mean(axis=0).tolist(), rel=1e-9)
-    assert std == pytest.approx(images.reshape(-1, 3).std(axis=0).tolist(), rel=1e-9)
+    pixels = rng.integers(0, 256, size=(40 * 16, 3)).astype(np.float64)
+    mean, std = preprocess.channel_stats(pixels.sum(0), (pixels**2).sum(0), len(pixels))
+    assert mean == pytest.approx(pixels.mean(axis=0).tolist(), rel=1e-9)
+    assert std == pytest.approx(pixels.std(axis=0).tolist(), rel=1e-9)
 
 
-def test_pixels_that_do_not_match_the_image_size_are_an_error(spark):
-    df = spark.createDataFrame([(bytearray(b"\1\2\3" * 5),)], "pixels binary")
-    with pytest.raises(DataError, match="image_size=4"):
-        preprocess.fit_channel_stats(df, 4)
+def test_an_image_size_other_than_the_ingested_one_is_an_error(spark, digits_workdir):
+    with pytest.raises(DataError, match="re-run ingest"):
+        preprocess.run(image_config(digits_workdir, "ingest.image_size=48"), spark)
 
 
 def test_index_labels_follows_class_names(spark):
@@ -70,12 +73,29 @@ def test_preprocess_writes_declared_splits_and_fits_on_train_only(spark, digits_
         total += data.count()
     assert total == storage.read_json(catalog.ingest_report)["rows_written"] == 1797
 
-    train = spark.read.parquet(str(catalog.split("train")))
-    mean, _ = preprocess.fit_channel_stats(train, transform.image_size)
-    assert transform.mean == pytest.approx(mean)
-    everything = spark.read.parquet(str(catalog.ingested))
-    mean_all, _ = preprocess.fit_channel_stats(everything, transform.image_size)
-    assert transform.mean != pytest.approx(mean_all, rel=1e-9)
+    size = transform.image_size
+    train = _split_pixels(spark, catalog.split("train"), size).reshape(-1, 3).astype(np.float64)
+    assert transform.mean == pytest.approx(train.mean(axis=0).tolist(), rel=1e-9)
+    assert transform.std == pytest.approx(train.std(axis=0).tolist(), rel=1e-9)
+    everything = _split_pixels(spark, catalog.ingested, size).reshape(-1, 3).astype(np.float64)
+    assert transform.mean != pytest.approx(everything.mean(axis=0).tolist(), rel=1e-9)
+
+
+def test_report_counts_and_digests_match_the_written_splits(spark, digits_workdir):
+    from pyspark.sql import functions as F
+
+    catalog = Catalog.for_workdir(digits_workdir)
+    report = storage.read_json(catalog.preprocess_report)
+    ingested = spark.read.parquet(str(catalog.ingested)).select("relpath", "pixels_hash")
+    for name in SPLITS:
+        split = spark.read.parquet(str(catalog.split(name)))
+        counts = dict(split.groupBy("label").count().collect())
+        assert report["splits"][name]["label_counts"] == [counts.get(i, 0) for i in range(10)]
+        # The digest computed before writing covers exactly the rows that were written.
+        names = F.element_at(F.array(*[F.lit(c) for c in report["class_names"]]), F.col("label") + 1)
+        joined = split.join(ingested, "relpath").withColumn("name", names)
+        value = joined.agg(F.bit_xor(F.xxhash64("relpath", "name", "pixels_hash"))).first()[0]
+        assert report["splits"][name]["digest"] == f"{value & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 def test_row_group_size_follows_config(spark, tmp_path, digits_workdir):
@@ -83,7 +103,7 @@ def test_row_group_size_follows_config(spark, tmp_path, digits_workdir):
     sizes = storage.row_group_sizes(Catalog.for_workdir(digits_workdir).split("train"))
     # Row groups are cut by bytes; they land near the configured row count, never far above it.
     assert max(sizes) <= 1.5 * config.preprocess.rows_per_row_group
-    assert len(sizes) >= config.preprocess.files_per_split
+    assert len(sizes) >= config.train.num_proc
 
 
 def test_atomic_write_leaves_old_data_when_the_job_dies(spark, tmp_path):

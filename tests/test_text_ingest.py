@@ -36,10 +36,16 @@ def _sorted(rows) -> list[tuple]:
 def _tables(spark, workdir: Path) -> tuple[list, list]:
     catalog = Catalog.for_workdir(workdir)
     ingested = spark.read.parquet(str(catalog.ingested))
-    assert [(f.name, f.dataType) for f in ingested.schema] == [(f.name, f.dataType) for f in schemas.TEXTS]
+    declared = [(f.name, f.dataType) for f in schemas.TEXT_RECORDS]
+    assert [(f.name, f.dataType) for f in ingested.schema] == declared
     quarantine = spark.read.parquet(str(catalog.quarantine))
-    assert quarantine.columns == schemas.TEXT_QUARANTINE.fieldNames()
-    return ingested.collect(), quarantine.collect()
+    assert quarantine.columns == schemas.TEXT_RECORDS.fieldNames()
+    assert ingested.where("reason is not null").count() == 0
+    assert quarantine.where("reason is null").count() == 0
+    return (
+        ingested.select("key", "path", "text", "label").collect(),
+        quarantine.select("path", "record", "reason").collect(),
+    )
 
 
 @pytest.fixture

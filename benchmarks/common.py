@@ -1,0 +1,64 @@
+"""Shared by the benchmark scripts: the machine a figure was taken on, and the ratio table."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine_info() -> dict:
+    """CPUs, memory, load average and commit: what a figure depends on besides the code."""
+    import psutil
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        commit = "unknown"
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_average": os.getloadavg(),
+        "python": platform.python_version(),
+        "commit": commit,
+    }
+
+
+def ratio(
+    id: str, what: str, value: float, target: float, detail: str = "", higher_is_better: bool = True
+) -> dict:
+    """One row of the benchmark table: a measured ratio against its target."""
+    met = value >= target if higher_is_better else value <= target
+    sign = ">=" if higher_is_better else "<="
+    return {
+        "id": id,
+        "what": what,
+        "value": value,
+        "target": f"{sign} {target:g}",
+        "met": bool(met),
+        "detail": detail,
+    }
+
+
+def print_table(rows: list[dict]) -> None:
+    """Print ratio rows as one aligned table: id, what, value, target, met/missed, detail."""
+    header = ("id", "what", "value", "target", "", "detail")
+    lines = [
+        (
+            r["id"],
+            r["what"],
+            "n/a" if r["value"] is None else f"{r['value']:.2f}",
+            r["target"],
+            "skipped" if r["value"] is None else "met" if r["met"] else "MISSED",
+            r.get("detail", ""),
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *lines, strict=True)]
+    for line in (header, *lines):
+        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())

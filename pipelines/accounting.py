@@ -1,0 +1,54 @@
+"""Accounted writes shared by every ingest: each record goes to exactly one of two folders, and the
+number seen must equal the number written plus the number quarantined, counted from the footers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from pipelines import storage
+from pipelines.catalog import Catalog
+from pipelines.errors import DataError
+
+
+@dataclass(frozen=True)
+class Accounted:
+    written: int
+    quarantined: int
+    classes: int
+
+
+def write_accounted(
+    records: DataFrame,
+    seen: int | None,
+    catalog: Catalog,
+    source: str,
+    unit: str,
+    row_group_bytes: int = 32 * 1024 * 1024,
+) -> Accounted:
+    """Write ``records`` in one pass: rows without a ``reason`` to the ingested folder, the others to the
+    quarantine folder (same declared columns). Then check ``seen`` (when given) = rows written + rows
+    quarantined, both read from the written files' footers.
+
+    Raises DataError when a row went missing or nothing was usable.
+    """
+    outcome = F.when(F.col("reason").isNull(), F.lit("ingested")).otherwise(F.lit("quarantined"))
+    storage.write_partitions_atomically(
+        records.withColumn("outcome", outcome),
+        "outcome",
+        {"ingested": catalog.ingested, "quarantined": catalog.quarantine},
+        **{"parquet.block.size": str(row_group_bytes)},
+    )
+    written = sum(storage.row_group_sizes(catalog.ingested))
+    quarantined = sum(storage.row_group_sizes(catalog.quarantine))
+    if seen is not None and seen != written + quarantined:
+        raise DataError(
+            source, f"{unit} seen ({seen}) != rows written ({written}) + rows quarantined ({quarantined})"
+        )
+    if written == 0:
+        raise DataError(source, f"no usable {unit} found (see the quarantine table {catalog.quarantine})")
+    spark = records.sparkSession
+    classes = spark.read.parquet(str(catalog.ingested)).select("label").distinct().count()
+    return Accounted(written, quarantined, classes)
