@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipelines.errors import ConfigError, DlfusionError
+from pipelines.errors import ConfigError, DlfusionError, explain_spark_failure
 
 log = logging.getLogger("dlfusion")
 
@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         code = 2
     except DlfusionError as err:
         summary["error"] = str(err)
+    except Exception as err:
+        explained = explain_spark_failure(err)
+        if explained is None:
+            raise
+        log.debug("Spark failure", exc_info=True)
+        summary["error"] = str(explained)
     except KeyboardInterrupt:
         summary["error"] = "interrupted"
         code = 130

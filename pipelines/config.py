@@ -250,8 +250,18 @@ def _parse_override(text: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
+# Sections whose keys are names with dots of their own: spark.conf.spark.driver.memory=4g sets the
+# key "spark.driver.memory" inside spark.conf.
+_FREE_FORM_SECTIONS = ("spark.conf",)
+
+
 def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
-    *parents, leaf = key.split(".")
+    section = next((s for s in _FREE_FORM_SECTIONS if key.startswith(s + ".")), None)
+    if section:
+        *parents, leaf = [*section.split("."), key[len(section) + 1 :]]
+        value = None if value is None else str(value)
+    else:
+        *parents, leaf = key.split(".")
     node = raw
     for i, part in enumerate(parents):
         child = node.setdefault(part, {})

@@ -110,3 +110,8 @@ def test_cli_data_error_is_one_line_exit_1(tmp_path):
     )
     assert "Traceback" not in result.stderr
     assert Path(tmp_path).is_dir()
+
+
+def test_spark_settings_with_dots_are_one_key(tmp_path):
+    config = load_config(IMAGE_CONFIG, ["spark.conf.spark.driver.memory=4g", "spark.conf.spark.sql.x=1"])
+    assert config.spark.conf == {"spark.driver.memory": "4g", "spark.sql.x": "1"}

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -38,3 +40,14 @@ def test_spark_submit_master_is_never_overridden(tmp_path):
     # spark-submit's PythonRunner merges the driver's stderr into its stdout.
     assert "master local[1]" in result.stdout
     assert "files seen 1797 = written 1797 + quarantined 0" in result.stdout
+
+
+def test_jvm_out_of_memory_becomes_one_line_naming_the_setting(spark):
+    from pipelines.errors import explain_spark_failure
+
+    with pytest.raises(Exception, match="OutOfMemoryError") as raised:
+        spark.sparkContext._jvm.java.nio.ByteBuffer.allocate(2**31 - 1)  # > the 1 GB default heap
+    explained = explain_spark_failure(raised.value)
+    assert explained is not None and "\n" not in str(explained)
+    assert "spark.driver.memory" in str(explained) and "spark.executor.memory" in str(explained)
+    assert explain_spark_failure(ValueError("something else")) is None
