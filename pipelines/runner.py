@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 
-from pipelines import evaluation, ingest, preprocess, text_ingest, text_preprocess, training
+from pipelines import ingest, preprocess, text_ingest, text_preprocess
 from pipelines.catalog import Catalog
 from pipelines.config import PipelineConfig
 from pipelines.demo import write_digits_images, write_reviews
@@ -42,12 +42,17 @@ def run_preprocess(config: PipelineConfig) -> dict:
 
 
 def run_train(config: PipelineConfig) -> dict:
+    # TensorFlow and MLflow take seconds to import: only the stages that need them load them.
+    from pipelines import training
+
     result = training.run(config)
     final = {key: values[-1] for key, values in result.history.items() if values}
     return {"run_id": result.run_id, "model_uri": result.model_uri, "final_epoch_metrics": final}
 
 
 def run_evaluate(config: PipelineConfig) -> dict:
+    from pipelines import evaluation
+
     return {"test_metrics": evaluation.run(config, get_spark(config.spark))}
 
 
