@@ -22,6 +22,8 @@ from pipelines.transforms import Transform
 
 # Row groups a reader may hold decoded ahead of the trainer: bounds memory per rank.
 READ_AHEAD_ROW_GROUPS = 4
+# Petastorm readers (one worker thread each) that share a rank's shard, reading in parallel.
+READERS_PER_RANK = 2
 # TensorFlow wraps a numpy array aligned to this many bytes without copying it (EIGEN_MAX_ALIGN_BYTES);
 # an unaligned one is copied once more at the tf.data boundary (measured: 4x slower per batch).
 _ALIGN_BYTES = 64
@@ -79,46 +81,67 @@ class _ArrowTables:
 
 
 def _row_group_tables(
-    url: str, rank: int, size: int, seed: int, passes: int | None, first_pass: int, column: str = "pixels"
+    url: str,
+    rank: int,
+    size: int,
+    seed: int,
+    passes: int | None,
+    first_pass: int,
+    column: str = "pixels",
+    readers: int | None = None,
 ) -> Iterator:
     """Yield this shard's row groups as pyarrow Tables (``column``, label), over ``passes`` passes
     (None: forever).
 
-    Each pass opens a fresh reader whose row-group order is shuffled from (``seed``, pass): the order
+    Each pass opens fresh readers whose row-group order is shuffled from (``seed``, pass): the order
     changes every epoch yet a run is reproducible, and nothing a reader holds survives its pass.
-    A pass takes exactly this shard's row-group count from a never-ending reader: petastorm 0.13.1's
+    A pass takes exactly this shard's row-group count from never-ending readers: petastorm 0.13.1's
     thread pool can declare a ``num_epochs=1`` reader finished while row groups are still in flight
     (measured: 4 of 12 row groups lost in one pass), so its end of data is not trusted. One worker
-    thread keeps results in ventilation order (with more, the pool reorders them across the cycle
-    boundary) and reads Parquet while the consumer batches the previous row group.
+    thread per reader keeps results in ventilation order (with more, the pool reorders them across
+    the cycle boundary).
+
+    ``readers`` (default ``READERS_PER_RANK``) readers share the shard so that Parquet reading runs
+    in parallel: reader j takes the row groups i with ``i % (size * readers) == rank + j * size``,
+    whose union is this rank's shard (``i % size == rank``), and the pass interleaves them in turn.
     """
     from petastorm import make_batch_reader
 
     quiet_library_warnings()
     total = len(storage.row_group_sizes(url))
-    groups_in_shard = len(range(rank, total, size))
+    count = max(1, min(READERS_PER_RANK if readers is None else readers, total // size))
+    shards = [(rank + j * size, len(range(rank + j * size, total, size * count))) for j in range(count)]
     counter = itertools.count(first_pass) if passes is None else range(first_pass, first_pass + passes)
     for index in counter:
-        reader = make_batch_reader(
-            url,
-            schema_fields=[column, "label"],
-            cur_shard=rank,
-            shard_count=size,
-            shuffle_row_groups=True,
-            seed=_pass_seed(seed, index),
-            num_epochs=None,
-            workers_count=1,
-            results_queue_size=READ_AHEAD_ROW_GROUPS,
-        )
-        reader._results_queue_reader = _ArrowTables()  # see _ArrowTables
+        opened = []
         try:
-            # Results come in ventilation order, so the first ``groups_in_shard`` results are one
-            # shuffled cycle: every row group of the shard exactly once.
-            for _ in range(groups_in_shard):
-                yield next(reader)
+            for shard, _ in shards:
+                reader = make_batch_reader(
+                    url,
+                    schema_fields=[column, "label"],
+                    cur_shard=shard,
+                    shard_count=size * count,
+                    shuffle_row_groups=True,
+                    seed=_pass_seed(seed, index),
+                    num_epochs=None,
+                    workers_count=1,
+                    results_queue_size=READ_AHEAD_ROW_GROUPS,
+                )
+                reader._results_queue_reader = _ArrowTables()  # see _ArrowTables
+                opened.append(reader)
+            # Results come in ventilation order, so each reader's first ``groups`` results are one
+            # shuffled cycle: every row group of its sub-shard exactly once.
+            left = [groups for _, groups in shards]
+            while any(left):
+                for j, reader in enumerate(opened):
+                    if left[j]:
+                        left[j] -= 1
+                        yield next(reader)
         finally:  # not ``with``: its exit prints to stdout on every pass
-            reader.stop()
-            reader.join()
+            for reader in opened:
+                reader.stop()
+            for reader in opened:
+                reader.join()
 
 
 def _decode(table, column: str, dtype: np.dtype, shape: tuple[int, ...] | None, where: str) -> tuple:

@@ -13,6 +13,7 @@ from pipelines import scoring, storage
 from pipelines.catalog import Catalog
 from pipelines.config import PipelineConfig
 from pipelines.errors import DataError
+from pipelines.spark import size_batches
 from pipelines.transforms import load_transform
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ def run(config: PipelineConfig, spark: SparkSession, run_id: str | None = None) 
             raise DataError(str(catalog.latest_run), "no trained model: run the train stage first")
         run_id = storage.read_json(catalog.latest_run)["run_id"]
     transform = load_transform(catalog.transform)
+    size_batches(spark, int(np.prod(transform.feature_shape)) * 4 + 400)
     test = spark.read.parquet(str(catalog.split("test")))
     scored = scoring.predict_split(test, f"runs:/{run_id}/model", config.tracking_uri, transform)
     pairs = scored.groupBy("label", "prediction").count().collect()

@@ -14,6 +14,7 @@ from pipelines.catalog import SPLITS, Catalog
 from pipelines.config import ImagePipelineConfig, PreprocessConfig, SplitConfig
 from pipelines.errors import DataError
 from pipelines.progress import spark_stage
+from pipelines.spark import size_batches
 from pipelines.transforms import ImageTransform, Transform, save_transform
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ def run(config: ImagePipelineConfig, spark: SparkSession) -> dict:
             str(catalog.ingested),
             f"holds {ingested_size} px images, ingest.image_size is {size}: re-run ingest",
         )
+    size_batches(spark, size * size * 3 + 64)
     images = assign_split(ingested, config.preprocess.split)
     total = sum(storage.row_group_sizes(catalog.ingested))
     with spark_stage(spark, "preprocess", total=total, unit="images") as stage:

@@ -94,20 +94,60 @@ def source_uri(location: str | Path) -> str:
 
 
 def list_files(root: str | Path) -> pa.Table:
-    """Every regular file under ``root`` (recursively) as a table of (``relpath``, ``size``).
+    """Every file under ``root`` (recursively) as a table of (``relpath``, ``size``), sorted.
 
-    Listed from Python with pyarrow's file systems (local, HDFS, S3, ...) one folder at a time, so
-    memory holds the result (about 60 bytes a file) plus one folder's entries, not a Python object
-    per file. Hidden files and folders are included; the caller decides.
+    Listed from Python one folder at a time (local disks with ``os.scandir``, other file systems with
+    pyarrow's: HDFS, S3, ...), so memory holds the result (about 60 bytes a file) plus one folder's
+    entries. Hidden files are included; the caller decides. Symbolic links are followed, but a real
+    folder is listed once: a link loop neither repeats files nor recurses. A link to nothing is listed
+    (size 0) so that reading it fails visibly instead of the file silently vanishing.
     """
+    fs, base, prefix = filesystem(root)
+    if prefix == "file:":
+        chunks = _list_local(Path(base))
+    else:
+        chunks = _list_remote(fs, base, str(root))
+    if not chunks:
+        return pa.table({"relpath": pa.array([], pa.string()), "size": pa.array([], pa.int64())})
+    return pa.concat_tables(chunks).sort_by("relpath").combine_chunks()
+
+
+def _list_local(base: Path) -> list[pa.Table]:
+    if not base.exists():
+        raise FileNotFoundError(str(base))
+    if base.is_file():
+        return [pa.table({"relpath": [base.name], "size": [base.stat().st_size]})]
+    chunks, folders, visited, cut = [], [str(base)], set(), len(str(base).rstrip("/")) + 1
+    while folders:
+        folder = folders.pop()
+        identity = (os.stat(folder).st_dev, os.stat(folder).st_ino)
+        if identity in visited:
+            continue
+        visited.add(identity)
+        relpaths, sizes = [], []
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir():
+                    folders.append(entry.path)
+                elif entry.is_file():
+                    relpaths.append(entry.path[cut:])
+                    sizes.append(entry.stat().st_size)
+                elif entry.is_symlink():  # dangling link
+                    relpaths.append(entry.path[cut:])
+                    sizes.append(0)
+        if relpaths:
+            chunks.append(pa.table({"relpath": relpaths, "size": pa.array(sizes, pa.int64())}))
+    return chunks
+
+
+def _list_remote(fs, base: str, root: str) -> list[pa.Table]:
     import pyarrow.fs as pafs
 
-    fs, base, _ = filesystem(root)
     info = fs.get_file_info(base)
     if info.type == pafs.FileType.NotFound:
-        raise FileNotFoundError(str(root))
+        raise FileNotFoundError(root)
     if info.type == pafs.FileType.File:
-        return pa.table({"relpath": [info.base_name], "size": [info.size]})
+        return [pa.table({"relpath": [info.base_name], "size": [info.size]})]
     chunks, folders, cut = [], [base], len(base.rstrip("/")) + 1
     while folders:
         entries = fs.get_file_info(pafs.FileSelector(folders.pop(), recursive=False))
@@ -117,9 +157,7 @@ def list_files(root: str | Path) -> pa.Table:
             chunks.append(
                 pa.table({"relpath": [e.path[cut:] for e in files], "size": [e.size for e in files]})
             )
-    if not chunks:
-        return pa.table({"relpath": pa.array([], pa.string()), "size": pa.array([], pa.int64())})
-    return pa.concat_tables(chunks).sort_by("relpath").combine_chunks()
+    return chunks
 
 
 def read_bytes(uri: str) -> bytes:

@@ -23,6 +23,7 @@ from pipelines.preprocess import (
     write_splits,
 )
 from pipelines.progress import spark_stage
+from pipelines.spark import size_batches
 from pipelines.transforms import RESERVED_TOKENS, TextTransform, tokenize
 
 
@@ -66,6 +67,7 @@ def run(config: TextPipelineConfig, spark: SparkSession) -> dict:
     """
     catalog = Catalog.for_workdir(config.workdir)
     settings = config.preprocess
+    size_batches(spark, settings.max_len * 4 + 400)
     records = assign_split(read_ingested(spark, catalog), settings.split, key="key")
     total = sum(storage.row_group_sizes(catalog.ingested))
     with spark_stage(spark, "preprocess", total=total, unit="records") as stage:

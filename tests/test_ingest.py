@@ -189,3 +189,17 @@ def test_files_outside_class_folders_are_quarantined(spark, tmp_path):
 def test_missing_source_is_a_clear_error(spark, tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         ingest.run(image_config(tmp_path / "work"), spark, str(tmp_path / "nope"))
+
+
+def test_symlink_loops_are_listed_once_and_dangling_links_are_quarantined(spark, tmp_path):
+    root = tmp_path / "linked"
+    _write(root / "a" / "x.png", _encode(Image.new("RGB", (4, 4)), "PNG"))
+    _write(root / "b" / "y.png", _encode(Image.new("RGB", (4, 4)), "PNG"))
+    (root / "a" / "loop").symlink_to(root, target_is_directory=True)  # a/loop/a/loop/... forever
+    (root / "b" / "dead.png").symlink_to(tmp_path / "nowhere.png")
+    report = ingest.run(image_config(tmp_path / "work"), spark, str(root))
+    assert (report.files_seen, report.rows_written, report.rows_quarantined) == (3, 2, 1)
+    quarantine = spark.read.parquet(str(Catalog.for_workdir(tmp_path / "work").quarantine)).collect()
+    assert [(Path(r.path).name, r.reason.split(":")[0]) for r in quarantine] == [
+        ("dead.png", "cannot read file")
+    ]
