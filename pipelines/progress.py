@@ -77,8 +77,9 @@ def _report(context, group: str, progress: StageProgress, stop: threading.Event,
         if not stages:
             continue
         stage = max(stages, key=lambda info: info.numTasks)
-        if stage.stageId != last_stage:
+        if stage.stageId != last_stage:  # a new stage: its rate is known from the next tick on
             last_stage, stage_started = stage.stageId, time.monotonic()
+            continue
         done = progress.total * stage.numCompletedTasks // max(stage.numTasks, 1)
         elapsed = max(time.monotonic() - stage_started, 1e-3)
         phase = f" {progress.phase}" if progress.phase else ""
