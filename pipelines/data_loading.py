@@ -217,37 +217,40 @@ def _concatenate(parts: list[np.ndarray]) -> np.ndarray:
 
 
 class _ShuffleBuffer:
-    """A ``capacity``-row shuffle buffer over numpy blocks: tf.data's ``shuffle`` done per block.
+    """A shuffle buffer of at least ``capacity`` rows that exchanges whole batches: tf.data's
+    ``shuffle`` done a batch at a time.
 
-    Like tf.data, each incoming row takes the slot of a row drawn at random from the buffer, and the
-    drawn row goes out; here up to ``capacity // 8`` rows are exchanged at a time (one gather and one
-    scatter per block instead of per-row work). The buffer is allocated once: memory is flat.
+    As in tf.data, each incoming row takes the slot of a row drawn at random from the buffer, and
+    the drawn row goes out, so a row stays for ``capacity`` rows on average; here a block of up to
+    ``block_rows`` rows is exchanged at once (one gather, one scatter). The buffer fills with whole
+    blocks (up to ``capacity + block_rows - 1`` rows) so that every block out has the size of the
+    block in. It is allocated once: memory stays flat.
     """
 
-    def __init__(self, capacity: int, rng: np.random.Generator):
-        self.capacity, self.rng = capacity, rng
-        self.block = max(1, capacity // 8)
+    def __init__(self, capacity: int, block_rows: int, rng: np.random.Generator):
+        self.capacity, self.block_rows, self.rng = capacity, block_rows, rng
         self.features: np.ndarray | None = None
         self.labels: np.ndarray | None = None
         self.filled = 0
 
-    def push(self, features: np.ndarray, labels: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Take a row group in; yield the rows that leave the buffer, in random order."""
+    def exchange(self, features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Take a block of at most ``block_rows`` rows in; return as many rows drawn at random
+        (None while the buffer is still filling)."""
+        rows = len(labels)
         if self.features is None:
-            self.features = np.empty((self.capacity, *features.shape[1:]), features.dtype)
-            self.labels = np.empty((self.capacity,), labels.dtype)
-        start = min(self.capacity - self.filled, len(labels))
-        self.features[self.filled : self.filled + start] = features[:start]
-        self.labels[self.filled : self.filled + start] = labels[:start]
-        self.filled += start
-        while start < len(labels):
-            count = min(self.block, len(labels) - start)
-            slots = self.rng.choice(self.capacity, count, replace=False)
-            leaving = _gather(self.features, slots), _gather(self.labels, slots)
-            self.features[slots] = features[start : start + count]
-            self.labels[slots] = labels[start : start + count]
-            start += count
-            yield leaving
+            slots = self.capacity + self.block_rows
+            self.features = np.empty((slots, *features.shape[1:]), features.dtype)
+            self.labels = np.empty((slots,), labels.dtype)
+        if self.filled < self.capacity:
+            self.features[self.filled : self.filled + rows] = features
+            self.labels[self.filled : self.filled + rows] = labels
+            self.filled += rows
+            return None
+        slots = self.rng.choice(self.filled, rows, replace=False)
+        leaving = _gather(self.features, slots), _gather(self.labels, slots)
+        self.features[slots] = features
+        self.labels[slots] = labels
+        return leaving
 
     def drain(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield what the buffer still holds, in random order, and empty it."""
@@ -255,6 +258,17 @@ class _ShuffleBuffer:
             order = self.rng.permutation(self.filled)
             self.filled = 0
             yield _gather(self.features, order), _gather(self.labels, order)
+
+
+def _shuffled(
+    blocks: Iterator[tuple[np.ndarray, np.ndarray]], buffer: _ShuffleBuffer
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``blocks`` passed through ``buffer``, then what it still holds once they end."""
+    for features, labels in blocks:
+        leaving = buffer.exchange(features, labels)
+        if leaving is not None:
+            yield leaving
+    yield from buffer.drain()
 
 
 def _rebatch(
@@ -317,14 +331,14 @@ def _batch_stream(
         transform.feature_dtype,
         tuple(transform.feature_shape),
     )
+    blocks = groups
     if shuffle_buffer:
+        # Batch first (views, except where a batch spans two row groups), then exchange whole
+        # batches with the buffer: what leaves is already batch-sized, so the last ``_rebatch``
+        # passes it through without copying.
         rng = np.random.default_rng([seed & 0xFFFFFFFF, rank, first_pass])
-        buffer = _ShuffleBuffer(shuffle_buffer, rng)
-        blocks = itertools.chain(
-            itertools.chain.from_iterable(buffer.push(*group) for group in groups), buffer.drain()
-        )
-    else:
-        blocks = groups
+        buffer = _ShuffleBuffer(shuffle_buffer, batch_size, rng)
+        blocks = _shuffled(_rebatch(groups, batch_size, drop_remainder=False), buffer)
     return _rebatch(blocks, batch_size, drop_remainder=passes is None)
 
 

@@ -74,9 +74,9 @@ def test_messy_tsv_quarantines_exactly_the_bad_records_and_keeps_good_text_intac
     report = text_ingest.run(config, spark, str(messy_tsv))
 
     # 10 records: the blank line is none, the three-line quoted review is one.
-    assert report == text_ingest.TextIngestReport(
-        records_seen=10, rows_written=6, rows_quarantined=4, classes=2
-    )
+    counts = (report.records_seen, report.rows_written, report.rows_quarantined, report.classes)
+    assert counts == (10, 6, 4, 2)
+    assert report.spark_jobs > 0
     rows, quarantine = _tables(spark, config.workdir)
     assert _sorted((r.path, r.record, r.reason) for r in quarantine) == _sorted(
         [
@@ -99,7 +99,8 @@ def test_messy_tsv_quarantines_exactly_the_bad_records_and_keeps_good_text_intac
     assert all(row.path == _uri(messy_tsv) for row in rows)
     assert all(row.key == hashlib.sha256(row.text.encode()).hexdigest() for row in rows)
     assert not any(BOM in (row.text + row.label) for row in rows)
-    assert json.loads(Catalog.for_workdir(config.workdir).ingest_report.read_text()) == {
+    saved = json.loads(Catalog.for_workdir(config.workdir).ingest_report.read_text())
+    assert {k: saved[k] for k in ("records_seen", "rows_written", "rows_quarantined", "classes")} == {
         "records_seen": 10,
         "rows_written": 6,
         "rows_quarantined": 4,
