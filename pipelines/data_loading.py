@@ -7,6 +7,7 @@ rank waits forever in an allreduce for a rank that ran out of data.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,8 +23,6 @@ from pipelines.transforms import Transform
 
 # Row groups a reader may hold decoded ahead of the trainer: bounds memory per rank.
 READ_AHEAD_ROW_GROUPS = 4
-# Petastorm readers (one worker thread each) that share a rank's shard, reading in parallel.
-READERS_PER_RANK = 2
 # TensorFlow wraps a numpy array aligned to this many bytes without copying it (EIGEN_MAX_ALIGN_BYTES);
 # an unaligned one is copied once more at the tf.data boundary (measured: 4x slower per batch).
 _ALIGN_BYTES = 64
@@ -61,8 +60,8 @@ def plan_shards(location: str | Path, num_proc: int, batch_size: int) -> ShardPl
 
 
 class _ArrowTables:
-    """Stands in for petastorm's results-queue reader so that ``next(reader)`` returns each row group
-    as the ``pyarrow.Table`` the worker read, instead of converting it to numpy in the consumer.
+    """petastorm's results-queue reader, minus its numpy conversion: ``next(reader)`` returns each
+    row group as the ``pyarrow.Table`` the worker read.
 
     petastorm's own conversion (``Array.to_pandas``) turns a binary column into one Python ``bytes``
     object per row, which then has to be joined or handed to tf.data as strings: a copy and per-row
@@ -80,68 +79,86 @@ class _ArrowTables:
             raise StopIteration from None
 
 
+@functools.cache
+def _row_group_worker() -> type:
+    """petastorm's ``ArrowReaderWorker`` handing over Arrow tables (``_ArrowTables``) as read.
+
+    The stock worker passes every table through ``take(arange(rows))`` even when it does not
+    shuffle rows: a copy of every byte read (measured: a fifth of the reader's CPU time).
+    """
+    from petastorm.arrow_reader_worker import ArrowReaderWorker
+
+    class RowGroupWorker(ArrowReaderWorker):
+        @staticmethod
+        def new_results_queue_reader():
+            return _ArrowTables()
+
+        def _read_with_shuffle_row_drop(self, piece, pq_file, column_names, shuffle_row_drop_partition):
+            if self._shuffle_rows or shuffle_row_drop_partition[1] != 1:
+                return super()._read_with_shuffle_row_drop(
+                    piece, pq_file, column_names, shuffle_row_drop_partition
+                )
+            partitions = self._dataset.partitions
+            partition_names = partitions.partition_names if partitions else set()
+            table = piece.read(columns=column_names - partition_names, partitions=partitions)
+            # As the stock worker: drop partition columns that were not asked for.
+            return table.drop([name for name in table.column_names if name not in column_names])
+
+    return RowGroupWorker
+
+
+def _open_reader(url: str, column: str, shard: int, shard_count: int, seed: int):
+    """What ``petastorm.make_batch_reader`` opens, with ``_row_group_worker`` as its worker: one
+    worker thread, ``READ_AHEAD_ROW_GROUPS`` row groups read ahead, row groups shuffled from
+    ``seed``, repeating forever."""
+    from petastorm.fs_utils import get_filesystem_and_path_or_paths
+    from petastorm.reader import Reader, normalize_dataset_url_or_urls
+    from petastorm.workers_pool.thread_pool import ThreadPool
+
+    filesystem, path = get_filesystem_and_path_or_paths(normalize_dataset_url_or_urls(url))
+    return Reader(
+        filesystem,
+        path,
+        schema_fields=[column, "label"],
+        worker_class=_row_group_worker(),
+        reader_pool=ThreadPool(1, READ_AHEAD_ROW_GROUPS, seed=seed),
+        seed=seed,
+        shuffle_row_groups=True,
+        num_epochs=None,
+        cur_shard=shard,
+        shard_count=shard_count,
+        is_batched_reader=True,
+    )
+
+
 def _row_group_tables(
-    url: str,
-    rank: int,
-    size: int,
-    seed: int,
-    passes: int | None,
-    first_pass: int,
-    column: str = "pixels",
-    readers: int | None = None,
+    url: str, rank: int, size: int, seed: int, passes: int | None, first_pass: int, column: str = "pixels"
 ) -> Iterator:
     """Yield this shard's row groups as pyarrow Tables (``column``, label), over ``passes`` passes
     (None: forever).
 
-    Each pass opens fresh readers whose row-group order is shuffled from (``seed``, pass): the order
+    Each pass opens a fresh reader whose row-group order is shuffled from (``seed``, pass): the order
     changes every epoch yet a run is reproducible, and nothing a reader holds survives its pass.
-    A pass takes exactly this shard's row-group count from never-ending readers: petastorm 0.13.1's
+    A pass takes exactly this shard's row-group count from a never-ending reader: petastorm 0.13.1's
     thread pool can declare a ``num_epochs=1`` reader finished while row groups are still in flight
     (measured: 4 of 12 row groups lost in one pass), so its end of data is not trusted. One worker
-    thread per reader keeps results in ventilation order (with more, the pool reorders them across
-    the cycle boundary).
-
-    ``readers`` (default ``READERS_PER_RANK``) readers share the shard so that Parquet reading runs
-    in parallel: reader j takes the row groups i with ``i % (size * readers) == rank + j * size``,
-    whose union is this rank's shard (``i % size == rank``), and the pass interleaves them in turn.
+    thread keeps results in ventilation order (with more, the pool reorders them across the cycle
+    boundary) and reads Parquet while the consumer batches the previous row group.
     """
-    from petastorm import make_batch_reader
-
     quiet_library_warnings()
     total = len(storage.row_group_sizes(url))
-    count = max(1, min(READERS_PER_RANK if readers is None else readers, total // size))
-    shards = [(rank + j * size, len(range(rank + j * size, total, size * count))) for j in range(count)]
+    groups_in_shard = len(range(rank, total, size))
     counter = itertools.count(first_pass) if passes is None else range(first_pass, first_pass + passes)
     for index in counter:
-        opened = []
+        reader = _open_reader(url, column, rank, size, _pass_seed(seed, index))
         try:
-            for shard, _ in shards:
-                reader = make_batch_reader(
-                    url,
-                    schema_fields=[column, "label"],
-                    cur_shard=shard,
-                    shard_count=size * count,
-                    shuffle_row_groups=True,
-                    seed=_pass_seed(seed, index),
-                    num_epochs=None,
-                    workers_count=1,
-                    results_queue_size=READ_AHEAD_ROW_GROUPS,
-                )
-                reader._results_queue_reader = _ArrowTables()  # see _ArrowTables
-                opened.append(reader)
-            # Results come in ventilation order, so each reader's first ``groups`` results are one
-            # shuffled cycle: every row group of its sub-shard exactly once.
-            left = [groups for _, groups in shards]
-            while any(left):
-                for j, reader in enumerate(opened):
-                    if left[j]:
-                        left[j] -= 1
-                        yield next(reader)
+            # Results come in ventilation order, so the first ``groups_in_shard`` results are one
+            # shuffled cycle: every row group of the shard exactly once.
+            for _ in range(groups_in_shard):
+                yield next(reader)
         finally:  # not ``with``: its exit prints to stdout on every pass
-            for reader in opened:
-                reader.stop()
-            for reader in opened:
-                reader.join()
+            reader.stop()
+            reader.join()
 
 
 def _decode(table, column: str, dtype: np.dtype, shape: tuple[int, ...] | None, where: str) -> tuple:

@@ -13,15 +13,16 @@ import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-
-import keras
+from typing import TYPE_CHECKING
 
 from pipelines import storage, tracking
 from pipelines.catalog import Catalog
 from pipelines.config import PipelineConfig
 from pipelines.data_loading import ShardPlan, plan_shards
 from pipelines.errors import DataError, TrainingError
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,12 @@ def train_worker(job: TrainJob) -> dict:
 
 
 def _train(job: TrainJob, hvd, catalog: Catalog) -> dict:
+    import keras
     import numpy as np
     import tensorflow as tf
 
     from pipelines import horovod_keras as hk
+    from pipelines.callbacks import Checkpoint, EpochLogger
     from pipelines.data_loading import split_dataset
     from pipelines.logs import setup_logging
     from pipelines.transforms import load_transform
@@ -121,7 +124,7 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict:
             hk.DistributedValidation(split_dataset(catalog.split("val"), transform, repeat=False, **common))
         )
     if rank == 0:
-        callbacks += [_Checkpoint(checkpoint), _EpochLogger(config.tracking_uri, job.run_id)]
+        callbacks += [Checkpoint(checkpoint), EpochLogger(config.tracking_uri, job.run_id)]
 
     history = model.fit(
         train_data,
@@ -190,37 +193,6 @@ def _pin_devices(tf, hvd) -> None:
     threads = max(1, (os.cpu_count() or 1) // hvd.local_size())
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
-
-
-class _Checkpoint(keras.callbacks.Callback):
-    """Write weights, optimizer state and the epoch count atomically at the end of each epoch."""
-
-    def __init__(self, path: Path):
-        super().__init__()
-        self.path = Path(path)
-
-    def on_epoch_end(self, epoch, logs=None):
-        import numpy as np
-
-        from pipelines.horovod_keras import state_arrays
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        staging = self.path.with_name(f".tmp-{os.getpid()}-{self.path.name}")
-        with open(staging, "wb") as handle:
-            np.savez(handle, __epoch__=np.int64(epoch + 1), **state_arrays(self.model))
-        os.replace(staging, self.path)
-
-
-class _EpochLogger(keras.callbacks.Callback):
-    """Send each epoch's (rank-averaged) metrics to the MLflow run; never fails training."""
-
-    def __init__(self, tracking_uri: str, run_id: str):
-        super().__init__()
-        self.tracking_uri, self.run_id = tracking_uri, run_id
-
-    def on_epoch_end(self, epoch, logs=None):
-        metrics = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
-        tracking.log_metrics(self.tracking_uri, self.run_id, metrics, step=epoch + 1)
 
 
 # ---------------------------------------------------------------- on the driver
