@@ -33,10 +33,10 @@ def test_padding_and_truncation_at_the_edges(length):
 
 def _records(spark, texts_and_labels):
     rows = [
-        (hashlib.sha256(text.encode()).hexdigest(), "file:/reviews.tsv", text, label)
+        (hashlib.sha256(text.encode()).hexdigest(), "file:/reviews.tsv", text, label, None, None)
         for text, label in texts_and_labels
     ]
-    return spark.createDataFrame(rows, schemas.TEXTS)
+    return spark.createDataFrame(rows, schemas.TEXT_RECORDS)
 
 
 def test_vocabulary_is_fitted_on_train_only(spark, tmp_path):
