@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
@@ -100,6 +101,18 @@ def visible_files(listing: pa.Table) -> pa.Table:
     relpaths = listing.column("relpath").to_pylist()
     keep = [not any(part[:1] in (".", "_") for part in relpath.split("/")) for relpath in relpaths]
     return listing.filter(pa.array(keep, pa.bool_()))
+
+
+def mix_classes(listing: pa.Table) -> pa.Table:
+    """The listing in an order that mixes the class folders (sorted by a hash of the path).
+
+    Tasks take consecutive files and write them in order, and Petastorm later hands whole row groups
+    to the ranks: in folder order every row group would hold a single class. Mixing here, on the
+    driver's list of names, spreads the classes without shuffling any image data; the order is
+    the same on every run over the same files.
+    """
+    keys = np.array([zlib.crc32(relpath.encode()) for relpath in listing.column("relpath").to_pylist()])
+    return listing.take(pa.array(np.argsort(keys, kind="stable")))
 
 
 def plan_tasks(sizes: np.ndarray, settings: IngestConfig, min_tasks: int) -> np.ndarray:
@@ -227,6 +240,7 @@ def run(config: ImagePipelineConfig, spark: SparkSession, source: str) -> Ingest
     seen = listing.num_rows
     if seen == 0:
         raise DataError(source, "no files found (hidden files and folders are ignored)")
+    listing = mix_classes(listing)
     starts = plan_tasks(
         listing.column("size").to_numpy(), settings, 2 * spark.sparkContext.defaultParallelism
     )

@@ -90,17 +90,25 @@ def write_splits(
     catalog: Catalog,
     row_bytes: int,
     summaries: dict[str, dict],
+    mix_rows: bool = True,
 ) -> dict:
     """Write every split of ``indexed`` (with ``split`` and int ``label`` columns) in one Spark job,
     then the fitted transform and the report (rows, row groups, label counts, digest per split).
 
     Row groups are sized in bytes (``row_bytes`` per row) to hold about ``rows_per_row_group`` rows.
+    ``mix_rows=False`` is for input whose order is already mixed (image ingest mixes the classes).
     Rows and row groups come from the written footers and must match ``summaries`` (computed before,
     from the same input): a row lost or duplicated fails the stage.
     """
     block_size = str(max(64 * 1024, config.rows_per_row_group * row_bytes))
+    rows = schemas.conform(indexed, schema, keep=("split",))
+    if mix_rows:
+        # Rows are written in the order a task reads them; input sorted by label (a dated export)
+        # would give single-class row groups. A sort by a hash of the key within each task (no
+        # shuffle; it spills, so memory stays bounded) mixes them, split by split.
+        rows = rows.sortWithinPartitions("split", F.xxhash64(schema.fieldNames()[0]))
     storage.write_partitions_atomically(
-        schemas.conform(indexed, schema, keep=("split",)),
+        rows,
         "split",
         {name: catalog.split(name) for name in SPLITS},
         **{"parquet.block.size": block_size, "parquet.block.size.row.check.min": "10"},
@@ -163,5 +171,6 @@ def run(config: ImagePipelineConfig, spark: SparkSession) -> dict:
             catalog,
             size * size * 3 + 64,
             split_summaries(rows, class_names),
+            mix_rows=False,  # ingest wrote the images in an order that mixes the classes
         )
     return {**report, "seconds": round(stage.seconds, 2), "spark_jobs": stage.jobs}

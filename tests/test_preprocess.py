@@ -124,3 +124,15 @@ def test_atomic_write_leaves_old_data_when_the_job_dies(spark, tmp_path):
 def test_preprocess_without_ingest_says_what_to_run(spark, tmp_path):
     with pytest.raises(DataError, match="run the ingest stage first"):
         preprocess.run(image_config(tmp_path / "empty"), spark)
+
+
+def test_row_groups_mix_the_classes(digits_workdir):
+    """Class folders are read in a mixed order: a rank's row groups must not each hold one class."""
+    import pyarrow.parquet as pq
+
+    location = Catalog.for_workdir(digits_workdir).split("train")
+    for part in sorted(location.glob("part-*.parquet")):
+        parquet = pq.ParquetFile(part)
+        for index in range(parquet.num_row_groups):
+            labels = parquet.read_row_group(index, columns=["label"]).column("label").to_pylist()
+            assert len(set(labels)) >= min(5, len(labels)), labels
