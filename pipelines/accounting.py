@@ -27,6 +27,7 @@ def write_accounted(
     source: str,
     unit: str,
     row_group_bytes: int = 32 * 1024 * 1024,
+    compression: str = "snappy",
 ) -> Accounted:
     """Write ``records`` in one pass: rows without a ``reason`` to the ingested folder, the others to the
     quarantine folder (same declared columns). Then check ``seen`` (when given) = rows written + rows
@@ -39,7 +40,7 @@ def write_accounted(
         records.withColumn("outcome", outcome),
         "outcome",
         {"ingested": catalog.ingested, "quarantined": catalog.quarantine},
-        **{"parquet.block.size": str(row_group_bytes)},
+        **{"parquet.block.size": str(row_group_bytes), "compression": compression},
     )
     written = sum(storage.row_group_sizes(catalog.ingested))
     quarantined = sum(storage.row_group_sizes(catalog.quarantine))

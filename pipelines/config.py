@@ -93,6 +93,10 @@ class IngestConfig(_Section):
     row_group_bytes: int = Field(
         32 * _MB, ge=1024 * 64, description="Parquet row-group size of ingested data"
     )
+    compression: Literal["none", "snappy", "zstd", "lz4_raw"] = Field(
+        "none",
+        description="Parquet codec of the ingested pixels (raw pixels barely compress; snappy costs CPU)",
+    )
 
 
 class SplitConfig(_Section):
@@ -112,6 +116,9 @@ class PreprocessConfig(_Section):
     split: SplitConfig = Field(default_factory=SplitConfig, description="split fractions")
     rows_per_row_group: int = Field(
         128, ge=1, description="Parquet row-group size; Petastorm hands whole row groups to ranks"
+    )
+    compression: Literal["none", "snappy", "zstd", "lz4_raw"] = Field(
+        "snappy", description="Parquet codec of the splits"
     )
 
 

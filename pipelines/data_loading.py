@@ -94,15 +94,15 @@ def _row_group_worker() -> type:
             return _ArrowTables()
 
         def _read_with_shuffle_row_drop(self, piece, pq_file, column_names, shuffle_row_drop_partition):
-            if self._shuffle_rows or shuffle_row_drop_partition[1] != 1:
+            if self._shuffle_rows or shuffle_row_drop_partition[1] != 1 or piece.partition_keys:
                 return super()._read_with_shuffle_row_drop(
                     piece, pq_file, column_names, shuffle_row_drop_partition
                 )
-            partitions = self._dataset.partitions
-            partition_names = partitions.partition_names if partitions else set()
-            table = piece.read(columns=column_names - partition_names, partitions=partitions)
-            # As the stock worker: drop partition columns that were not asked for.
-            return table.drop([name for name in table.column_names if name not in column_names])
+            # The file the worker has just opened for this piece (``piece.read`` would open it again).
+            columns = sorted(column_names)
+            if piece.row_group is None:
+                return pq_file.read(columns=columns)
+            return pq_file.read_row_group(piece.row_group, columns=columns)
 
     return RowGroupWorker
 

@@ -254,7 +254,9 @@ def run(config: ImagePipelineConfig, spark: SparkSession, source: str) -> Ingest
     )
     with spark_stage(spark, "ingest", total=seen, unit="files") as stage:
         decoded: DataFrame = decode_tasks(spark, listing_uri, tasks, storage.source_uri(source), settings)
-        counts = write_accounted(decoded, seen, catalog, source, "files", settings.row_group_bytes)
+        counts = write_accounted(
+            decoded, seen, catalog, source, "files", settings.row_group_bytes, settings.compression
+        )
     report = IngestReport(
         seen,
         counts.written,

@@ -111,6 +111,7 @@ def write_splits(
         rows,
         "split",
         {name: catalog.split(name) for name in SPLITS},
+        compression=config.compression,
         **{"parquet.block.size": block_size, "parquet.block.size.row.check.min": "10"},
     )
     report: dict = {"class_names": transform.class_names, "splits": {}}
