@@ -1,18 +1,12 @@
 """Read throughput of the training input path, side by side, on one generated Parquet data set.
 
 (a) pyarrow ceiling: ``ParquetFile.read_row_group`` + ``np.frombuffer`` over every row group;
-(r) the numpy batch generator that feeds (b) (``pipelines.data_loading._batch_stream``: petastorm
-    reader, row groups viewed as numpy, batched in numpy), iterated in Python without tf.data
+(r) the petastorm reader generator that feeds (b) and (c), iterated in Python without tf.data
     (locates the cost of the tf.data boundary);
-(b) our loader: ``pipelines.data_loading.split_dataset`` (that generator -> ``from_generator`` ->
-    ``prefetch``), iterated fully, several passes, with the process RSS recorded after each pass
-    (memory must stay flat across epochs);
-(p) the previous loader design, for comparison: the same petastorm reader yielding each row group's
-    pixels as Python ``bytes`` (tf.string) -> ``map(decode_raw)`` per row group -> ``unbatch`` ->
-    ``batch``;
-(c) as (p) but decoded per row: ``.unbatch().map(decode one row).batch()``.
-
-Target P1 (the project's scale issue): (b)/(a) >= 0.8, reported under "ratios" in the JSON.
+(b) our loader: ``pipelines.data_loading.split_dataset`` (make_batch_reader -> tf.data, one
+    vectorized decode per row group), iterated fully, several passes, with the process RSS
+    recorded after each pass (memory must stay flat across epochs);
+(c) the same reader decoded per row: ``.unbatch().map(decode one row).batch()``.
 
 The data set (random uint8 images as a binary ``pixels`` column, int32 ``label``, string
 ``relpath``) is written with pyarrow into a temporary folder and removed afterwards.
@@ -45,13 +39,10 @@ log = logging.getLogger("benchmarks.read_throughput")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "read_throughput.json"
 CLASS_NAMES = ["class_0", "class_1", "class_2", "class_3", "class_4"]
-P1_TARGET = 0.8  # (b)/(a), the project's scale issue
 
 # Benchmark this checkout's ``pipelines`` even where the package is not installed in editable mode.
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
-
-from benchmarks.common import ratio  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -160,36 +151,16 @@ def read_pyarrow(root: Path, shape: tuple[int, int, int]) -> int:
     return rows
 
 
-def read_generator(root: Path, transform, batch_size: int) -> int:
-    """(r) The numpy batch generator that feeds (b), alone: where the tf.data boundary costs."""
-    from pipelines.data_loading import _batch_stream
+def read_petastorm(root: Path) -> int:
+    """(r) The petastorm generator that feeds (b) and (c), alone: where the tf.data boundary costs."""
+    from pipelines.data_loading import _row_group_batches
 
-    stream = _batch_stream(
-        root.resolve().as_uri(),
-        transform,
-        batch_size=batch_size,
-        rank=0,
-        size=1,
-        seed=0,
-        shuffle_buffer=0,
-        passes=1,
-        first_pass=0,
-    )
     rows = 0
-    for images, labels in stream:
-        if images.shape != (len(labels), *transform.shape):
-            raise ValueError(f"batch of shape {images.shape} for {len(labels)} labels")
+    for pixels, labels in _row_group_batches(root.resolve().as_uri(), 0, 1, 0, 1, 0):
+        if len(pixels) != len(labels):
+            raise ValueError(f"{len(pixels)} pixel rows for {len(labels)} labels")
         rows += len(labels)
     return rows
-
-
-def raw_row_groups(url: str) -> Iterable[tuple[np.ndarray, np.ndarray]]:
-    """The loader's petastorm reader, each row group's pixels as Python ``bytes`` (what petastorm's
-    own numpy conversion returns), for the previous design (p) and per-row decode (c)."""
-    from pipelines.data_loading import _row_group_tables
-
-    for table in _row_group_tables(url, 0, 1, 0, 1, 0):
-        yield table.column("pixels").to_numpy(), table.column("label").to_numpy()
 
 
 def count_rows(dataset: Iterable) -> int:
@@ -215,40 +186,27 @@ def loader_dataset(root: Path, transform, batch_size: int):
     )
 
 
-def bytes_dataset(root: Path):
-    """tf.data over ``raw_row_groups``: one element per row group, pixels as tf.string."""
+def per_row_dataset(root: Path, transform, batch_size: int):
+    """(c) The same petastorm reader and generator, but decoding one row at a time in tf.data."""
     import tensorflow as tf
 
+    from pipelines.data_loading import _row_group_batches
+
     url = root.resolve().as_uri()
-    return tf.data.Dataset.from_generator(
-        lambda: raw_row_groups(url),
+    height, width, channels = transform.shape
+
+    def generate():
+        return _row_group_batches(url, 0, 1, 0, 1, 0)
+
+    dataset = tf.data.Dataset.from_generator(
+        generate,
         output_signature=(tf.TensorSpec((None,), tf.string), tf.TensorSpec((None,), tf.int32)),
     )
 
-
-def previous_loader_dataset(root: Path, transform, batch_size: int):
-    """(p) The loader before the numpy batching: decode per row group in tf.data, then unbatch/batch."""
-    import tensorflow as tf
-
-    shape = transform.shape
-
-    def decode(raw, labels):
-        return tf.reshape(tf.io.decode_raw(raw, tf.uint8), (-1, *shape)), labels
-
-    dataset = bytes_dataset(root).map(decode, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def per_row_dataset(root: Path, transform, batch_size: int):
-    """(c) The same reader as (p), but decoding one row at a time in tf.data."""
-    import tensorflow as tf
-
-    shape = transform.shape
-
     def decode_one(pixels, label):
-        return tf.reshape(tf.io.decode_raw(pixels, tf.uint8), shape), label
+        return tf.reshape(tf.io.decode_raw(pixels, tf.uint8), (height, width, channels)), label
 
-    dataset = bytes_dataset(root).unbatch().map(decode_one, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.unbatch().map(decode_one, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
@@ -281,50 +239,32 @@ def timed_passes(
         start = time.perf_counter()
         rows = run_pass()
         log.info("%s warm-up pass: %d rows in %.2f s (not counted)", name, rows, time.perf_counter() - start)
-    return [timed_pass(name, run_pass, index, passes, expected_rows) for index in range(passes)]
-
-
-def timed_pass(name: str, run_pass: Callable[[], int], index: int, passes: int, expected_rows: int) -> dict:
-    """Time pass ``index`` (from 0) of ``passes``; record the resident memory after it."""
-    start = time.perf_counter()
-    rows = run_pass()
-    seconds = time.perf_counter() - start
-    if rows != expected_rows:
-        raise RuntimeError(f"{name} pass {index + 1} read {rows} rows, expected {expected_rows}")
-    result = {
-        "pass": index + 1,
-        "rows": rows,
-        "seconds": seconds,
-        "rows_per_s": rows / seconds,
-        "rss_bytes": rss_bytes(),
-        "peak_rss_bytes": peak_rss_bytes(),
-    }
-    log.info(
-        "%s pass %d/%d: %d rows in %.2f s (%.0f rows/s), RSS %.0f MiB",
-        name,
-        index + 1,
-        passes,
-        rows,
-        seconds,
-        result["rows_per_s"],
-        result["rss_bytes"] / 2**20,
-    )
-    return result
-
-
-def paired_passes(
-    first: tuple[str, Callable[[], int]],
-    second: tuple[str, Callable[[], int]],
-    passes: int,
-    expected_rows: int,
-) -> tuple[list[dict], list[dict]]:
-    """Alternate passes of two readers (``first`` gets one untimed warm-up pass, ``second`` none),
-    so that each pair of passes sees the same load on a shared machine."""
-    timed_passes(first[0], first[1], 0, expected_rows)
-    results: tuple[list[dict], list[dict]] = ([], [])
+    results = []
     for index in range(passes):
-        for (name, run_pass), out in zip((first, second), results, strict=True):
-            out.append(timed_pass(name, run_pass, index, passes, expected_rows))
+        start = time.perf_counter()
+        rows = run_pass()
+        seconds = time.perf_counter() - start
+        if rows != expected_rows:
+            raise RuntimeError(f"{name} pass {index + 1} read {rows} rows, expected {expected_rows}")
+        result = {
+            "pass": index + 1,
+            "rows": rows,
+            "seconds": seconds,
+            "rows_per_s": rows / seconds,
+            "rss_bytes": rss_bytes(),
+            "peak_rss_bytes": peak_rss_bytes(),
+        }
+        log.info(
+            "%s pass %d/%d: %d rows in %.2f s (%.0f rows/s), RSS %.0f MiB",
+            name,
+            index + 1,
+            passes,
+            rows,
+            seconds,
+            result["rows_per_s"],
+            result["rss_bytes"] / 2**20,
+        )
+        results.append(result)
     return results
 
 
@@ -413,21 +353,18 @@ def checkout_info() -> dict:
 def format_table(figures: dict, ratios: dict) -> str:
     labels = {
         "a_pyarrow": "(a) pyarrow read_row_group + np.frombuffer",
-        "r_reader": "(r) numpy batch generator alone, no tf.data",
-        "b_loader": "(b) split_dataset (numpy batches -> prefetch)",
-        "p_previous": "(p) previous loader (tf.data unbatch/batch)",
-        "c_per_row": "(c) as (p), per-row decode",
+        "r_reader": "(r) petastorm reader alone, no tf.data",
+        "b_loader": "(b) split_dataset (vectorized decode)",
+        "c_per_row": "(c) same reader, per-row decode",
     }
     lines = [f"{'method':<50} {'rows/s':>10} {'MB/s':>8}", "-" * 70]
     for key, label in labels.items():
         lines.append(f"{label:<50} {figures[key]['rows_per_s']:>10,.0f} {figures[key]['mb_per_s']:>8,.0f}")
     lines.append("-" * 70)
-    lines.append(f"{'(b)/(a) loader vs pyarrow ceiling (P1, >= 0.8)':<50} {ratios['b_over_a']:>10.2f}")
-    lines.append(f"{'(p)/(a) previous loader vs pyarrow ceiling':<50} {ratios['p_over_a']:>10.2f}")
-    lines.append(f"{'(b)/(p) loader vs previous loader':<50} {ratios['b_over_p']:>10.2f}")
-    lines.append(f"{'(c)/(p) per-row vs per-row-group decode':<50} {ratios['c_over_p']:>10.2f}")
-    lines.append(f"{'(r)/(a) batch generator vs pyarrow ceiling':<50} {ratios['r_over_a']:>10.2f}")
-    lines.append(f"{'(b)/(r) tf.data boundary (loader vs its generator)':<50} {ratios['b_over_r']:>10.2f}")
+    lines.append(f"{'(b)/(a) loader vs pyarrow ceiling':<50} {ratios['b_over_a']:>10.2f}")
+    lines.append(f"{'(c)/(b) per-row vs vectorized decode':<50} {ratios['c_over_b']:>10.2f}")
+    lines.append(f"{'(r)/(a) petastorm reader vs pyarrow ceiling':<50} {ratios['r_over_a']:>10.2f}")
+    lines.append(f"{'(b)/(r) tf.data boundary (loader vs its reader)':<50} {ratios['b_over_r']:>10.2f}")
     memory = figures["b_loader"]["memory"]
     lines.append(
         f"(b) RSS after pass 1: {memory['rss_after_first_pass_bytes'] / 2**20:.0f} MiB, "
@@ -476,27 +413,23 @@ def run(args: argparse.Namespace) -> dict:
         )
         rows = data["rows"]
 
-        log.info("(a) pyarrow ceiling and (b) split_dataset, alternating, %d passes each", args.passes)
-        loader = loader_dataset(root, transform, args.batch_size)
-        # No warm-up for (b): its first pass is part of the memory record (it includes importing TF).
-        a_passes, b_passes = paired_passes(
-            ("(a)", lambda: read_pyarrow(root, shape)), ("(b)", lambda: count_rows(loader)), args.passes, rows
-        )
-        figures = {"a_pyarrow": summarize(a_passes, row_bytes), "b_loader": summarize(b_passes, row_bytes)}
-        figures["b_loader"]["memory"] = memory_summary(b_passes)
-        pair_ratios = [b["rows_per_s"] / a["rows_per_s"] for a, b in zip(a_passes, b_passes, strict=True)]
+        log.info("(a) pyarrow ceiling, %d passes", args.repeats)
+        figures = {
+            "a_pyarrow": summarize(
+                timed_passes("(a)", lambda: read_pyarrow(root, shape), args.repeats, rows), row_bytes
+            )
+        }
 
-        log.info("(r) numpy batch generator alone, %d passes", args.repeats)
-        r_passes = timed_passes(
-            "(r)", lambda: read_generator(root, transform, args.batch_size), args.repeats, rows
-        )
+        log.info("(r) petastorm reader alone, %d passes", args.repeats)
+        r_passes = timed_passes("(r)", lambda: read_petastorm(root), args.repeats, rows)
         figures["r_reader"] = summarize(r_passes, row_bytes)
 
-        log.info("(p) previous loader design, %d passes", args.repeats)
-        previous = previous_loader_dataset(root, transform, args.batch_size)
-        figures["p_previous"] = summarize(
-            timed_passes("(p)", lambda: count_rows(previous), args.repeats, rows), row_bytes
-        )
+        log.info("(b) pipelines.data_loading.split_dataset, %d passes", args.passes)
+        loader = loader_dataset(root, transform, args.batch_size)
+        # No warm-up: the first pass is part of the memory record (it includes importing TF).
+        b_passes = timed_passes("(b)", lambda: count_rows(loader), args.passes, rows, warm_up=False)
+        figures["b_loader"] = summarize(b_passes, row_bytes)
+        figures["b_loader"]["memory"] = memory_summary(b_passes)
 
         log.info("(c) per-row decode, %d passes", args.repeats)
         per_row = per_row_dataset(root, transform, args.batch_size)
@@ -504,31 +437,12 @@ def run(args: argparse.Namespace) -> dict:
             timed_passes("(c)", lambda: count_rows(per_row), args.repeats, rows), row_bytes
         )
 
-    rate = {key: figure["rows_per_s"] for key, figure in figures.items()}
-    comparisons = {
-        "b_over_a": statistics.median(pair_ratios),
-        "b_over_a_of_medians": rate["b_loader"] / rate["a_pyarrow"],
-        "p_over_a": rate["p_previous"] / rate["a_pyarrow"],
-        "b_over_p": rate["b_loader"] / rate["p_previous"],
-        "c_over_p": rate["c_per_row"] / rate["p_previous"],
-        "r_over_a": rate["r_reader"] / rate["a_pyarrow"],
-        "b_over_r": rate["b_loader"] / rate["r_reader"],
+    ratios = {
+        "b_over_a": figures["b_loader"]["rows_per_s"] / figures["a_pyarrow"]["rows_per_s"],
+        "c_over_b": figures["c_per_row"]["rows_per_s"] / figures["b_loader"]["rows_per_s"],
+        "r_over_a": figures["r_reader"]["rows_per_s"] / figures["a_pyarrow"]["rows_per_s"],
+        "b_over_r": figures["b_loader"]["rows_per_s"] / figures["r_reader"]["rows_per_s"],
     }
-    ratios = [
-        ratio(
-            "P1",
-            "loader (split_dataset) read rate / pyarrow ceiling, side by side in one run",
-            comparisons["b_over_a"],
-            P1_TARGET,
-            (
-                f"median over {args.passes} alternating (a)/(b) pass pairs; (b) {rate['b_loader']:,.0f} vs "
-                f"(a) {rate['a_pyarrow']:,.0f} rows/s (medians, ratio "
-                f"{comparisons['b_over_a_of_medians']:.2f}); previous design (p) "
-                f"{rate['p_previous']:,.0f} rows/s = {comparisons['p_over_a']:.2f}x (a); load average "
-                f"{[round(x, 2) for x in load_before]} before, {[round(x, 2) for x in os.getloadavg()]} after"
-            ),
-        )
-    ]
     return {
         "benchmark": "read_throughput",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -541,15 +455,14 @@ def run(args: argparse.Namespace) -> dict:
             "row_group_size": args.row_group_size,
             "files": args.files,
             "batch_size": args.batch_size,
-            "passes_a_b": args.passes,
-            "repeats_r_p_c": args.repeats,
+            "passes_b": args.passes,
+            "repeats_a_r_c": args.repeats,
             "seed": args.seed,
             "compression": "snappy",
         },
         "data": data,
         "figures": figures,
         "ratios": ratios,
-        "comparisons": comparisons,
         "notes": (
             "rows_per_s is the median over passes; MB/s counts the uint8 pixel payload "
             "(rows/s x row_bytes / 1e6). RSS is the process (and any child) resident memory after each "
@@ -566,9 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    print(format_table(results["figures"], results["comparisons"]))
-    for row in results["ratios"]:
-        print(f"{row['id']}: {row['value']:.2f} (target {row['target']}, met: {row['met']}): {row['detail']}")
+    print(format_table(results["figures"], results["ratios"]))
     log.info("results written to %s", args.out)
     return 0
 
