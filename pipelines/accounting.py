@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines import storage
@@ -30,10 +30,7 @@ def write_accounted(
     compression: str = "snappy",
 ) -> Accounted:
     """Write ``records`` in one pass: rows without a ``reason`` to the ingested folder, the others to the
-    quarantine folder (same declared columns). Then check ``seen`` (when given) = rows written + rows
-    quarantined, both read from the written files' footers.
-
-    Raises DataError when a row went missing or nothing was usable.
+    quarantine folder (same declared columns), then ``check_accounted``.
     """
     outcome = F.when(F.col("reason").isNull(), F.lit("ingested")).otherwise(F.lit("quarantined"))
     storage.write_partitions_atomically(
@@ -42,6 +39,16 @@ def write_accounted(
         {"ingested": catalog.ingested, "quarantined": catalog.quarantine},
         **{"parquet.block.size": str(row_group_bytes), "compression": compression},
     )
+    return check_accounted(records.sparkSession, seen, catalog, source, unit)
+
+
+def check_accounted(
+    spark: SparkSession, seen: int | None, catalog: Catalog, source: str, unit: str
+) -> Accounted:
+    """Count the rows written and quarantined from the footers; check ``seen`` (when given) is their sum.
+
+    Raises DataError when a row went missing or nothing was usable.
+    """
     written = sum(storage.row_group_sizes(catalog.ingested))
     quarantined = sum(storage.row_group_sizes(catalog.quarantine))
     if seen is not None and seen != written + quarantined:
@@ -50,6 +57,5 @@ def write_accounted(
         )
     if written == 0:
         raise DataError(source, f"no usable {unit} found (see the quarantine table {catalog.quarantine})")
-    spark = records.sparkSession
     classes = spark.read.parquet(str(catalog.ingested)).select("label").distinct().count()
     return Accounted(written, quarantined, classes)

@@ -86,9 +86,9 @@ class IngestConfig(_Section):
     task_bytes: int = Field(
         64 * _MB, ge=1, description="raw bytes of files per Spark task (tasks also stop at task_files)"
     )
-    task_files: int = Field(4000, ge=1, description="most files per Spark task")
+    task_files: int = Field(1000, ge=1, description="most files per Spark task")
     batch_bytes: int = Field(
-        16 * _MB, ge=1024, description="decoded pixel bytes per Arrow batch a task hands to Spark"
+        16 * _MB, ge=1024, description="decoded pixel bytes a task holds before writing them"
     )
     row_group_bytes: int = Field(
         32 * _MB, ge=1024 * 64, description="Parquet row-group size of ingested data"

@@ -1,9 +1,10 @@
 """Ingest stage: a class-per-folder image tree -> decoded, resized RGB pixels in Parquet.
 
 The driver lists the files (names and sizes only) and writes the listing in parts; each Spark task
-takes one part, reads its files itself where it decodes them and emits Arrow batches sized in bytes.
-No file content crosses the JVM/Python boundary on the way in, none goes through a shuffle and
-nothing is cached: memory does not grow with the number of files. Files that cannot be used go to
+takes one part, reads its files itself where it decodes them, in batches sized in bytes, and writes
+the records to Parquet itself (``storage.write_from_tasks``). No file content or pixel crosses the
+JVM/Python boundary, none goes through a shuffle and nothing is cached: memory does not grow with
+the number of files. Files that cannot be used go to
 the quarantine folder with the reason, in the same single pass, and every run checks files seen =
 rows written + rows quarantined, counted from the written files' footers.
 """
@@ -19,11 +20,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import SparkSession
 
 from pipelines import schemas, storage
-from pipelines.accounting import write_accounted
+from pipelines.accounting import check_accounted
 from pipelines.catalog import Catalog
 from pipelines.config import ImagePipelineConfig, IngestConfig
 from pipelines.errors import DataError
@@ -115,28 +115,25 @@ def mix_classes(listing: pa.Table) -> pa.Table:
     return listing.take(pa.array(np.argsort(keys, kind="stable")))
 
 
-def plan_tasks(sizes: np.ndarray, settings: IngestConfig, min_tasks: int) -> np.ndarray:
+def plan_tasks(sizes: np.ndarray, settings: IngestConfig, cores: int) -> np.ndarray:
     """Cut the listing (in order) into tasks of about ``task_bytes`` and at most ``task_files`` files.
 
-    Returns the start offset of each task plus the end (len(sizes)). At least ``min_tasks`` tasks
-    (two per core keeps both busy to the end), never an empty one.
+    Returns the start offset of each task plus the end (len(sizes)). At least two tasks per core,
+    and a multiple of ``cores`` so that the last round keeps every core busy; never an empty task.
     """
     count = len(sizes)
     weight = np.cumsum(sizes.astype(np.float64) + _FILE_COST_BYTES)
     total = float(weight[-1]) if count else 0.0
-    tasks = max(math.ceil(total / settings.task_bytes), math.ceil(count / settings.task_files), min_tasks)
-    tasks = max(1, min(tasks, count))
+    tasks = max(math.ceil(total / settings.task_bytes), math.ceil(count / settings.task_files), 2 * cores)
+    tasks = max(1, min(cores * math.ceil(tasks / cores), count))
     cuts = np.searchsorted(weight, np.arange(1, tasks) * total / tasks, side="right")
     return np.unique(np.concatenate([[0], cuts, [count]]))
-
-
-_LEVELS = np.arange(256, dtype=np.float64)
 
 
 def decode_listed(
     relpaths: list[str], source_uri: str, image_size: int, batch_bytes: int
 ) -> Iterator[pa.RecordBatch]:
-    """Read and decode the listed files; yield record batches (``IMAGE_RECORDS`` without the hash)
+    """Read and decode the listed files; yield record batches (``IMAGE_RECORDS``)
     of about ``batch_bytes`` of pixels each. A file that cannot be used gets a ``reason`` instead."""
     rows_per_batch = max(1, batch_bytes // (image_size * image_size * 3))
     for start in range(0, len(relpaths), rows_per_batch):
@@ -146,7 +143,7 @@ def decode_listed(
 def _decode_batch(relpaths: list[str], source_uri: str, image_size: int) -> pa.RecordBatch:
     paths = [f"{source_uri}/{relpath}" for relpath in relpaths]
     labels = [relpath.split("/", 1)[0] if "/" in relpath else None for relpath in relpaths]
-    pixels, histograms, reasons = [], [], []
+    pixels, hashes, reasons = [], [], []
     for path, label in zip(paths, labels, strict=True):
         image, reason = None, "not inside a class folder" if label is None else None
         if reason is None:
@@ -156,13 +153,13 @@ def _decode_batch(relpaths: list[str], source_uri: str, image_size: int) -> pa.R
                 reason = str(err)
             except OSError as err:
                 reason = f"cannot read file: {err}"
-        pixels.append(image.tobytes() if image else None)
-        if image:
-            histograms.append(image.histogram())  # 3 x 256 counts, computed in C
+        content = image.tobytes() if image else None
+        pixels.append(content)
+        hashes.append(_pixels_hash(content) if content else None)
         reasons.append(reason)
     # Per-channel sums and sums of squares for the statistics, for the whole batch at once.
     decoded = np.array([reason is None for reason in reasons])
-    counts = np.asarray(histograms, np.float64).reshape(-1, 3, 256)
+    sums, squares = _channel_sums(b"".join(p for p in pixels if p), image_size)
     offsets = pa.array(np.arange(0, 3 * len(relpaths) + 1, 3, dtype=np.int32))
 
     def per_channel(values: np.ndarray) -> pa.Array:
@@ -175,42 +172,76 @@ def _decode_batch(relpaths: list[str], source_uri: str, image_size: int) -> pa.R
         pa.array(relpaths, pa.string()),
         pa.array(labels, pa.string()),
         pa.array(pixels, pa.binary()),
-        per_channel(counts @ _LEVELS),
-        per_channel(counts @ _LEVELS**2),
+        per_channel(sums),
+        per_channel(squares),
+        pa.array(hashes, pa.int64()),
         pa.array(reasons, pa.string()),
     ]
-    return pa.RecordBatch.from_arrays(columns, schema=_decoded_arrow_schema())
+    return pa.RecordBatch.from_arrays(columns, schema=_records_schema())
 
 
-def _decoded_arrow_schema() -> pa.Schema:
+def _channel_sums(pixels: bytes, image_size: int, chunk: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Per image and channel, the sum and the sum of squares of the pixel values (exact integers).
+
+    Channels are made contiguous first, a few images at a time: reductions over the strided channel
+    axis are several times slower, and a matrix product would start BLAS threads in every worker.
+    """
+    flat = np.frombuffer(pixels, np.uint8).reshape(-1, image_size * image_size, 3)
+    sums, squares = np.zeros((len(flat), 3)), np.zeros((len(flat), 3))
+    for start in range(0, len(flat), chunk):
+        channels = np.ascontiguousarray(flat[start : start + chunk].transpose(0, 2, 1))
+        sums[start : start + chunk] = channels.sum(axis=2, dtype=np.uint64)
+        squares[start : start + chunk] = np.square(channels, dtype=np.uint32).sum(axis=2, dtype=np.uint64)
+    return sums, squares
+
+
+def _pixels_hash(pixels: bytes) -> int:
+    """A 64-bit checksum of the pixels (CRC-32 and Adler-32), for the order-independent split digests:
+    it detects changed pixels, and costs a quarter of a cryptographic hash."""
+    value = zlib.crc32(pixels) << 32 | zlib.adler32(pixels)
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _records_schema() -> pa.Schema:
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    return to_arrow_schema(_decoded_schema())
+    return to_arrow_schema(schemas.IMAGE_RECORDS)
 
 
-def _decoded_schema():
-    from pyspark.sql.types import StructType
-
-    return StructType([f for f in schemas.IMAGE_RECORDS.fields if f.name != "pixels_hash"])
-
-
-def decode_tasks(spark: SparkSession, listing_uri: str, tasks: int, source_uri: str, settings: IngestConfig):
-    """One Spark task per listing part: the decoded records of every listed file (``IMAGE_RECORDS``)."""
+def decode_and_write(
+    spark: SparkSession,
+    listing_uri: str,
+    tasks: int,
+    source_uri: str,
+    catalog: Catalog,
+    settings: IngestConfig,
+) -> None:
+    """One Spark task per listing part decodes its files and writes the records (``IMAGE_RECORDS``)
+    itself: usable ones to the catalog's ingested folder, the others to its quarantine folder."""
     image_size, batch_bytes = settings.image_size, settings.batch_bytes
 
-    def decode(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def produce(task: int) -> Iterator[tuple[str, pa.RecordBatch]]:
+        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        for batch in batches:
-            for part in batch.column("id").to_pylist():
-                relpaths = pq.read_table(_part_uri(listing_uri, part), columns=["relpath"])
-                yield from decode_listed(
-                    relpaths.column("relpath").to_pylist(), source_uri, image_size, batch_bytes
-                )
+        relpaths = pq.read_table(_part_uri(listing_uri, task), columns=["relpath"]).column("relpath")
+        for batch in decode_listed(relpaths.to_pylist(), source_uri, image_size, batch_bytes):
+            failed = batch.column("reason").null_count != batch.num_rows
+            usable = pc.is_null(batch.column("reason")) if failed else None
+            yield "ingested", batch.filter(usable) if failed else batch
+            if failed:
+                yield "quarantined", batch.filter(pc.invert(usable))
 
-    decoded = spark.range(0, tasks, 1, numPartitions=tasks).mapInArrow(decode, _decoded_schema())
-    hashed = F.when(F.col("pixels").isNotNull(), F.xxhash64("pixels"))
-    return schemas.conform(decoded.withColumn("pixels_hash", hashed), schemas.IMAGE_RECORDS)
+    storage.write_from_tasks(
+        spark,
+        tasks,
+        produce,
+        _records_schema(),
+        {"ingested": catalog.ingested, "quarantined": catalog.quarantine},
+        settings.row_group_bytes,
+        settings.compression,
+        plain_columns=("pixels",),
+    )
 
 
 def _part_uri(listing_uri: str, part: int) -> str:
@@ -241,9 +272,7 @@ def run(config: ImagePipelineConfig, spark: SparkSession, source: str) -> Ingest
     if seen == 0:
         raise DataError(source, "no files found (hidden files and folders are ignored)")
     listing = mix_classes(listing)
-    starts = plan_tasks(
-        listing.column("size").to_numpy(), settings, 2 * spark.sparkContext.defaultParallelism
-    )
+    starts = plan_tasks(listing.column("size").to_numpy(), settings, spark.sparkContext.defaultParallelism)
     listing_uri = write_listing(listing, starts, catalog.listing)
     tasks = len(starts) - 1
     log.info(
@@ -253,10 +282,8 @@ def run(config: ImagePipelineConfig, spark: SparkSession, source: str) -> Ingest
         tasks,
     )
     with spark_stage(spark, "ingest", total=seen, unit="files") as stage:
-        decoded: DataFrame = decode_tasks(spark, listing_uri, tasks, storage.source_uri(source), settings)
-        counts = write_accounted(
-            decoded, seen, catalog, source, "files", settings.row_group_bytes, settings.compression
-        )
+        decode_and_write(spark, listing_uri, tasks, storage.source_uri(source), catalog, settings)
+        counts = check_accounted(spark, seen, catalog, source, "files")
     report = IngestReport(
         seen,
         counts.written,

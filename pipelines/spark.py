@@ -40,6 +40,8 @@ def get_spark(config: SparkConfig) -> SparkSession:
         # Arrow batches to Python workers are cut by bytes too, not only by rows (10,000 rows of
         # 224x224x3 pixels would be 1.5 GB).
         .config("spark.sql.execution.arrow.maxBytesPerBatch", str(BATCH_BYTES))
+        # Python workers without a per-task cost of about 0.25 s of CPU (see the module).
+        .config("spark.python.daemon.module", "pipelines.spark_daemon")
     )
     for key, value in config.conf.items():
         builder = builder.config(key, value)

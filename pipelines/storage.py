@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,113 @@ def write_partitions_atomically(
         if not fs.rename(staged, target):
             raise OSError(f"could not move {staged.toString()} to {location}")
     fs.delete(staged_root, True)
+
+
+def write_from_tasks(
+    spark: SparkSession,
+    tasks: int,
+    produce: Callable[[int], Iterator[tuple[str, pa.RecordBatch]]],
+    schema: pa.Schema,
+    locations: dict[str, str | Path],
+    row_group_bytes: int,
+    compression: str = "none",
+    plain_columns: tuple[str, ...] = (),
+) -> list[tuple[str, str, int]]:
+    """Run ``produce(task)`` for task 0..tasks-1 as Spark tasks; each task writes the (value, batch)
+    pairs it yields as Parquet straight from its Python worker, then every ``locations[value]`` is
+    replaced by its files with a rename (an empty data set where no task wrote that value).
+
+    Rows never cross into the JVM: Spark schedules, retries and reports progress, while the
+    bytes go from the worker that computed them to storage (any pyarrow file system). Row groups
+    hold about ``row_group_bytes``; ``plain_columns`` (large unique values such as pixels) get no
+    dictionary and no statistics. Only the files of successful task attempts are kept.
+    Returns (value, file URI, rows) for each file written.
+    """
+    first = Path(str(next(iter(locations.values()))).removeprefix("file:"))
+    staging = source_uri(f"{first.parent}/.tmp-{uuid.uuid4().hex[:8]}-{first.name}")
+    settings = dict(
+        compression=compression,
+        use_dictionary=[name for name in schema.names if name not in plain_columns],
+        write_statistics=[name for name in schema.names if name not in plain_columns],
+    )
+    wanted = set(locations)
+
+    def run_tasks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        attempt = TaskContext.get().attemptNumber()
+        for batch in batches:
+            for task in batch.column("id").to_pylist():
+                name = f"part-{task:05d}-{attempt}"
+                files = _write_task(produce(task), name, staging, schema, wanted, row_group_bytes, settings)
+                yield pa.RecordBatch.from_pylist(files, schema=_WRITTEN)
+
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    written = spark.range(0, tasks, 1, numPartitions=tasks).mapInArrow(run_tasks, from_arrow_schema(_WRITTEN))
+    files = [(row["value"], row["file"], row["rows"]) for row in written.collect()]
+    _commit_staged(staging, files, locations, schema)
+    return files
+
+
+def _commit_staged(
+    staging: str, files: list[tuple[str, str, int]], locations: dict, schema: pa.Schema
+) -> None:
+    """Move ``staging/<value>`` to ``locations[value]`` keeping only ``files`` (the successful attempts')."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    fs, staging_root, prefix = filesystem(staging)
+    for value, location in locations.items():
+        staged = f"{staging_root}/{value}"
+        keep = {file for v, file, _ in files if v == value}
+        fs.create_dir(staged, recursive=True)
+        for info in fs.get_file_info(pafs.FileSelector(staged)):
+            if prefix + info.path not in keep:  # left by a failed or duplicate task attempt
+                fs.delete_file(info.path)
+        if not keep:
+            pq.write_table(schema.empty_table(), f"{staged}/part-00000-empty.parquet", filesystem=fs)
+        _, target, _ = filesystem(location)
+        if fs.get_file_info(target).type != pafs.FileType.NotFound:
+            fs.delete_dir(target)
+        fs.move(staged, target)
+    fs.delete_dir(staging_root)
+
+
+_WRITTEN = pa.schema([("value", pa.string()), ("file", pa.string()), ("rows", pa.int64())])
+
+
+def _write_task(pairs, name, staging, schema, wanted, row_group_bytes, settings) -> list[dict]:
+    """Write one task's (value, batch) pairs to ``staging/<value>/<name>.parquet``, buffering each
+    value's batches into row groups of about ``row_group_bytes``."""
+    import pyarrow.parquet as pq
+
+    fs, root, prefix = filesystem(staging)
+    writers, buffers, rows = {}, {}, {}
+
+    def flush(value):
+        table = pa.Table.from_batches(buffers.pop(value), schema=schema)
+        if value not in writers:
+            fs.create_dir(f"{root}/{value}", recursive=True)
+            writers[value] = pq.ParquetWriter(
+                f"{root}/{value}/{name}.parquet", schema, filesystem=fs, **settings
+            )
+        writers[value].write_table(table, row_group_size=max(table.num_rows, 1))
+        rows[value] = rows.get(value, 0) + table.num_rows
+
+    for value, batch in pairs:
+        if value not in wanted:
+            raise ValueError(f"rows for {value!r}, which has no location (expected one of {sorted(wanted)})")
+        if batch.num_rows == 0:
+            continue
+        buffers.setdefault(value, []).append(batch)
+        if sum(b.nbytes for b in buffers[value]) >= row_group_bytes:
+            flush(value)
+    for value in list(buffers):
+        flush(value)
+    for writer in writers.values():
+        writer.close()
+    return [{"value": v, "file": f"{prefix}{root}/{v}/{name}.parquet", "rows": rows[v]} for v in writers]
 
 
 def _write_empty_parquet(location: str, fields: list) -> None:

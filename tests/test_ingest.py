@@ -170,10 +170,11 @@ def test_task_plan_balances_bytes_and_caps_files():
 
     settings = IngestConfig(task_bytes=1_000_000, task_files=100)
     sizes = np.full(1000, 5_000)
-    starts = ingest.plan_tasks(sizes, settings, min_tasks=4)
+    starts = ingest.plan_tasks(sizes, settings, cores=4)
     assert starts[0] == 0 and starts[-1] == 1000
     assert np.diff(starts).max() <= 100 and np.diff(starts).min() > 0
-    assert len(ingest.plan_tasks(np.full(3, 10), settings, min_tasks=8)) - 1 == 3  # never an empty task
+    assert (len(starts) - 1) % 4 == 0  # full rounds: no core idles while the last task runs
+    assert len(ingest.plan_tasks(np.full(3, 10), settings, cores=8)) - 1 == 3  # never an empty task
 
 
 def test_files_outside_class_folders_are_quarantined(spark, tmp_path):
