@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import zlib
+from collections.abc import Iterator
 
 import numpy as np
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StructType
 
 from pipelines import schemas, storage
@@ -14,7 +18,7 @@ from pipelines.catalog import SPLITS, Catalog
 from pipelines.config import ImagePipelineConfig, PreprocessConfig, SplitConfig
 from pipelines.errors import DataError
 from pipelines.progress import spark_stage
-from pipelines.spark import size_batches
+from pipelines.spark import BATCH_BYTES, size_batches
 from pipelines.transforms import ImageTransform, Transform, save_transform
 
 log = logging.getLogger(__name__)
@@ -23,11 +27,20 @@ _HASH_BUCKETS = 10_000
 
 
 def _split_of(key: Column, split: SplitConfig) -> Column:
-    """A stable split name from a hash of ``key``: the same file always lands in the same split."""
-    bucket = F.pmod(F.xxhash64(key), F.lit(_HASH_BUCKETS)) / _HASH_BUCKETS
+    """A stable split name from a hash of ``key``: the same file always lands in the same split.
+
+    CRC-32, so that Python computes the same split (``split_names``) where Spark is not involved."""
+    bucket = F.pmod(F.crc32(key), F.lit(_HASH_BUCKETS)) / _HASH_BUCKETS
     return (
         F.when(bucket < split.train, "train").when(bucket < split.train + split.val, "val").otherwise("test")
     )
+
+
+def split_names(keys: list[str], split: SplitConfig) -> np.ndarray:
+    """``_split_of`` computed in Python: the split name of each key."""
+    buckets = np.array([zlib.crc32(key.encode()) % _HASH_BUCKETS for key in keys]) / _HASH_BUCKETS
+    rest = np.where(buckets < split.train + split.val, "val", "test")
+    return np.where(buckets < split.train, "train", rest)
 
 
 def assign_split(df: DataFrame, split: SplitConfig, key: str = "relpath") -> DataFrame:
@@ -114,6 +127,59 @@ def write_splits(
         compression=config.compression,
         **{"parquet.block.size": block_size, "parquet.block.size.row.check.min": "10"},
     )
+    return record_splits(transform, catalog, summaries)
+
+
+def write_image_splits(
+    spark: SparkSession, catalog: Catalog, class_names: list[str], config: PreprocessConfig, row_bytes: int
+) -> None:
+    """Write every split of the ingested images (``IMAGE_SPLIT``) in one Spark job.
+
+    One task per ingested file reads it in batches of about ``BATCH_BYTES``, decides each row's split
+    (``split_names``), turns its label into its index in ``class_names`` and writes the rows to its
+    split's folder itself, in row groups of about ``rows_per_row_group`` rows: no pixel crosses into
+    the JVM. Rows keep the order ingest wrote, which already mixes the classes.
+    """
+    files = storage.data_files(catalog.ingested)
+    schema = to_arrow_schema(schemas.IMAGE_SPLIT)
+    rows_per_batch = max(1, BATCH_BYTES // row_bytes)
+    split = config.split
+
+    def produce(task: int) -> Iterator[tuple[str, pa.RecordBatch]]:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        classes = pa.array(class_names, pa.string())
+        fs, path, _ = storage.filesystem(files[task])
+        with fs.open_input_file(path) as handle:
+            columns = ["relpath", "label", "pixels"]
+            for batch in pq.ParquetFile(handle).iter_batches(rows_per_batch, columns=columns):
+                names = split_names(batch.column("relpath").to_pylist(), split)
+                labels = pc.index_in(batch.column("label"), value_set=classes).cast(pa.int32())
+                rows = pa.RecordBatch.from_arrays(
+                    [batch.column("relpath"), labels, batch.column("pixels")], schema=schema
+                )
+                for name in SPLITS:
+                    yield name, rows.filter(pa.array(names == name))
+
+    storage.write_from_tasks(
+        spark,
+        len(files),
+        produce,
+        schema,
+        {name: catalog.split(name) for name in SPLITS},
+        row_group_bytes=config.rows_per_row_group * row_bytes,
+        compression=config.compression,
+        plain_columns=("pixels",),
+    )
+
+
+def record_splits(transform: Transform, catalog: Catalog, summaries: dict[str, dict]) -> dict:
+    """Check the written splits' rows (from the footers) against ``summaries``; save the transform and
+    the report (rows, row groups, label counts, digest per split).
+
+    Raises DataError when a row was lost or duplicated.
+    """
     report: dict = {"class_names": transform.class_names, "splits": {}}
     for name in SPLITS:
         location = catalog.split(name)
@@ -136,7 +202,8 @@ def run(config: ImagePipelineConfig, spark: SparkSession) -> dict:
     """Split the ingested images, fit the transform on train, write one Parquet data set per split.
 
     Two Spark jobs: one over the small columns (split and label counts, digests, the train split's
-    channel sums computed at ingest), one that writes every split; the pixels are read once.
+    channel sums computed at ingest), one that writes every split (``write_image_splits``); the
+    pixels are read once, and only by Python workers.
     """
     catalog = Catalog.for_workdir(config.workdir)
     size = config.ingest.image_size
@@ -164,14 +231,6 @@ def run(config: ImagePipelineConfig, spark: SparkSession) -> dict:
         )
         transform = ImageTransform(size, class_names, mean, std)
         stage.phase = "writing splits"
-        report = write_splits(
-            index_labels(images, class_names),
-            schemas.IMAGE_SPLIT,
-            transform,
-            config.preprocess,
-            catalog,
-            size * size * 3 + 64,
-            split_summaries(rows, class_names),
-            mix_rows=False,  # ingest wrote the images in an order that mixes the classes
-        )
+        write_image_splits(spark, catalog, class_names, config.preprocess, size * size * 3 + 64)
+        report = record_splits(transform, catalog, split_summaries(rows, class_names))
     return {**report, "seconds": round(stage.seconds, 2), "spark_jobs": stage.jobs}

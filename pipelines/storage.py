@@ -133,21 +133,27 @@ _WRITTEN = pa.schema([("value", pa.string()), ("file", pa.string()), ("rows", pa
 
 def _write_task(pairs, name, staging, schema, wanted, row_group_bytes, settings) -> list[dict]:
     """Write one task's (value, batch) pairs to ``staging/<value>/<name>.parquet``, buffering each
-    value's batches into row groups of about ``row_group_bytes``."""
+    value's batches into row groups of about ``row_group_bytes`` (the last one may be smaller)."""
     import pyarrow.parquet as pq
 
     fs, root, prefix = filesystem(staging)
     writers, buffers, rows = {}, {}, {}
 
-    def flush(value):
+    def flush(value, last=False):
         table = pa.Table.from_batches(buffers.pop(value), schema=schema)
+        per_group = max(1, round(row_group_bytes * table.num_rows / max(table.nbytes, 1)))
+        whole = table.num_rows if last else table.num_rows - table.num_rows % per_group
+        if whole < table.num_rows:  # keep the rest for the next row group
+            buffers[value] = table.slice(whole).to_batches()
+        if whole == 0:
+            return
         if value not in writers:
             fs.create_dir(f"{root}/{value}", recursive=True)
             writers[value] = pq.ParquetWriter(
                 f"{root}/{value}/{name}.parquet", schema, filesystem=fs, **settings
             )
-        writers[value].write_table(table, row_group_size=max(table.num_rows, 1))
-        rows[value] = rows.get(value, 0) + table.num_rows
+        writers[value].write_table(table.slice(0, whole), row_group_size=per_group)
+        rows[value] = rows.get(value, 0) + whole
 
     for value, batch in pairs:
         if value not in wanted:
@@ -158,7 +164,7 @@ def _write_task(pairs, name, staging, schema, wanted, row_group_bytes, settings)
         if sum(b.nbytes for b in buffers[value]) >= row_group_bytes:
             flush(value)
     for value in list(buffers):
-        flush(value)
+        flush(value, last=True)
     for writer in writers.values():
         writer.close()
     return [{"value": v, "file": f"{prefix}{root}/{v}/{name}.parquet", "rows": rows[v]} for v in writers]
@@ -276,6 +282,14 @@ def read_bytes(uri: str) -> bytes:
     fs, inner, _ = filesystem(uri)
     with fs.open_input_stream(inner) as stream:
         return stream.read()
+
+
+def data_files(location: str | Path) -> list[str]:
+    """The URIs of a Parquet data set's files, sorted (hidden and ``_`` files left out), from a listing."""
+    import pyarrow.dataset as ds
+
+    fs, root, prefix = filesystem(location)
+    return sorted(prefix + path for path in ds.dataset(root, filesystem=fs, format="parquet").files)
 
 
 def row_group_sizes(location: str | Path) -> list[int]:

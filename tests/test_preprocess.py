@@ -32,6 +32,13 @@ def test_split_is_stable_across_reruns_and_when_files_are_added(spark):
     assert counts["val"] == pytest.approx(0.15, abs=0.03)
 
 
+def test_python_and_spark_put_every_key_in_the_same_split(spark):
+    split = SplitConfig(train=0.6, val=0.2, test=0.2)
+    keys = [f"class{i % 7}/näme {i}.jpg" for i in range(3000)]
+    by_spark = preprocess.assign_split(spark.createDataFrame([(k,) for k in keys], "relpath string"), split)
+    assert preprocess.split_names(keys, split).tolist() == [row.split for row in by_spark.collect()]
+
+
 def _split_pixels(spark, location, size: int) -> np.ndarray:
     rows = spark.read.parquet(str(location)).select("pixels").collect()
     return np.frombuffer(b"".join(row.pixels for row in rows), np.uint8).reshape(-1, size, size, 3)
