@@ -19,11 +19,11 @@ from tests.conftest import text_config
 
 @pytest.fixture(scope="module")
 def trained_text(tmp_path_factory, spark):
-    """3,000 generated reviews, ingested, preprocessed and trained for 2 epochs on 2 ranks."""
+    """3,000 generated reviews, ingested, preprocessed and trained for 5 epochs on 2 ranks."""
     root = tmp_path_factory.mktemp("text")
     reviews = write_reviews(root / "reviews.tsv", count=3000, seed=3)
     config = text_config(
-        root / "work", f"data.source={reviews}", "train.epochs=2", "preprocess.rows_per_row_group=256"
+        root / "work", f"data.source={reviews}", "train.epochs=5", "preprocess.rows_per_row_group=128"
     )
     summary = runner.run_ingest(config)
     runner.run_preprocess(config)
