@@ -97,6 +97,20 @@ def pillow_loop(folder: Path, image_size: int) -> dict:
     return {"files": len(files), "decoded": decoded, "seconds": seconds, "rate": len(files) / seconds}
 
 
+def parallel_pillow_loop(folder: Path, image_size: int, processes: int) -> dict:
+    """``pillow_loop`` split over ``processes`` processes (one folder each, in turn): the rate a
+    perfectly parallel decode reaches on this machine, with no other overhead at all."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    folders = sorted(path for path in folder.iterdir() if path.is_dir())
+    started = time.perf_counter()
+    with ProcessPoolExecutor(processes) as pool:
+        parts = list(pool.map(pillow_loop, folders, [image_size] * len(folders)))
+    seconds = time.perf_counter() - started
+    files = sum(part["files"] for part in parts)
+    return {"files": files, "processes": processes, "seconds": seconds, "rate": files / seconds}
+
+
 # ---------------------------------------------------------------------------------------------- runs
 
 
@@ -183,6 +197,7 @@ def measure(args: argparse.Namespace, count: int, heap: str | None = None) -> di
     row: dict = {"count": count, "heap": heap}
     if args.kind == "image" and heap is None:
         row["baseline"] = pillow_loop(source, args.image_size)
+        row["parallel_baseline"] = parallel_pillow_loop(source, args.image_size, os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="dlfusion-scale-") as tmp:
         for stage in ("ingest", "preprocess"):
             row[stage] = run_stage(stage, args.kind, Path(tmp), source, overrides)
@@ -231,6 +246,17 @@ def analyse(kind: str, rows: list[dict]) -> dict:
                 marginal / ceiling,
                 1.7,
                 f"{marginal:,.0f} vs {ceiling:,.0f} {unit}/s",
+            )
+        )
+        parallel = large["parallel_baseline"]
+        ratios.append(
+            ratio(
+                "I1.machine",
+                f"the same Pillow loop in {parallel['processes']} processes / in 1: the most I1 could reach "
+                "here with zero overhead",
+                parallel["rate"] / ceiling,
+                1.7,
+                f"{parallel['rate']:,.0f} vs {ceiling:,.0f} {unit}/s (decode only, no Parquet, no split)",
             )
         )
     prefix = "I" if kind == "image" else "T"
