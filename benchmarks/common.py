@@ -10,6 +10,25 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def checkout_info() -> dict:
+    """The commit benchmarked, and whether pipelines/, models/ or benchmarks/ had uncommitted changes
+    (figures only compare within one checkout)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--", "pipelines", "models", "benchmarks"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "uncommitted_changes": None}
+    return {"commit": commit, "uncommitted_changes": bool(changes.strip())}
+
+
 def machine_info() -> dict:
     """CPUs, memory, load average and commit: what a figure depends on besides the code."""
     import psutil

@@ -49,6 +49,8 @@ TARGET_RATIO = 0.5
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.common import checkout_info  # noqa: E402
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -159,24 +161,6 @@ def run_dlfusion(workdir: Path, epochs: int) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # report
-
-
-def checkout_info() -> dict:
-    """The commit benchmarked, and whether pipelines/ or benchmarks/ had uncommitted changes."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        changes = subprocess.run(
-            ["git", "status", "--porcelain", "--", "pipelines", "benchmarks"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "uncommitted_changes": None}
-    return {"commit": commit, "uncommitted_changes": bool(changes.strip())}
 
 
 def verdict(rounds: list[dict]) -> dict:

@@ -22,7 +22,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ CLASS_NAMES = ["class_0", "class_1", "class_2", "class_3", "class_4"]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.common import ratio  # noqa: E402
+from benchmarks.common import checkout_info, ratio  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -334,24 +333,6 @@ def machine_info(load_before: tuple[float, float, float]) -> dict:
             "psutil": psutil.__version__,
         },
     }
-
-
-def checkout_info() -> dict:
-    """The commit benchmarked (the loader changes; figures only compare within one checkout)."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        changes = subprocess.run(
-            ["git", "status", "--porcelain", "--", "pipelines", "benchmarks"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "uncommitted_changes": None}
-    return {"commit": commit, "uncommitted_changes": bool(changes.strip())}
 
 
 def format_table(figures: dict, ratios: dict) -> str:

@@ -35,7 +35,6 @@ import multiprocessing
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,7 +55,7 @@ for _path in (str(REPO_ROOT), str(BENCH_DIR)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from benchmarks.common import ratio  # noqa: E402
+from benchmarks.common import checkout_info, ratio  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -507,23 +506,6 @@ def machine_info(load_before: tuple[float, float, float]) -> dict:
         "python": platform.python_version(),
         "packages": {"numpy": np.__version__, "pyarrow": pa.__version__},
     }
-
-
-def checkout_info() -> dict:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        changes = subprocess.run(
-            ["git", "status", "--porcelain", "--", "pipelines", "benchmarks", "models"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "uncommitted_changes": None}
-    return {"commit": commit, "uncommitted_changes": bool(changes.strip())}
 
 
 def run(args: argparse.Namespace) -> dict:
