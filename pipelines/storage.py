@@ -77,13 +77,9 @@ def write_from_tasks(
     dictionary and no statistics. Only the files of successful task attempts are kept.
     Returns (value, file URI, rows) for each file written.
     """
-    first = Path(str(next(iter(locations.values()))).removeprefix("file:"))
-    staging = source_uri(f"{first.parent}/.tmp-{uuid.uuid4().hex[:8]}-{first.name}")
-    settings = dict(
-        compression=compression,
-        use_dictionary=[name for name in schema.names if name not in plain_columns],
-        write_statistics=[name for name in schema.names if name not in plain_columns],
-    )
+    staging = _staging_uri(next(iter(locations.values())))
+    ordinary = [name for name in schema.names if name not in plain_columns]
+    settings = dict(compression=compression, use_dictionary=ordinary, write_statistics=ordinary)
     wanted = set(locations)
 
     def run_tasks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -102,6 +98,16 @@ def write_from_tasks(
     files = [(row["value"], row["file"], row["rows"]) for row in written.collect()]
     _commit_staged(staging, files, locations, schema)
     return files
+
+
+def _staging_uri(location: str | Path) -> str:
+    """A fresh ``.tmp-*`` sibling of ``location`` as a URI (``file:`` for local paths); remote URIs
+    keep their ``scheme://authority``, which ``pathlib`` would fold into ``scheme:/``."""
+    text = str(location).rstrip("/")
+    if "://" not in text:
+        text = source_uri(text)
+    parent, name = text.rsplit("/", 1)
+    return f"{parent}/.tmp-{uuid.uuid4().hex[:8]}-{name}"
 
 
 def _commit_staged(

@@ -66,3 +66,10 @@ def test_commit_keeps_only_the_files_of_successful_attempts(tmp_path):
         "part-00001-1.parquet",
     ]
     assert not staging.exists()
+
+
+def test_staging_is_a_sibling_on_the_same_file_system(tmp_path):
+    remote = storage._staging_uri("hdfs://namenode:8020/data/work/records.parquet")
+    assert remote.startswith("hdfs://namenode:8020/data/work/.tmp-") and remote.endswith("-records.parquet")
+    local = storage._staging_uri(tmp_path / "out.parquet")
+    assert local.startswith(f"file:{tmp_path}/.tmp-") and local.endswith("-out.parquet")
