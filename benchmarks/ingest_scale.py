@@ -80,7 +80,7 @@ def make_data(kind: str, count: int, root: Path, source_size: int) -> Path:
 
 def pillow_loop(folder: Path, image_size: int) -> dict:
     """The single-process ceiling: list, read, decode, convert and resize every file, in one loop."""
-    from pipelines.ingest import decode_image
+    from pipelines.kinds.image_cnn.ingest import decode_image
 
     started = time.perf_counter()
     files = [

@@ -60,10 +60,10 @@ class Catalog:
     def checkpoints(self) -> Path:
         return self.workdir / "checkpoints"
 
-    @property
-    def latest_run(self) -> Path:
-        """Records the MLflow run id of the latest training, so that evaluate and resume find it."""
-        return self.workdir / "latest_run.json"
+    def latest_run(self, kind: str) -> Path:
+        """The MLflow run id of ``kind``'s latest training here, so that evaluate and resume find it
+        (kinds sharing one preprocessed data set each keep their own model and run)."""
+        return self.workdir / "runs" / f"{kind}.json"
 
     def trained_model(self, run_id: str) -> Path:
         return self.checkpoints / run_id / "model.keras"

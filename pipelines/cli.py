@@ -13,10 +13,10 @@ from pipelines.errors import ConfigError, DlfusionError, explain_spark_failure
 log = logging.getLogger("dlfusion")
 
 STAGE_HELP = {
-    "ingest": "decode a class-per-folder image tree into Parquet (bad files are quarantined)",
+    "ingest": "read the raw data (image folders, text files) into Parquet; bad input is quarantined",
     "preprocess": "split, fit the transform on train, write Parquet for streaming",
     "train": "train with Horovod on Petastorm-streamed data, log to MLflow",
-    "evaluate": "score the test split and log metrics to the training's MLflow run",
+    "evaluate": "evaluate the model on the test split and log to the training's MLflow run",
     "run": "all of the above, in order",
 }
 
@@ -91,8 +91,8 @@ def _print_summary(summary: dict) -> None:
         lines.append("  rows per split: " + ", ".join(f"{k}={v}" for k, v in summary["splits"].items()))
     if "run_id" in summary:
         lines.append(f"  MLflow run {summary['run_id']}")
-    if "test_metrics" in summary:
-        lines.append(f"  test accuracy {summary['test_metrics']['test_accuracy']:.4f}")
+    for name, value in summary.get("primary_metric", {}).items():
+        lines.append(f"  {name} {value:.4f}")
     uri = summary.get("tracking_uri", "")
     if uri.startswith("sqlite:///"):
         lines.append(f"  MLflow database: {uri.removeprefix('sqlite:///')}")

@@ -1,5 +1,6 @@
 """One typed configuration for every pipeline: YAML files + KEY=VALUE overrides -> PipelineConfig.
 
+The sections every kind shares are here; a kind adds its own in ``pipelines/kinds/<kind>/config.py``.
 ``conf/base.yaml`` beside the pipeline's file is merged under it; overrides are applied last.
 Every problem becomes a ConfigError naming the dotted key or the file.
 """
@@ -17,11 +18,11 @@ from pipelines.errors import ConfigError
 BASE_CONFIG_NAME = "base.yaml"
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class SparkConfig(_Section):
+class SparkConfig(Section):
     master: str | None = Field(
         None, description="Spark master URL; unset means spark-submit's master, else local[*]"
     )
@@ -29,77 +30,7 @@ class SparkConfig(_Section):
     conf: dict[str, str] = Field(default_factory=dict, description="extra Spark settings")
 
 
-class ImageDataConfig(_Section):
-    source: str | None = Field(
-        None, description="raw input: a folder with one sub-folder per class; unset writes the demo"
-    )
-
-
-class TextDataConfig(_Section):
-    source: str | None = Field(
-        None,
-        description="raw input: a CSV/TSV/JSON Lines file or folder (any Hadoop path); unset writes the demo",
-    )
-    format: Literal["csv", "tsv", "jsonl"] = Field("csv", description="file format of data.source")
-    header: bool = Field(True, description="CSV/TSV: the first line names the columns")
-    columns: list[str] | None = Field(
-        None, description="CSV/TSV without a header: the column names, in order"
-    )
-    text_column: str = Field("text", description="column holding the text")
-    label_column: str = Field("label", description="column holding the label")
-    labels: list[str] | None = Field(None, description="string labels in class order; others are quarantined")
-    label_thresholds: list[float] | None = Field(
-        None,
-        description="numeric labels: class = number of thresholds <= value (e.g. [5.5] for 1-10 ratings)",
-    )
-    class_names: list[str] | None = Field(None, description="names of the threshold classes, in order")
-
-    @model_validator(mode="after")
-    def _one_label_mapping(self) -> TextDataConfig:
-        if (self.labels is None) == (self.label_thresholds is None):
-            raise ValueError("set exactly one of labels (string labels) or label_thresholds (numeric labels)")
-        if self.label_thresholds is not None:
-            if sorted(self.label_thresholds) != self.label_thresholds:
-                raise ValueError("label_thresholds must be in increasing order")
-            needed = len(self.label_thresholds) + 1
-            if self.class_names is not None and len(self.class_names) != needed:
-                raise ValueError(f"class_names must have {needed} names for {needed - 1} threshold(s)")
-        if not self.header and self.format != "jsonl" and not self.columns:
-            raise ValueError("files without a header need columns: [...]")
-        return self
-
-    @property
-    def classes(self) -> list[str]:
-        """Class names in index order."""
-        if self.labels is not None:
-            return list(self.labels)
-        if self.class_names is not None:
-            return list(self.class_names)
-        return [f"class_{i}" for i in range(len(self.label_thresholds or []) + 1)]
-
-
-_MB = 1024 * 1024
-
-
-class IngestConfig(_Section):
-    image_size: int = Field(32, ge=8, le=224, description="images are resized to this square size")
-    task_bytes: int = Field(
-        64 * _MB, ge=1, description="raw bytes of files per Spark task (tasks also stop at task_files)"
-    )
-    task_files: int = Field(1000, ge=1, description="most files per Spark task")
-    batch_bytes: int = Field(
-        16 * _MB, ge=1024, description="decoded pixel bytes a task holds before writing them"
-    )
-    row_group_bytes: int = Field(
-        32 * _MB, ge=1024 * 64, description="Parquet row-group size of ingested data"
-    )
-    compression: Literal["none", "snappy", "zstd", "lz4_raw"] = Field(
-        "none",
-        description="Parquet codec of the ingested pixels (raw pixels barely compress; snappy costs CPU)",
-    )
-
-
-class SplitConfig(_Section):
+class SplitConfig(Section):
     train: float = Field(0.8, gt=0, lt=1, description="fraction of files in the train split")
     val: float = Field(0.1, ge=0, lt=1, description="fraction of files in the validation split")
     test: float = Field(0.1, gt=0, lt=1, description="fraction of files in the test split")
@@ -112,7 +43,7 @@ class SplitConfig(_Section):
         return self
 
 
-class PreprocessConfig(_Section):
+class PreprocessConfig(Section):
     split: SplitConfig = Field(default_factory=SplitConfig, description="split fractions")
     rows_per_row_group: int = Field(
         128, ge=1, description="Parquet row-group size; Petastorm hands whole row groups to ranks"
@@ -122,27 +53,7 @@ class PreprocessConfig(_Section):
     )
 
 
-class TextPreprocessConfig(PreprocessConfig):
-    vocab_size: int = Field(
-        10_000, ge=3, description="vocabulary size, padding and out-of-vocabulary ids included"
-    )
-    max_len: int = Field(100, ge=1, description="sequences are padded or truncated to this many tokens")
-    lowercase: bool = Field(True, description="lower-case text before tokenizing")
-    html_unescape: bool = Field(True, description="turn HTML entities (&#039; &amp;) into characters first")
-
-
-class LstmModelConfig(_Section):
-    embedding_dim: int = Field(128, ge=1, description="embedding size")
-    lstm_units: int = Field(64, ge=1, description="LSTM units")
-
-
-class ModelConfig(_Section):
-    filters: list[int] = Field([32, 64, 128], description="filters of each Conv-Pool block")
-    dense_units: int = Field(128, ge=1, description="units of the dense layer")
-    dropout: float = Field(0.2, ge=0, lt=1, description="dropout before the output layer")
-
-
-class TrainConfig(_Section):
+class TrainConfig(Section):
     epochs: int = Field(10, ge=1, description="number of epochs")
     batch_size: int = Field(32, ge=1, description="batch size per rank")
     num_proc: int = Field(2, ge=1, description="number of Horovod ranks")
@@ -162,7 +73,7 @@ class TrainConfig(_Section):
     )
 
 
-class MlflowConfig(_Section):
+class MlflowConfig(Section):
     tracking_uri: str | None = Field(
         None, description="MLflow tracking URI; unset means a SQLite file under workdir"
     )
@@ -172,7 +83,10 @@ class MlflowConfig(_Section):
     )
 
 
-class _PipelineBase(_Section):
+class PipelineBase(Section):
+    """Keys every kind shares; a kind's config class adds ``pipeline`` and its own sections."""
+
+    pipeline: str = Field(description="which pipeline kind this config drives")
     workdir: Path = Field(Path("work"), description="root for all outputs of a run")
     spark: SparkConfig = Field(default_factory=SparkConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -186,26 +100,8 @@ class _PipelineBase(_Section):
         return f"sqlite:///{(self.workdir / 'mlflow.db').resolve()}"
 
 
-class ImagePipelineConfig(_PipelineBase):
-    pipeline: Literal["image_cnn"] = Field(description="which pipeline this config drives")
-    data: ImageDataConfig = Field(default_factory=ImageDataConfig)
-    ingest: IngestConfig = Field(default_factory=IngestConfig)
-    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-
-
-class TextPipelineConfig(_PipelineBase):
-    pipeline: Literal["text_lstm"] = Field(description="which pipeline this config drives")
-    data: TextDataConfig
-    preprocess: TextPreprocessConfig = Field(default_factory=TextPreprocessConfig)
-    model: LstmModelConfig = Field(default_factory=LstmModelConfig)
-
-
-PIPELINES: dict[str, type[_PipelineBase]] = {
-    "image_cnn": ImagePipelineConfig,
-    "text_lstm": TextPipelineConfig,
-}
-PipelineConfig = ImagePipelineConfig | TextPipelineConfig
+# Any kind's config: the classes live in the kinds' folders (``pipelines.kinds``).
+PipelineConfig = PipelineBase
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
@@ -223,11 +119,9 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     for override in overrides:
         key, value = _parse_override(override)
         _set_dotted(raw, key, value)
-    kind = raw.get("pipeline")
-    if kind not in PIPELINES:
-        problem = "required key is missing" if kind is None else f"unknown pipeline {kind!r}"
-        raise ConfigError("pipeline", f"{problem} (one of: {', '.join(PIPELINES)})")
-    model = PIPELINES[kind]
+    from pipelines.kinds import kind_named
+
+    model = kind_named(raw.get("pipeline")).config
     try:
         return model.model_validate(raw)
     except ValidationError as err:

@@ -174,3 +174,13 @@ def write_reviews(path: Path, count: int = 20_000, positive_share: float = 0.65,
             writer.writerow([generate_review(rng, positive), "positive" if positive else "negative"])
     staging.replace(path)
     return path
+
+
+def digits_demo(catalog) -> Path:
+    """The image kinds' demo: the digits under the workdir's ``raw`` folder."""
+    return write_digits_images(catalog.demo_images)
+
+
+def reviews_demo(catalog) -> Path:
+    """The text kind's demo: generated reviews under the workdir's ``raw`` folder."""
+    return write_reviews(catalog.demo_texts)

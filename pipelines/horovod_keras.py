@@ -75,12 +75,11 @@ def broadcast_variables(variables, root_rank: int = 0) -> None:
 
 
 class BroadcastInitialState(keras.callbacks.Callback):
-    """At the start of training, make every rank's weights and optimizer state equal rank 0's."""
+    """At the start of training, make every rank's weights and optimizers' state equal rank 0's."""
 
     def on_train_begin(self, logs=None):
         if _hvd().size() > 1:
-            broadcast_variables(self.model.variables)
-            broadcast_variables(self.model.optimizer.variables)
+            broadcast_variables(_state_variables(self.model))
 
 
 class AverageEpochMetrics(keras.callbacks.Callback):
@@ -94,6 +93,25 @@ class AverageEpochMetrics(keras.callbacks.Callback):
         local = tf.constant([float(logs[key]) for key in keys], dtype=tf.float64)
         averaged = hvd.allreduce(local, op=hvd.Average, name=f"metrics.epoch{epoch}").numpy()
         logs.update({key: float(value) for key, value in zip(keys, averaged, strict=False)})
+
+
+class AverageModelState(keras.callbacks.Callback):
+    """At each epoch end, average the model's non-trainable float variables over ranks.
+
+    Batch-norm moving statistics are not gradients: each rank's follow its own shard, so without
+    this the ranks would end with different models (and rank 0's would be served).
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        hvd = _hvd()
+        variables = [v for v in self.model.non_trainable_variables if "float" in str(v.dtype)]
+        if hvd.size() == 1 or not variables:
+            return
+        averaged = hvd.grouped_allreduce(
+            [tf.convert_to_tensor(v) for v in variables], op=hvd.Average, name=f"state.epoch{epoch}"
+        )
+        for variable, value in zip(variables, averaged, strict=True):
+            variable.assign(value)
 
 
 class DistributedValidation(keras.callbacks.Callback):
@@ -130,8 +148,13 @@ class DistributedValidation(keras.callbacks.Callback):
             logs["val_accuracy"] = correct / rows
 
 
+def optimizers_of(model: keras.Model) -> list:
+    """The model's optimizers: ``distributed_optimizers`` where a model trains several (a GAN)."""
+    return list(getattr(model, "distributed_optimizers", None) or [model.optimizer])
+
+
 def _state_variables(model: keras.Model) -> list:
-    return list(model.variables) + list(model.optimizer.variables)
+    return list(model.variables) + [v for optimizer in optimizers_of(model) for v in optimizer.variables]
 
 
 def state_arrays(model: keras.Model) -> dict[str, np.ndarray]:

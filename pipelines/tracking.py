@@ -65,7 +65,7 @@ def resume_run(config: PipelineConfig) -> str | None:
     """The run id of the latest training in this workdir, to continue it; None when there is none."""
     from pipelines.storage import read_json
 
-    latest = Catalog.for_workdir(config.workdir).latest_run
+    latest = Catalog.for_workdir(config.workdir).latest_run(config.pipeline)
     if not latest.is_file():
         log.info("train.resume=true but no earlier training in %s: starting a new run", config.workdir)
         return None
@@ -134,32 +134,40 @@ def log_transform(run_id: str, transform_file: Path) -> None:
     with mlflow.start_run(run_id=run_id):
         mlflow.log_artifact(str(transform_file), "transform")
         mlflow.log_dict({name: i for i, name in enumerate(transform.class_names)}, "transform/label_map.json")
-        if transform.kind == "text":
-            mlflow.log_text("\n".join(transform.vocabulary), "transform/vocabulary.txt")
+        vocabulary = getattr(transform, "vocabulary", None)
+        if vocabulary:
+            mlflow.log_text("\n".join(vocabulary), "transform/vocabulary.txt")
+
+
+def requirements() -> list[str]:
+    """What a serving environment needs to load a logged model."""
+    from importlib.metadata import version
+
+    return [
+        f"{name}=={version(name)}"
+        for name in ("tensorflow-cpu", "keras", "numpy", "pandas", "mlflow", "pyarrow", "pyspark")
+    ]
 
 
 def log_model(config: PipelineConfig, run_id: str, model_file: Path, transform_file: Path) -> str:
-    """Log the trained model as an MLflow pyfunc that takes raw input (images or text); return its URI."""
+    """Log the trained model as the kind's MLflow pyfunc (raw input in); return its URI."""
     import mlflow
-    import numpy as np
     from mlflow.models import infer_signature
 
-    from pipelines import scoring
+    from pipelines.kinds import kind_of
     from pipelines.transforms import load_transform
 
     transform = load_transform(transform_file)
-    python_model, example = scoring.pyfunc_for(transform)
-    classes = len(transform.class_names)
-    probabilities = np.full((len(example), classes), 1.0 / classes, np.float32)
+    python_model, example, output = kind_of(config).part("served_model")(transform, config.model)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=python_model,
             artifacts={"keras_model": str(model_file), "transform": str(transform_file)},
-            signature=infer_signature(example, probabilities),
+            signature=None if example is None else infer_signature(example, output),
             input_example=example,
-            code_paths=[str(Path(scoring.__file__).parent)],
-            pip_requirements=scoring.requirements(),
+            code_paths=[str(Path(__file__).parent)],
+            pip_requirements=requirements(),
             registered_model_name=config.mlflow.registered_model,
         )
     if config.mlflow.registered_model:

@@ -24,6 +24,8 @@ from pipelines.errors import DataError, TrainingError
 if TYPE_CHECKING:
     import keras
 
+    from pipelines.transforms import Transform
+
 log = logging.getLogger(__name__)
 
 
@@ -67,6 +69,60 @@ def train_worker(job: TrainJob) -> dict:
         raise
 
 
+@dataclass
+class RankContext:
+    """What a kind's training task sees on one rank."""
+
+    config: PipelineConfig
+    transform: Transform
+    catalog: Catalog
+    run_id: str
+    rank: int
+    size: int
+    steps_per_epoch: int
+    validate: bool
+
+    def dataset(self, split: str, **options):
+        """This rank's shard of ``split`` as a tf.data set of (features, labels) batches."""
+        from pipelines.data_loading import split_dataset
+
+        train = self.config.train
+        return split_dataset(
+            self.catalog.split(split),
+            self.transform,
+            batch_size=train.batch_size,
+            rank=self.rank,
+            size=self.size,
+            seed=train.seed,
+            **options,
+        )
+
+
+class TrainingTask:
+    """How a kind trains on every rank; the shared loop around it streams the data, broadcasts the
+    initial state, averages epoch metrics, checkpoints, resumes and logs.
+
+    ``build`` returns a compiled Keras model whose ``fit`` does the kind's training step (its
+    optimizers built, gradients averaged over ranks); a model with several optimizers lists them in
+    a ``distributed_optimizers`` attribute so that broadcast and checkpoints include them all.
+    """
+
+    def build(self, ctx: RankContext) -> keras.Model:
+        raise NotImplementedError
+
+    def callbacks(self, ctx: RankContext) -> list:
+        """The kind's callbacks, run on every rank after epoch metrics are averaged."""
+        return []
+
+    def rank0_callbacks(self, ctx: RankContext) -> list:
+        """Callbacks on rank 0 only, before the checkpoint and MLflow logging (e.g. samples, scores)."""
+        return []
+
+    def export(self, ctx: RankContext, model: keras.Model) -> keras.Model:
+        """The plain Keras model to save for serving (no Horovod inside)."""
+        raise NotImplementedError
+
+
 def _train(job: TrainJob, hvd, catalog: Catalog) -> dict:
     import keras
     import numpy as np
@@ -74,30 +130,27 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict:
 
     from pipelines import horovod_keras as hk
     from pipelines.callbacks import Checkpoint, EpochLogger
-    from pipelines.data_loading import split_dataset
+    from pipelines.kinds import kind_of
     from pipelines.logs import setup_logging
     from pipelines.transforms import load_transform
 
     setup_logging()
     _pin_devices(tf, hvd)
     config, train = job.config, job.config.train
-    rank, size = hvd.rank(), hvd.size()
+    rank = hvd.rank()
     keras.utils.set_random_seed(train.seed)
-    transform = load_transform(catalog.transform)
-
-    def new_model():
-        return build_model(config, transform)
-
-    model = new_model()
-    steps = job.train_plan.steps_per_epoch
-    schedule = hk.WarmupSchedule(train.learning_rate, size, int(train.warmup_epochs * steps))
-    model.compile(
-        optimizer=hk.distributed(keras.optimizers.Adam)(learning_rate=schedule),
-        loss="binary_crossentropy" if model.output_shape[-1] == 1 else "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=False,  # Horovod's ops have no XLA kernels here
+    ctx = RankContext(
+        config,
+        load_transform(catalog.transform),
+        catalog,
+        job.run_id,
+        rank,
+        hvd.size(),
+        job.train_plan.steps_per_epoch,
+        job.validate,
     )
-    model.optimizer.build(model.trainable_variables)
+    task = kind_of(config).part("task")()
+    model = task.build(ctx)
 
     checkpoint = catalog.checkpoint(job.run_id)
     initial_epoch = 0
@@ -108,29 +161,22 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict:
         log.info("resuming from %s at epoch %d", checkpoint, initial_epoch + 1)
     initial_epoch = hvd.broadcast_object(initial_epoch, root_rank=0, name="initial_epoch")
 
-    common = dict(batch_size=train.batch_size, rank=rank, size=size, seed=train.seed)
-    train_data = split_dataset(
-        catalog.split("train"),
-        transform,
-        shuffle_buffer=train.shuffle_buffer,
-        first_pass=initial_epoch,
-        **common,
-    )
-    # Order matters: metrics are averaged over ranks before validation adds its global figures,
-    # and both happen before rank 0 checkpoints and logs.
-    callbacks = [hk.BroadcastInitialState(), hk.AverageEpochMetrics()]
-    if job.validate:
-        callbacks.append(
-            hk.DistributedValidation(split_dataset(catalog.split("val"), transform, repeat=False, **common))
-        )
+    train_data = ctx.dataset("train", shuffle_buffer=train.shuffle_buffer, first_pass=initial_epoch)
+    # Order matters: metrics are averaged over ranks before the kind's callbacks add global figures
+    # (validation), and all of that happens before rank 0 checkpoints and logs.
+    callbacks = [hk.BroadcastInitialState(), hk.AverageEpochMetrics(), *task.callbacks(ctx)]
     if rank == 0:
-        callbacks += [Checkpoint(checkpoint), EpochLogger(config.tracking_uri, job.run_id)]
+        callbacks += [
+            *task.rank0_callbacks(ctx),
+            Checkpoint(checkpoint),
+            EpochLogger(config.tracking_uri, job.run_id),
+        ]
 
     history = model.fit(
         train_data,
         epochs=train.epochs,
         initial_epoch=initial_epoch,
-        steps_per_epoch=steps,
+        steps_per_epoch=ctx.steps_per_epoch,
         callbacks=callbacks,
         shuffle=False,  # the data set shuffles row groups and rows itself
         class_weight=job.class_weight,
@@ -139,12 +185,9 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict:
     outcome = {"rank": rank, "weights_digest": _digest(model.get_weights()), "initial_epoch": initial_epoch}
     if rank != 0:
         return outcome
-    # Export without the distributed optimizer: the served model must not need Horovod.
-    export = new_model()
-    export.set_weights(model.get_weights())
     target = catalog.trained_model(job.run_id)
     staging = target.with_name(f".tmp-{os.getpid()}-{target.name}")
-    export.save(staging)
+    task.export(ctx, model).save(staging)
     os.replace(staging, target)
     return {**outcome, "history": history.history}
 
@@ -156,31 +199,6 @@ def _digest(arrays) -> str:
     for array in arrays:
         digest.update(array.tobytes())
     return digest.hexdigest()
-
-
-def build_model(config: PipelineConfig, transform) -> keras.Model:
-    """The pipeline's Keras model, sized by its fitted transform."""
-    if config.pipeline == "text_lstm":
-        from models.lstm import build_lstm
-
-        return build_lstm(
-            transform.max_len,
-            len(transform.vocabulary),
-            len(transform.class_names),
-            embedding_dim=config.model.embedding_dim,
-            lstm_units=config.model.lstm_units,
-        )
-    from models.cnn import build_cnn
-
-    return build_cnn(
-        transform.shape,
-        len(transform.class_names),
-        transform.mean,
-        transform.std,
-        filters=config.model.filters,
-        dense_units=config.model.dense_units,
-        dropout=config.model.dropout,
-    )
 
 
 def _pin_devices(tf, hvd) -> None:
@@ -285,7 +303,7 @@ def run(config: PipelineConfig) -> TrainResult:
         weights = class_weights(preprocessed["splits"]["train"]["label_counts"])
     resumed_id = tracking.resume_run(config) if train.resume else None
     run_id = resumed_id or tracking.start_run(config)
-    storage.write_json_atomically({"run_id": run_id}, catalog.latest_run)
+    storage.write_json_atomically({"run_id": run_id}, catalog.latest_run(config.pipeline))
     if resumed_id is None:
         tracking.log_data(config, run_id, storage.read_json(catalog.ingest_report), preprocessed)
         tracking.log_transform(run_id, catalog.transform)

@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from pipelines import ingest, schemas
+from pipelines import schemas
 from pipelines.catalog import Catalog
 from pipelines.errors import DataError
+from pipelines.kinds.image_cnn import ingest
 from tests.conftest import image_config
 
 
@@ -166,7 +167,7 @@ def test_ingest_plans_many_small_tasks_and_reads_nothing_through_the_driver(spar
 
 
 def test_task_plan_balances_bytes_and_caps_files():
-    from pipelines.config import IngestConfig
+    from pipelines.kinds.image_cnn.config import IngestConfig
 
     settings = IngestConfig(task_bytes=1_000_000, task_files=100)
     sizes = np.full(1000, 5_000)

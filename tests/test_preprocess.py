@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines import preprocess, schemas, storage
+from pipelines import schemas, splits, storage
 from pipelines.catalog import SPLITS, Catalog
 from pipelines.config import SplitConfig
 from pipelines.errors import DataError
+from pipelines.kinds.image_cnn import preprocess
 from pipelines.transforms import load_transform
 from tests.conftest import image_config
 
@@ -19,9 +20,9 @@ def _paths(count: int, start: int = 0) -> list[tuple[str]]:
 
 def test_split_is_stable_across_reruns_and_when_files_are_added(spark):
     split = SplitConfig(train=0.7, val=0.15, test=0.15)
-    before = preprocess.assign_split(spark.createDataFrame(_paths(2000), "relpath string"), split)
-    grown = preprocess.assign_split(spark.createDataFrame(_paths(3000), "relpath string"), split)
-    rerun = preprocess.assign_split(spark.createDataFrame(_paths(2000)[::-1], "relpath string"), split)
+    before = splits.assign_split(spark.createDataFrame(_paths(2000), "relpath string"), split)
+    grown = splits.assign_split(spark.createDataFrame(_paths(3000), "relpath string"), split)
+    rerun = splits.assign_split(spark.createDataFrame(_paths(2000)[::-1], "relpath string"), split)
 
     first = dict(before.rdd.map(tuple).collect())
     assert first == dict(rerun.rdd.map(tuple).collect())
@@ -35,8 +36,8 @@ def test_split_is_stable_across_reruns_and_when_files_are_added(spark):
 def test_python_and_spark_put_every_key_in_the_same_split(spark):
     split = SplitConfig(train=0.6, val=0.2, test=0.2)
     keys = [f"class{i % 7}/näme {i}.jpg" for i in range(3000)]
-    by_spark = preprocess.assign_split(spark.createDataFrame([(k,) for k in keys], "relpath string"), split)
-    assert preprocess.split_names(keys, split).tolist() == [row.split for row in by_spark.collect()]
+    by_spark = splits.assign_split(spark.createDataFrame([(k,) for k in keys], "relpath string"), split)
+    assert splits.split_names(keys, split).tolist() == [row.split for row in by_spark.collect()]
 
 
 def _split_pixels(spark, location, size: int) -> np.ndarray:
@@ -59,7 +60,7 @@ def test_an_image_size_other_than_the_ingested_one_is_an_error(spark, digits_wor
 
 def test_index_labels_follows_class_names(spark):
     df = spark.createDataFrame([("b",), ("a",), ("c",)], "label string")
-    indexed = preprocess.index_labels(df, ["a", "b", "c"]).collect()
+    indexed = splits.index_labels(df, ["a", "b", "c"]).collect()
     assert [row.label for row in indexed] == [1, 0, 2]
 
 

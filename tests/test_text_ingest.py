@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import schemas, text_ingest
+from pipelines import schemas
 from pipelines.catalog import Catalog
 from pipelines.errors import DataError
+from pipelines.kinds.text_lstm import ingest as text_ingest
 from tests.conftest import text_config
 
 BOM = "\ufeff"

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines import preprocess, schemas, storage, text_preprocess
+from pipelines import schemas, splits, storage
 from pipelines.catalog import SPLITS, Catalog
+from pipelines.kinds.text_lstm import preprocess as text_preprocess
 from pipelines.transforms import OOV_ID, PAD_ID, TextTransform, load_transform, tokenize
 from tests.conftest import text_config
 
@@ -43,7 +44,7 @@ def test_vocabulary_is_fitted_on_train_only(spark, tmp_path):
     config = text_config(tmp_path / "work", "preprocess.max_len=8")
     # Find texts whose hash puts them in the test split, each with a word nothing else has.
     candidates = [(f"zebra{i} plot is good", "positive") for i in range(400)]
-    split = preprocess.assign_split(_records(spark, candidates), config.preprocess.split, key="key")
+    split = splits.assign_split(_records(spark, candidates), config.preprocess.split, key="key")
     by_split = {name: [r.text for r in split.where(F.col("split") == name).collect()] for name in SPLITS}
     test_only_word = by_split["test"][0].split()[0]
     train_word = by_split["train"][0].split()[0]

@@ -111,7 +111,10 @@ def test_spark_launcher_trains_on_executors(trainable_workdir, spark):
     config = image_config(trainable_workdir, "train.epochs=1", "train.launcher=spark")
     result = training.run(config)
     assert result.rank_digests[0] == result.rank_digests[1]
-    assert storage.read_json(Catalog.for_workdir(config.workdir).latest_run)["run_id"] == result.run_id
+    assert (
+        storage.read_json(Catalog.for_workdir(config.workdir).latest_run("image_cnn"))["run_id"]
+        == result.run_id
+    )
 
 
 def test_a_failing_rank_reports_its_own_exception(trainable_workdir, spark):
@@ -124,5 +127,5 @@ def test_a_failing_rank_reports_its_own_exception(trainable_workdir, spark):
         training.run(config)
     assert caught.value.rank in (0, 1)
     assert "reshape" in caught.value.detail.lower() or "InvalidArgument" in caught.value.detail
-    run_id = json.loads(catalog.latest_run.read_text())["run_id"]
+    run_id = json.loads(catalog.latest_run("image_cnn").read_text())["run_id"]
     assert MlflowClient(config.tracking_uri).get_run(run_id).info.status == "FAILED"

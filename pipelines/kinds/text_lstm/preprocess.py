@@ -12,9 +12,11 @@ from pyspark.sql import functions as F
 
 from pipelines import schemas, storage
 from pipelines.catalog import Catalog
-from pipelines.config import TextPipelineConfig, TextPreprocessConfig
 from pipelines.errors import DataError
-from pipelines.preprocess import (
+from pipelines.kinds.text_lstm.config import TextPipelineConfig, TextPreprocessConfig
+from pipelines.progress import spark_stage
+from pipelines.spark import size_batches
+from pipelines.splits import (
     assign_split,
     index_labels,
     read_ingested,
@@ -22,8 +24,6 @@ from pipelines.preprocess import (
     summarize_splits,
     write_splits,
 )
-from pipelines.progress import spark_stage
-from pipelines.spark import size_batches
 from pipelines.transforms import RESERVED_TOKENS, TextTransform, tokenize
 
 

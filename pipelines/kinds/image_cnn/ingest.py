@@ -25,8 +25,8 @@ from pyspark.sql import SparkSession
 from pipelines import schemas, storage
 from pipelines.accounting import check_accounted
 from pipelines.catalog import Catalog
-from pipelines.config import ImagePipelineConfig, IngestConfig
 from pipelines.errors import DataError
+from pipelines.kinds.image_cnn.config import ImagePipelineConfig, IngestConfig
 from pipelines.progress import spark_stage
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from pyspark.sql.types import StringType, StructField, StructType
 from pipelines import schemas, storage
 from pipelines.accounting import write_accounted
 from pipelines.catalog import Catalog
-from pipelines.config import TextDataConfig, TextPipelineConfig
 from pipelines.errors import ConfigError, DataError
+from pipelines.kinds.text_lstm.config import TextDataConfig, TextPipelineConfig
 from pipelines.progress import spark_stage
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,202 @@
+"""What every classifier kind shares: the rank's training task, the served pyfunc base and the test
+evaluation (accuracy, per-class metrics, confusion matrix). A classifier kind adds its Keras model
+(``build_model``) and how its served model turns raw input into features."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from pipelines.training import RankContext, TrainingTask
+
+if TYPE_CHECKING:
+    import keras
+    from pyspark.sql import DataFrame, SparkSession
+
+    from pipelines.catalog import Catalog
+    from pipelines.config import PipelineConfig
+    from pipelines.transforms import Transform
+
+
+# ---------------------------------------------------------------- training, on every rank
+
+
+class ClassifierTask(TrainingTask):
+    """One Keras classifier, Adam with a warm-up to ``lr x ranks``, validated on the whole val split."""
+
+    def build_model(self, config: PipelineConfig, transform: Transform) -> keras.Model:
+        raise NotImplementedError
+
+    def build(self, ctx: RankContext) -> keras.Model:
+        import keras
+
+        from pipelines import horovod_keras as hk
+
+        train = ctx.config.train
+        model = self.build_model(ctx.config, ctx.transform)
+        schedule = hk.WarmupSchedule(
+            train.learning_rate, ctx.size, int(train.warmup_epochs * ctx.steps_per_epoch)
+        )
+        model.compile(
+            optimizer=hk.distributed(keras.optimizers.Adam)(learning_rate=schedule),
+            loss="binary_crossentropy" if model.output_shape[-1] == 1 else "sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=False,  # Horovod's ops have no XLA kernels here
+        )
+        model.optimizer.build(model.trainable_variables)
+        return model
+
+    def callbacks(self, ctx: RankContext) -> list:
+        from pipelines import horovod_keras as hk
+
+        if not ctx.validate:
+            return []
+        return [hk.DistributedValidation(ctx.dataset("val", repeat=False))]
+
+    def export(self, ctx: RankContext, model: keras.Model) -> keras.Model:
+        # Without the distributed optimizer: the served model must not need Horovod.
+        export = self.build_model(ctx.config, ctx.transform)
+        export.set_weights(model.get_weights())
+        return export
+
+
+# ---------------------------------------------------------------- the served model
+
+
+class KerasClassifier(mlflow.pyfunc.PythonModel):
+    """A Keras classifier and its fitted transform; predictions are (n, classes) probabilities."""
+
+    def load_context(self, context):
+        import keras
+
+        from pipelines.transforms import load_transform
+
+        self.transform = load_transform(context.artifacts["transform"])
+        self.model = keras.models.load_model(context.artifacts["keras_model"], compile=False)
+
+    def features(self, model_input):
+        raise NotImplementedError
+
+    def predict(self, context, model_input, params=None):
+        scores = np.asarray(self.model.predict(self.features(model_input), verbose=0, batch_size=256))
+        if scores.shape[-1] == 1:  # one sigmoid unit: the probability of class 1
+            scores = np.hstack([1.0 - scores, scores])
+        return scores
+
+
+def probabilities_example(transform: Transform, rows: int) -> np.ndarray:
+    """A uniform (rows, classes) output example for the served model's signature."""
+    classes = len(transform.class_names)
+    return np.full((rows, classes), 1.0 / classes, np.float32)
+
+
+# ---------------------------------------------------------------- evaluation, on the driver
+
+
+def predict_split(df: DataFrame, model_uri: str, tracking_uri: str, transform: Transform) -> DataFrame:
+    """Score rows of a split with the logged model, in Spark: adds ``prediction`` and ``confidence``.
+
+    The model gets the same raw input a user would give it (images, or text); it is loaded once
+    per partition on the executors, and only plain strings and the transform cross to them.
+    """
+
+    def predict_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import mlflow
+
+        from pipelines.logs import quiet_library_warnings
+
+        quiet_library_warnings()
+        mlflow.set_tracking_uri(tracking_uri)
+        model = mlflow.pyfunc.load_model(model_uri)
+        for batch in batches:
+            if batch.empty:
+                continue
+            probabilities = np.asarray(model.predict(transform.model_input(batch)))
+            yield pd.DataFrame(
+                {
+                    "label": batch["label"],
+                    "prediction": probabilities.argmax(axis=1).astype(np.int32),
+                    "confidence": probabilities.max(axis=1).astype(np.float64),
+                }
+            )
+
+    schema = "label int, prediction int, confidence double"
+    return df.mapInPandas(predict_partition, schema)
+
+
+def confusion_matrix(pairs: list[tuple[int, int, int]], num_classes: int) -> np.ndarray:
+    """(label, prediction, count) triples -> matrix[label, prediction] of counts."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    for label, prediction, count in pairs:
+        matrix[label, prediction] += count
+    return matrix
+
+
+def classification_metrics(matrix: np.ndarray, class_names: list[str]) -> dict[str, float]:
+    """Accuracy and per-class precision, recall and F1 from a confusion matrix."""
+    total = matrix.sum()
+    metrics = {"test_accuracy": float(np.trace(matrix) / total) if total else 0.0}
+    for index, name in enumerate(class_names):
+        true_positive = matrix[index, index]
+        predicted, actual = matrix[:, index].sum(), matrix[index, :].sum()
+        precision = true_positive / predicted if predicted else 0.0
+        recall = true_positive / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        metrics.update(
+            {
+                f"test_precision.{name}": float(precision),
+                f"test_recall.{name}": float(recall),
+                f"test_f1.{name}": float(f1),
+            }
+        )
+    return metrics
+
+
+def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(class_names), 1 + 0.6 * len(class_names)))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (row, col), count in np.ndenumerate(matrix):
+        ax.text(col, row, str(count), ha="center", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def evaluate(
+    config: PipelineConfig, spark: SparkSession, model_uri: str, catalog: Catalog, artifacts: Path
+) -> dict[str, float]:
+    """Score the test split in Spark: accuracy, per-class metrics; the confusion matrix into ``artifacts``."""
+    import json
+
+    from pipelines.spark import size_batches
+    from pipelines.transforms import load_transform
+
+    transform = load_transform(catalog.transform)
+    size_batches(spark, int(np.prod(transform.feature_shape)) * 4 + 400)
+    test = spark.read.parquet(str(catalog.split("test")))
+    scored = predict_split(test, model_uri, config.tracking_uri, transform)
+    pairs = scored.groupBy("label", "prediction").count().collect()
+    matrix = confusion_matrix(
+        [(r["label"], r["prediction"], r["count"]) for r in pairs], len(transform.class_names)
+    )
+    metrics = classification_metrics(matrix, transform.class_names)
+    metrics["test_rows"] = float(matrix.sum())
+    plot_confusion(matrix, transform.class_names, artifacts / "confusion_matrix.png")
+    (artifacts / "confusion_matrix.json").write_text(
+        json.dumps({"class_names": transform.class_names, "matrix": matrix.tolist()})
+    )
+    return metrics

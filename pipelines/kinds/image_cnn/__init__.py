@@ -1,0 +1,16 @@
+"""The CNN image classifier on a class-per-folder image tree (ImageNet layout)."""
+
+from pipelines.kinds import Kind
+from pipelines.kinds.image_cnn.config import ImagePipelineConfig
+
+KIND = Kind(
+    name="image_cnn",
+    config=ImagePipelineConfig,
+    ingest="pipelines.kinds.image_cnn.ingest:run",
+    preprocess="pipelines.kinds.image_cnn.preprocess:run",
+    demo="pipelines.demo:digits_demo",
+    task="pipelines.kinds.image_cnn.model:CnnTask",
+    served_model="pipelines.kinds.image_cnn.model:served_model",
+    evaluate="pipelines.classifier:evaluate",
+    primary_metric="test_accuracy",
+)

@@ -1,0 +1,49 @@
+"""The image classifier's configuration: a class-per-folder image tree, ingest, the CNN."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from pipelines.config import PipelineBase, PreprocessConfig, Section
+
+_MB = 1024 * 1024
+
+
+class ImageDataConfig(Section):
+    source: str | None = Field(
+        None, description="raw input: a folder with one sub-folder per class; unset writes the demo"
+    )
+
+
+class IngestConfig(Section):
+    image_size: int = Field(32, ge=8, le=224, description="images are resized to this square size")
+    task_bytes: int = Field(
+        64 * _MB, ge=1, description="raw bytes of files per Spark task (tasks also stop at task_files)"
+    )
+    task_files: int = Field(1000, ge=1, description="most files per Spark task")
+    batch_bytes: int = Field(
+        16 * _MB, ge=1024, description="decoded pixel bytes a task holds before writing them"
+    )
+    row_group_bytes: int = Field(
+        32 * _MB, ge=1024 * 64, description="Parquet row-group size of ingested data"
+    )
+    compression: Literal["none", "snappy", "zstd", "lz4_raw"] = Field(
+        "none",
+        description="Parquet codec of the ingested pixels (raw pixels barely compress; snappy costs CPU)",
+    )
+
+
+class ModelConfig(Section):
+    filters: list[int] = Field([32, 64, 128], description="filters of each Conv-Pool block")
+    dense_units: int = Field(128, ge=1, description="units of the dense layer")
+    dropout: float = Field(0.2, ge=0, lt=1, description="dropout before the output layer")
+
+
+class ImagePipelineConfig(PipelineBase):
+    pipeline: Literal["image_cnn"] = Field(description="which pipeline this config drives")
+    data: ImageDataConfig = Field(default_factory=ImageDataConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)

@@ -1,0 +1,16 @@
+"""The LSTM sentiment classifier on text records (CSV, TSV or JSON Lines)."""
+
+from pipelines.kinds import Kind
+from pipelines.kinds.text_lstm.config import TextPipelineConfig
+
+KIND = Kind(
+    name="text_lstm",
+    config=TextPipelineConfig,
+    ingest="pipelines.kinds.text_lstm.ingest:run",
+    preprocess="pipelines.kinds.text_lstm.preprocess:run",
+    demo="pipelines.demo:reviews_demo",
+    task="pipelines.kinds.text_lstm.model:LstmTask",
+    served_model="pipelines.kinds.text_lstm.model:served_model",
+    evaluate="pipelines.classifier:evaluate",
+    primary_metric="test_accuracy",
+)

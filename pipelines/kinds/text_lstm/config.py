@@ -1,0 +1,73 @@
+"""The sentiment classifier's configuration: delimited or JSON Lines text records, the LSTM."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from pipelines.config import PipelineBase, PreprocessConfig, Section
+
+
+class TextDataConfig(Section):
+    source: str | None = Field(
+        None,
+        description="raw input: a CSV/TSV/JSON Lines file or folder (any Hadoop path); unset writes the demo",
+    )
+    format: Literal["csv", "tsv", "jsonl"] = Field("csv", description="file format of data.source")
+    header: bool = Field(True, description="CSV/TSV: the first line names the columns")
+    columns: list[str] | None = Field(
+        None, description="CSV/TSV without a header: the column names, in order"
+    )
+    text_column: str = Field("text", description="column holding the text")
+    label_column: str = Field("label", description="column holding the label")
+    labels: list[str] | None = Field(None, description="string labels in class order; others are quarantined")
+    label_thresholds: list[float] | None = Field(
+        None,
+        description="numeric labels: class = number of thresholds <= value (e.g. [5.5] for 1-10 ratings)",
+    )
+    class_names: list[str] | None = Field(None, description="names of the threshold classes, in order")
+
+    @model_validator(mode="after")
+    def _one_label_mapping(self) -> TextDataConfig:
+        if (self.labels is None) == (self.label_thresholds is None):
+            raise ValueError("set exactly one of labels (string labels) or label_thresholds (numeric labels)")
+        if self.label_thresholds is not None:
+            if sorted(self.label_thresholds) != self.label_thresholds:
+                raise ValueError("label_thresholds must be in increasing order")
+            needed = len(self.label_thresholds) + 1
+            if self.class_names is not None and len(self.class_names) != needed:
+                raise ValueError(f"class_names must have {needed} names for {needed - 1} threshold(s)")
+        if not self.header and self.format != "jsonl" and not self.columns:
+            raise ValueError("files without a header need columns: [...]")
+        return self
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names in index order."""
+        if self.labels is not None:
+            return list(self.labels)
+        if self.class_names is not None:
+            return list(self.class_names)
+        return [f"class_{i}" for i in range(len(self.label_thresholds or []) + 1)]
+
+
+class TextPreprocessConfig(PreprocessConfig):
+    vocab_size: int = Field(
+        10_000, ge=3, description="vocabulary size, padding and out-of-vocabulary ids included"
+    )
+    max_len: int = Field(100, ge=1, description="sequences are padded or truncated to this many tokens")
+    lowercase: bool = Field(True, description="lower-case text before tokenizing")
+    html_unescape: bool = Field(True, description="turn HTML entities (&#039; &amp;) into characters first")
+
+
+class LstmModelConfig(Section):
+    embedding_dim: int = Field(128, ge=1, description="embedding size")
+    lstm_units: int = Field(64, ge=1, description="LSTM units")
+
+
+class TextPipelineConfig(PipelineBase):
+    pipeline: Literal["text_lstm"] = Field(description="which pipeline this config drives")
+    data: TextDataConfig
+    preprocess: TextPreprocessConfig = Field(default_factory=TextPreprocessConfig)
+    model: LstmModelConfig = Field(default_factory=LstmModelConfig)

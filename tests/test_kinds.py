@@ -1,0 +1,66 @@
+"""Every registered kind is a complete plug-in, and shared code never names a kind."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import load_config
+from pipelines.errors import ConfigError
+from pipelines.kinds import REGISTRY, STAGES, kind_named
+from pipelines.training import TrainingTask
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# What each stage needs from a kind, and the shape of that part.
+STAGE_PARTS = {
+    "ingest": ("ingest", "demo"),
+    "preprocess": ("preprocess",),
+    "train": ("task", "served_model"),
+    "evaluate": ("evaluate",),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_kind_supports_every_stage_it_declares(name):
+    kind = kind_named(name)
+    assert kind.name == name
+    assert kind.stages and set(kind.stages) <= set(STAGES)
+    for stage in kind.stages:
+        for part in STAGE_PARTS[stage]:
+            assert callable(kind.part(part)), f"{name}: {stage} needs {part}"
+    if "train" in kind.stages:
+        assert issubclass(kind.part("task"), TrainingTask)
+    assert kind.primary_metric.startswith("test_")
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_kind_has_a_shipped_config_that_validates_to_its_class(name):
+    config = load_config(ROOT / "conf" / f"{name}.yaml")
+    assert config.pipeline == name
+    assert type(config) is kind_named(name).config
+
+
+def test_an_unknown_kind_is_a_one_line_config_error(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("pipeline: image_vae\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith("pipeline: unknown pipeline 'image_vae' (one of: ")
+    assert "\n" not in str(caught.value)
+
+
+def test_shared_code_never_compares_a_kind_name():
+    """A kind's name appears only in the registry and in its own folder (and nowhere in a shared stage)."""
+    names = re.compile("|".join(re.escape(f'"{name}"') for name in REGISTRY))
+    kinds = ROOT / "pipelines" / "kinds"
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "pipelines").rglob("*.py")
+        if path != kinds / "__init__.py"
+        and not (path.parent.parent == kinds)  # a kind's own folder
+        and names.search(path.read_text())
+    ]
+    assert offenders == []
