@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 CONFIG ?= conf/image_cnn.yaml
 
-.PHONY: run run-text test test-fast lint bench bench-full clean
+.PHONY: run run-text run-gan test test-fast lint bench bench-full clean
 
 # Re-installs only when the pinned requirements, the package metadata or the install script change.
 $(STAMP): requirements.txt setup.cfg pyproject.toml scripts/install.sh
@@ -19,6 +19,10 @@ run: $(STAMP)
 # The text sentiment demo: 20,000 generated reviews -> Spark vocabulary -> Horovod LSTM.
 run-text: $(STAMP)
 	$(VENV)/bin/dlfusion run conf/text_lstm.yaml --summary-json work/text/summary.json
+
+# The GAN on the digits demo (the image classifier's workdir: run `make run` first to share its data).
+run-gan: $(STAMP)
+	$(VENV)/bin/dlfusion run conf/image_gan.yaml --summary-json work/demo/gan_summary.json
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check pipelines models jobs tests benchmarks
