@@ -71,5 +71,9 @@ class Catalog:
     def checkpoint(self, run_id: str) -> Path:
         return self.checkpoints / run_id / "checkpoint.npz"
 
+    def best_weights(self, run_id: str) -> Path:
+        """The best epoch's weights so far, kept by early stopping."""
+        return self.checkpoints / run_id / "best.npz"
+
     def rank_errors(self, run_id: str) -> Path:
         return self.checkpoints / run_id / "rank_errors"

@@ -137,24 +137,38 @@ def confusion_matrix(pairs: list[tuple[int, int, int]], num_classes: int) -> np.
     return matrix
 
 
-def classification_metrics(matrix: np.ndarray, class_names: list[str]) -> dict[str, float]:
-    """Accuracy and per-class precision, recall and F1 from a confusion matrix."""
-    total = matrix.sum()
-    metrics = {"test_accuracy": float(np.trace(matrix) / total) if total else 0.0}
+def per_class_table(matrix: np.ndarray, class_names: list[str]) -> list[dict]:
+    """Precision, recall, F1 and support of each class from a confusion matrix."""
+    rows = []
     for index, name in enumerate(class_names):
         true_positive = matrix[index, index]
         predicted, actual = matrix[:, index].sum(), matrix[index, :].sum()
         precision = true_positive / predicted if predicted else 0.0
         recall = true_positive / actual if actual else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        metrics.update(
+        rows.append(
             {
-                f"test_precision.{name}": float(precision),
-                f"test_recall.{name}": float(recall),
-                f"test_f1.{name}": float(f1),
+                "class": name,
+                "precision": float(precision),
+                "recall": float(recall),
+                "f1": float(f1),
+                "support": int(actual),
             }
         )
-    return metrics
+    return rows
+
+
+def classification_metrics(matrix: np.ndarray, class_names: list[str]) -> dict[str, float]:
+    """Accuracy and macro-averaged precision, recall and F1 (per class: ``per_class_table``)."""
+    total = matrix.sum()
+    table = per_class_table(matrix, class_names)
+    return {
+        "test_accuracy": float(np.trace(matrix) / total) if total else 0.0,
+        **{
+            f"test_macro_{key}": float(np.mean([row[key] for row in table]))
+            for key in ("precision", "recall", "f1")
+        },
+    }
 
 
 def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path) -> None:
@@ -179,7 +193,8 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path) -> No
 def evaluate(
     config: PipelineConfig, spark: SparkSession, model_uri: str, catalog: Catalog, artifacts: Path
 ) -> dict[str, float]:
-    """Score the test split in Spark: accuracy, per-class metrics; the confusion matrix into ``artifacts``."""
+    """Score the test split in Spark: accuracy and macro averages; the confusion matrix and per-class
+    table into ``artifacts``."""
     import json
 
     from pipelines.spark import size_batches
@@ -196,6 +211,10 @@ def evaluate(
     metrics = classification_metrics(matrix, transform.class_names)
     metrics["test_rows"] = float(matrix.sum())
     plot_confusion(matrix, transform.class_names, artifacts / "confusion_matrix.png")
+    # Per class as a table, not as metrics: the metrics page stays readable with many classes.
+    pd.DataFrame(per_class_table(matrix, transform.class_names)).to_csv(
+        artifacts / "per_class.csv", index=False
+    )
     (artifacts / "confusion_matrix.json").write_text(
         json.dumps({"class_names": transform.class_names, "matrix": matrix.tolist()})
     )

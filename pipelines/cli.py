@@ -17,6 +17,7 @@ STAGE_HELP = {
     "preprocess": "split, fit the transform on train, write Parquet for streaming",
     "train": "train with Horovod on Petastorm-streamed data, log to MLflow",
     "evaluate": "evaluate the model on the test split and log to the training's MLflow run",
+    "promote": "register the model; move the 'champion' alias only if it beats the champion",
     "run": "all of the above, in order",
 }
 
@@ -35,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
         )
         stage.add_argument("--summary-json", type=Path, metavar="PATH", help="write a JSON summary here")
         stage.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        if name == "promote":
+            stage.add_argument(
+                "--force", action="store_true", help="promote whatever the scores (recorded on the run)"
+            )
     return parser
 
 
@@ -52,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         summary.update(workdir=str(config.workdir.resolve()), tracking_uri=config.tracking_uri)
         from pipelines.runner import STAGES
 
-        summary.update(STAGES[args.stage](config))
+        options = {"force": args.force} if args.stage == "promote" else {}
+        summary.update(STAGES[args.stage](config, **options))
         summary["status"] = "succeeded"
         code = 0
     except ConfigError as err:
@@ -93,6 +99,9 @@ def _print_summary(summary: dict) -> None:
         lines.append(f"  MLflow run {summary['run_id']}")
     for name, value in summary.get("primary_metric", {}).items():
         lines.append(f"  {name} {value:.4f}")
+    if "promotion" in summary:
+        p = summary["promotion"]
+        lines.append(f"  promotion: {p['model']} version {p['version']} {p['decision']} ({p['reason']})")
     uri = summary.get("tracking_uri", "")
     if uri.startswith("sqlite:///"):
         lines.append(f"  MLflow database: {uri.removeprefix('sqlite:///')}")

@@ -53,6 +53,22 @@ class PreprocessConfig(Section):
     )
 
 
+class EarlyStoppingConfig(Section):
+    enabled: bool = Field(False, description="stop when the metric stops improving; keep the best epoch")
+    metric: str = Field("val_loss", description="epoch metric to watch (rank-averaged or global)")
+    mode: Literal["auto", "min", "max"] = Field(
+        "auto", description="min or max is better; auto: min for losses and distances, else max"
+    )
+    patience: int = Field(3, ge=0, description="epochs without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0, description="smallest change that counts as an improvement")
+
+    @property
+    def direction(self) -> Literal["min", "max"]:
+        if self.mode != "auto":
+            return self.mode
+        return "min" if self.metric.endswith(("loss", "distance")) else "max"
+
+
 class TrainConfig(Section):
     epochs: int = Field(10, ge=1, description="number of epochs")
     batch_size: int = Field(32, ge=1, description="batch size per rank")
@@ -71,6 +87,7 @@ class TrainConfig(Section):
     stall_timeout_s: int = Field(
         120, ge=10, description="a rank waiting this long for the others fails the job"
     )
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
 
 
 class MlflowConfig(Section):
@@ -83,6 +100,13 @@ class MlflowConfig(Section):
     )
 
 
+class PromoteConfig(Section):
+    enabled: bool = Field(False, description="dlfusion run ends with the promote stage")
+    min_delta: float = Field(
+        0.0, ge=0, description="a new model takes the champion alias only if better by at least this"
+    )
+
+
 class PipelineBase(Section):
     """Keys every kind shares; a kind's config class adds ``pipeline`` and its own sections."""
 
@@ -91,6 +115,7 @@ class PipelineBase(Section):
     spark: SparkConfig = Field(default_factory=SparkConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    promote: PromoteConfig = Field(default_factory=PromoteConfig)
 
     @property
     def tracking_uri(self) -> str:

@@ -114,6 +114,65 @@ class AverageModelState(keras.callbacks.Callback):
             variable.assign(value)
 
 
+class DistributedEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' early stopping with restore-best, deciding alike on every rank.
+
+    The monitored value is rank 0's (epoch metrics are already averaged over ranks, validation is
+    global, and a kind's rank-0 scores exist only there), broadcast so that every rank stops at the
+    same epoch and restores the same best weights. ``best_file`` keeps the best epoch's weights on
+    disk, so that a resumed run still ends with the best model.
+    """
+
+    def __init__(self, best_file, **options):
+        super().__init__(restore_best_weights=True, **options)
+        self.best_file = best_file
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.best_file.is_file():  # resumed: the best so far survives the restart
+            with np.load(self.best_file) as saved:
+                self.best = float(saved["__value__"])
+                self.best_epoch = int(saved["__epoch__"]) - 1
+                self.best_weights = [saved[f"w{i:05d}"] for i in range(len(saved.files) - 2)]
+
+    def on_epoch_end(self, epoch, logs=None):
+        hvd = _hvd()
+        value = (logs or {}).get(self.monitor)
+        if hvd.size() > 1:
+            value = hvd.broadcast_object(value, root_rank=0, name=f"early_stopping.epoch{epoch}")
+        if value is None:
+            known = ", ".join(sorted(logs or {}))
+            raise ValueError(f"train.early_stopping.metric {self.monitor!r} is not logged (logged: {known})")
+        super().on_epoch_end(epoch, {**(logs or {}), self.monitor: value})
+        if self.wait == 0 and hvd.rank() == 0:  # improved this epoch (no baseline is used)
+            self._save_best(value)
+
+    def _save_best(self, value: float) -> None:
+        import os
+
+        self.best_file.parent.mkdir(parents=True, exist_ok=True)
+        staging = self.best_file.with_name(f".tmp-{os.getpid()}-{self.best_file.name}")
+        weights = {f"w{i:05d}": w for i, w in enumerate(self.best_weights)}
+        with open(staging, "wb") as handle:
+            np.savez(handle, __epoch__=np.int64(self.best_epoch + 1), __value__=np.float64(value), **weights)
+        os.replace(staging, self.best_file)
+
+    def summary(self) -> dict:
+        """Best epoch (1-based), the epoch training stopped at (None: ran to the end) and why."""
+        stopped = self.stopped_epoch + 1 if self.stopped_epoch > 0 else None
+        best = self.best_epoch + 1
+        if stopped:
+            reason = f"{self.monitor} did not improve by {abs(self.min_delta)} for {self.patience} epoch(s)"
+        else:
+            reason = "ran all epochs"
+        return {
+            "best_epoch": best,
+            "best_value": float(self.best),
+            "stopped_epoch": stopped,
+            "reason": reason,
+        }
+
+
 class DistributedValidation(keras.callbacks.Callback):
     """At each epoch end, evaluate every rank's whole validation shard and log ``val_loss`` and
     ``val_accuracy`` over all ranks, weighted by rows.

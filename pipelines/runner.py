@@ -44,7 +44,10 @@ def run_train(config: PipelineConfig) -> dict:
 
     result = training.run(config)
     final = {key: values[-1] for key, values in result.history.items() if values}
-    return {"run_id": result.run_id, "model_uri": result.model_uri, "final_epoch_metrics": final}
+    summary = {"run_id": result.run_id, "model_uri": result.model_uri, "final_epoch_metrics": final}
+    if result.early_stopping:
+        summary["early_stopping"] = result.early_stopping
+    return summary
 
 
 def run_evaluate(config: PipelineConfig) -> dict:
@@ -53,6 +56,12 @@ def run_evaluate(config: PipelineConfig) -> dict:
     kind = kind_of(config)
     metrics = evaluation.run(config, get_spark(config.spark))
     return {"test_metrics": metrics, "primary_metric": {kind.primary_metric: metrics[kind.primary_metric]}}
+
+
+def run_promote(config: PipelineConfig, force: bool = False) -> dict:
+    from pipelines import promotion
+
+    return {"promotion": promotion.run(config, get_spark(config.spark), force=force)}
 
 
 STAGE_RUNNERS = {
@@ -64,11 +73,13 @@ STAGE_RUNNERS = {
 
 
 def run_all(config: PipelineConfig) -> dict:
-    """Every stage the kind declares, top to bottom."""
+    """Every stage the kind declares, top to bottom; then the promotion gate if ``promote.enabled``."""
     summary: dict = {}
     for stage in kind_of(config).stages:
         summary.update(STAGE_RUNNERS[stage](config))
+    if config.promote.enabled:
+        summary.update(run_promote(config))
     return summary
 
 
-STAGES = {**STAGE_RUNNERS, "run": run_all}
+STAGES = {**STAGE_RUNNERS, "promote": run_promote, "run": run_all}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +50,58 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def start_run(config: PipelineConfig) -> str:
-    """Create the MLflow run of this pipeline run (driver only) and log the resolved config."""
+def git_commit() -> str:
+    """The commit of the code that runs, or "unknown" outside a git checkout."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        return done.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def data_digest(preprocess_report: dict) -> str:
+    """One digest of the preprocessed data: its splits' content digests, in split order."""
+    import hashlib
+
+    joined = ",".join(f"{name}={split['digest']}" for name, split in preprocess_report["splits"].items())
+    return hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+
+def run_name(config: PipelineConfig) -> str:
+    """Tells runs apart in a list: kind, data and start time, e.g. image_cnn-flowers-20261130-0812."""
+    import time
+
+    data = Path(str(config.data.source).rstrip("/")).name if config.data.source else "demo"
+    return f"{config.pipeline}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def start_run(config: PipelineConfig, preprocess_report: dict) -> str:
+    """Create the MLflow run of this pipeline run (driver only): a telling name, the resolved config
+    as params, and tags to find it by (kind, git commit, data digest, ranks, Spark master)."""
     import mlflow
 
     experiment_id = _experiment_id(config)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=config.pipeline) as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name(config)) as run:
         params = flatten(config.model_dump(mode="json"))
         mlflow.log_params({key: str(value)[:6000] for key, value in params.items()})
-        mlflow.set_tag("dlfusion.pipeline", config.pipeline)
+        mlflow.set_tags(
+            {
+                "dlfusion.pipeline": config.pipeline,
+                "dlfusion.git_commit": git_commit(),
+                "dlfusion.data_digest": data_digest(preprocess_report),
+                "dlfusion.horovod_size": str(config.train.num_proc),
+                "dlfusion.spark_master": config.spark.master or "local[*] or spark-submit's",
+            }
+        )
         return run.info.run_id
 
 
@@ -71,6 +115,11 @@ def resume_run(config: PipelineConfig) -> str | None:
         return None
     _experiment_id(config)
     return read_json(latest)["run_id"]
+
+
+def mark_running(tracking_uri: str, run_id: str) -> None:
+    """Show the run as RUNNING while the ranks train (logging through ``mlflow.start_run`` ends it)."""
+    _client(tracking_uri).update_run(run_id, status="RUNNING")
 
 
 def mark_failed(tracking_uri: str, run_id: str) -> None:
@@ -102,17 +151,21 @@ def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float], step:
 
 
 def log_data(config: PipelineConfig, run_id: str, ingest_report: dict, preprocess_report: dict) -> None:
-    """Record ingest counts, split sizes and each split as an MLflow dataset input of the run."""
+    """Record ingest counts and split sizes (params) and each split as an MLflow dataset input."""
     import mlflow
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({f"ingest.{k}": v for k, v in ingest_report.items()})
+        # Counts are facts about the data, not curves: params, so that the metrics page shows
+        # only what training and evaluation measured.
+        counts = {f"data.ingest.{k}": v for k, v in ingest_report.items()}
         for name, split in preprocess_report["splits"].items():
-            mlflow.log_metrics(
+            counts.update(
                 {f"data.{name}.rows": split["rows"], f"data.{name}.row_groups": split["row_groups"]}
             )
+        mlflow.log_params(counts)
+        for name, split in preprocess_report["splits"].items():
             with warnings.catch_warnings():  # MLflow registers its local source twice and says so
                 warnings.filterwarnings("ignore", message="The specified dataset source")
                 source = resolve_dataset_source(Path(split["path"]).resolve().as_uri())
@@ -176,3 +229,46 @@ def log_model(config: PipelineConfig, run_id: str, model_file: Path, transform_f
             config.mlflow.registered_model, "candidate", info.registered_model_version
         )
     return f"runs:/{run_id}/model"
+
+
+@contextmanager
+def system_metrics(tracking_uri: str, run_id: str, enabled: bool = True):
+    """Log CPU, memory, disk and network use to the run while the block runs (MLflow's own monitor)."""
+    monitor = None
+    if enabled:
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            monitor = SystemMetricsMonitor(
+                run_id, sampling_interval=3, resume_logging=True, tracking_uri=tracking_uri
+            )
+            monitor.start()
+        except Exception as err:  # the metrics are a convenience, never a reason to fail training
+            log.warning("system metrics are off: %s", str(err).splitlines()[0])
+            monitor = None
+    try:
+        yield
+    finally:
+        if monitor is not None:
+            monitor.finish()
+
+
+def log_training_outcome(config: PipelineConfig, run_id: str, early_stopping: dict | None) -> None:
+    """Learning curves from the run's epoch metrics (a PNG), and how early stopping ended, as tags."""
+    import tempfile
+
+    from pipelines.plots import learning_curves
+
+    client = _client(config.tracking_uri)
+    run = client.get_run(run_id)
+    keys = [k for k in run.data.metrics if not k.startswith(("system/", "test_"))]
+    history = {
+        k: [m.value for m in sorted(client.get_metric_history(run_id, k), key=lambda m: m.step)] for k in keys
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        path = learning_curves(history, Path(tmp) / "learning_curves.png", run.info.run_name or "")
+        client.log_artifact(run_id, str(path), "plots")
+    if early_stopping:
+        client.log_dict(run_id, early_stopping, "training/early_stopping.json")
+        for key, value in early_stopping.items():
+            client.set_tag(run_id, f"dlfusion.early_stopping.{key}", "" if value is None else str(value))

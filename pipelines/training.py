@@ -47,6 +47,7 @@ class TrainResult:
     initial_epoch: int
     history: dict[str, list[float]]
     rank_digests: list[str]
+    early_stopping: dict | None = None
 
 
 # ---------------------------------------------------------------- on every rank
@@ -166,30 +167,46 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict:
     # (validation), and all of that happens before rank 0 checkpoints and logs.
     callbacks = [hk.BroadcastInitialState(), hk.AverageEpochMetrics(), *task.callbacks(ctx)]
     if rank == 0:
-        callbacks += [
-            *task.rank0_callbacks(ctx),
-            Checkpoint(checkpoint),
-            EpochLogger(config.tracking_uri, job.run_id),
-        ]
+        callbacks += task.rank0_callbacks(ctx)
+    stopping = None
+    if train.early_stopping.enabled:  # after every callback that adds a metric it may watch
+        settings = train.early_stopping
+        stopping = hk.DistributedEarlyStopping(
+            catalog.best_weights(job.run_id),
+            monitor=settings.metric,
+            mode=settings.direction,
+            patience=settings.patience,
+            min_delta=settings.min_delta,
+        )
+        callbacks.append(stopping)
+    if rank == 0:
+        callbacks += [Checkpoint(checkpoint), EpochLogger(config.tracking_uri, job.run_id)]
 
-    history = model.fit(
-        train_data,
-        epochs=train.epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=ctx.steps_per_epoch,
-        callbacks=callbacks,
-        shuffle=False,  # the data set shuffles row groups and rows itself
-        class_weight=job.class_weight,
-        verbose=2 if rank == 0 else 0,
-    )
-    outcome = {"rank": rank, "weights_digest": _digest(model.get_weights()), "initial_epoch": initial_epoch}
+    with tracking.system_metrics(config.tracking_uri, job.run_id, enabled=rank == 0):
+        history = model.fit(
+            train_data,
+            epochs=train.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=ctx.steps_per_epoch,
+            callbacks=callbacks,
+            shuffle=False,  # the data set shuffles row groups and rows itself
+            class_weight=job.class_weight,
+            verbose=2 if rank == 0 else 0,
+        )
+    outcome = {
+        "rank": rank,
+        "weights_digest": _digest(model.get_weights()),
+        "initial_epoch": initial_epoch,
+        "epochs_run": len(history.epoch),
+    }
     if rank != 0:
         return outcome
     target = catalog.trained_model(job.run_id)
     staging = target.with_name(f".tmp-{os.getpid()}-{target.name}")
     task.export(ctx, model).save(staging)
     os.replace(staging, target)
-    return {**outcome, "history": history.history}
+    early = stopping.summary() if stopping else None
+    return {**outcome, "history": history.history, "early_stopping": early}
 
 
 def _digest(arrays) -> str:
@@ -302,7 +319,7 @@ def run(config: PipelineConfig) -> TrainResult:
     if train.class_weight == "balanced":
         weights = class_weights(preprocessed["splits"]["train"]["label_counts"])
     resumed_id = tracking.resume_run(config) if train.resume else None
-    run_id = resumed_id or tracking.start_run(config)
+    run_id = resumed_id or tracking.start_run(config, preprocessed)
     storage.write_json_atomically({"run_id": run_id}, catalog.latest_run(config.pipeline))
     if resumed_id is None:
         tracking.log_data(config, run_id, storage.read_json(catalog.ingest_report), preprocessed)
@@ -316,12 +333,20 @@ def run(config: PipelineConfig) -> TrainResult:
         run_id,
     )
     try:
+        tracking.mark_running(config.tracking_uri, run_id)
         results = launch(TrainJob(config, run_id, train_plan, validate, weights))
         digests = [result["weights_digest"] for result in results]
         if len(set(digests)) != 1:  # data parallelism must leave every rank with the same model
             raise TrainingError(-1, f"ranks finished with different weights: {digests}")
+        epochs_run = [result["epochs_run"] for result in results]
+        if len(set(epochs_run)) != 1:  # early stopping must stop every rank at the same epoch
+            raise TrainingError(-1, f"ranks ran different numbers of epochs: {epochs_run}")
+        first = results[0]
+        tracking.log_training_outcome(config, run_id, first.get("early_stopping"))
         model_uri = tracking.log_model(config, run_id, catalog.trained_model(run_id), catalog.transform)
     except BaseException:
         tracking.mark_failed(config.tracking_uri, run_id)
         raise
-    return TrainResult(run_id, model_uri, results[0]["initial_epoch"], results[0]["history"], digests)
+    return TrainResult(
+        run_id, model_uri, first["initial_epoch"], first["history"], digests, first.get("early_stopping")
+    )

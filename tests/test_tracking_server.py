@@ -68,7 +68,7 @@ def test_training_logs_to_an_mlflow_server_over_http(mlflow_server, trainable_wo
     result = training.run(config)
     client = MlflowClient(mlflow_server)
     run = client.get_run(result.run_id)
-    assert run.data.metrics["ingest.files_seen"] == 1797
+    assert run.data.params["data.ingest.files_seen"] == "1797"
     assert [m.step for m in client.get_metric_history(result.run_id, "val_accuracy")] == [1]
     assert not (trainable_workdir / "mlflow.db").exists()  # nothing went to the embedded store
 

@@ -1,0 +1,11 @@
+"""spark-submit entry point for the promotion gate.
+
+spark-submit jobs/promote.py CONFIG [--force] [KEY=VALUE ...]
+"""
+
+import sys
+
+from pipelines.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["promote", *sys.argv[1:]]))

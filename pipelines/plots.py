@@ -1,0 +1,35 @@
+"""Pictures of a run for the MLflow UI: learning curves from the epoch history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def learning_curves(history: dict[str, list[float]], path: Path, title: str = "") -> Path:
+    """One panel per metric (train and ``val_`` side by side, by epoch); returns ``path``.
+
+    ``history`` is Keras' ``History.history``: metric name -> one value per epoch.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({name.removeprefix("val_") for name in history if history[name]})
+    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(4 * max(len(names), 1), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=False):
+        for key, style in ((name, "-o"), (f"val_{name}", "--s")):
+            values = history.get(key) or []
+            if values:
+                ax.plot(range(1, len(values) + 1), values, style, markersize=3, label=key)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -1,0 +1,125 @@
+"""Promote stage: register a run's model and move the registry alias ``champion`` only when it beats
+the current champion on the kind's primary metric, both evaluated on the same test split."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from pipelines import storage
+from pipelines.catalog import Catalog
+from pipelines.config import PipelineConfig
+from pipelines.errors import ConfigError, DataError
+from pipelines.kinds import Kind, kind_of
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+
+
+def margin(kind: Kind, new: float, champion: float) -> float:
+    """How much better ``new`` is than ``champion`` on the kind's primary metric (negative: worse)."""
+    return new - champion if kind.higher_is_better else champion - new
+
+
+def _score(
+    config: PipelineConfig, spark: SparkSession, kind: Kind, model_uri: str, catalog: Catalog
+) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = kind.part("evaluate")(config, spark, model_uri, catalog, Path(tmp))
+    return float(metrics[kind.primary_metric])
+
+
+def _version_of_run(client, name: str, run_id: str):
+    """The registered version of the run's model, registering it when training did not."""
+    import mlflow
+
+    for version in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
+        return version
+    return mlflow.register_model(f"runs:/{run_id}/model", name)
+
+
+def run(config: PipelineConfig, spark: SparkSession, run_id: str | None = None, force: bool = False) -> dict:
+    """Register the run's model (default: this kind's latest training) and decide its promotion.
+
+    The decision, both scores and the margin become tags of the run and of the version, and the
+    returned summary. ``force`` promotes whatever the scores, and is recorded.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    kind = kind_of(config)
+    name = config.mlflow.registered_model
+    if not name:
+        raise ConfigError(
+            "mlflow.registered_model", "is required to promote (the registry name of the model)"
+        )
+    catalog = Catalog.for_workdir(config.workdir)
+    if run_id is None:
+        latest = catalog.latest_run(kind.name)
+        if not latest.is_file():
+            raise DataError(str(latest), "no trained model: run the train stage first")
+        run_id = storage.read_json(latest)["run_id"]
+    mlflow.set_tracking_uri(config.tracking_uri)
+    client = MlflowClient(config.tracking_uri)
+    version = _version_of_run(client, name, run_id)
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        champion = None
+
+    new_score = _score(config, spark, kind, f"models:/{name}/{version.version}", catalog)
+    champion_score = better_by = None
+    if champion is not None and champion.version != version.version:
+        champion_score = _score(config, spark, kind, f"models:/{name}/{champion.version}", catalog)
+        better_by = margin(kind, new_score, champion_score)
+
+    if champion is not None and champion.version == version.version:
+        decision, reason = "kept", "already the champion"
+    elif champion is None:
+        decision, reason = "promoted", "no champion yet"
+    elif better_by >= config.promote.min_delta:
+        decision, reason = (
+            "promoted",
+            f"better by {better_by:.4f} >= promote.min_delta {config.promote.min_delta}",
+        )
+    elif force:
+        decision, reason = "forced", f"--force although the margin is {better_by:.4f}"
+    else:
+        decision, reason = "kept", f"margin {better_by:.4f} < promote.min_delta {config.promote.min_delta}"
+    if decision in ("promoted", "forced"):
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+
+    result = {
+        "decision": decision,
+        "reason": reason,
+        "metric": kind.primary_metric,
+        "model": name,
+        "version": str(version.version),
+        "score": new_score,
+        "champion_version": None if champion is None else str(champion.version),
+        "champion_score": champion_score,
+        "margin": better_by,
+        "forced": force,
+    }
+    tags = {f"dlfusion.promotion.{key}": "" if value is None else str(value) for key, value in result.items()}
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+        client.set_model_version_tag(name, version.version, key, value)
+    log.info(
+        "promote: %s version %s (%s %.4f; champion %s) -> %s: %s",
+        name,
+        version.version,
+        kind.primary_metric,
+        new_score,
+        "none"
+        if champion is None
+        else f"v{champion.version} {champion_score if champion_score is not None else ''}",
+        decision,
+        reason,
+    )
+    return result
