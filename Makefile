@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 CONFIG ?= conf/image_cnn.yaml
 
-.PHONY: run run-text run-gan test test-fast lint bench bench-full clean
+.PHONY: run run-text run-gan mlflow test test-fast lint bench bench-full clean
 
 # Re-installs only when the pinned requirements, the package metadata or the install script change.
 $(STAMP): requirements.txt setup.cfg pyproject.toml scripts/install.sh
@@ -23,6 +23,10 @@ run-text: $(STAMP)
 # The GAN on the digits demo (the image classifier's workdir: run `make run` first to share its data).
 run-gan: $(STAMP)
 	$(VENV)/bin/dlfusion run conf/image_gan.yaml --summary-json work/demo/gan_summary.json
+
+# A real MLflow tracking server on http://127.0.0.1:5000 (SQLite + artifacts under work/mlflow-server).
+mlflow: $(STAMP)
+	$(VENV)/bin/dlfusion mlflow-server --root work/mlflow-server --port $(or $(MLFLOW_PORT),5000)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check pipelines models jobs tests benchmarks

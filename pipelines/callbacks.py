@@ -33,12 +33,37 @@ class Checkpoint(keras.callbacks.Callback):
 
 
 class EpochLogger(keras.callbacks.Callback):
-    """Send each epoch's (rank-averaged) metrics to the MLflow run; never fails training."""
+    """Send each epoch's (rank-averaged) metrics to the MLflow run; never fails training.
 
-    def __init__(self, tracking_uri: str, run_id: str):
+    Metrics the server does not take are kept in ``pending`` (JSON, rewritten atomically) and sent
+    with the next epoch's, at the end, or by the driver when the server answers again.
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str, pending: Path):
         super().__init__()
-        self.tracking_uri, self.run_id = tracking_uri, run_id
+        self.tracking_uri, self.run_id, self.pending = tracking_uri, run_id, Path(pending)
+        self.unsent: list = []
+
+    def on_train_begin(self, logs=None):
+        if self.pending.is_file():  # kept by an earlier attempt of this run
+            from pipelines.storage import read_json
+
+            self.unsent = read_json(self.pending)
 
     def on_epoch_end(self, epoch, logs=None):
-        metrics = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
-        tracking.log_metrics(self.tracking_uri, self.run_id, metrics, step=epoch + 1)
+        metrics = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+        self.unsent.append([epoch + 1, metrics])
+        self._send()
+
+    def on_train_end(self, logs=None):
+        if self.unsent:
+            self._send()
+
+    def _send(self):
+        from pipelines.storage import write_json_atomically
+
+        if tracking.send_metrics(self.tracking_uri, self.run_id, [(step, m) for step, m in self.unsent]):
+            self.unsent = []
+            self.pending.unlink(missing_ok=True)
+        else:
+            write_json_atomically(self.unsent, self.pending)

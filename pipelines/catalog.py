@@ -75,5 +75,9 @@ class Catalog:
         """The best epoch's weights so far, kept by early stopping."""
         return self.checkpoints / run_id / "best.npz"
 
+    def pending_metrics(self, run_id: str) -> Path:
+        """Epoch metrics a tracking outage kept, to be sent when the server answers."""
+        return self.checkpoints / run_id / "unsent_metrics.json"
+
     def rank_errors(self, run_id: str) -> Path:
         return self.checkpoints / run_id / "rank_errors"

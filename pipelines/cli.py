@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,10 @@ STAGE_HELP = {
     "promote": "register the model; move the 'champion' alias only if it beats the champion",
     "run": "all of the above, in order",
 }
+
+
+# Stages that talk to MLflow: they check the tracking server before doing any work.
+TRACKED_STAGES = ("train", "evaluate", "promote", "run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,11 +45,47 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument(
                 "--force", action="store_true", help="promote whatever the scores (recorded on the run)"
             )
+    server = stages.add_parser(
+        "mlflow-server", help="run a local MLflow tracking server (SQLite + local artifacts) until Ctrl-C"
+    )
+    server.add_argument(
+        "--root", type=Path, default=Path("work/mlflow-server"), help="database and artifacts"
+    )
+    server.add_argument("--host", default="127.0.0.1", help="address to bind (loopback unless you open it)")
+    server.add_argument("--port", type=int, default=5000)
     return parser
+
+
+def serve_mlflow(root: Path, host: str, port: int) -> int:
+    """Run ``mlflow server`` in the foreground and say how to point pipelines at it."""
+    from pipelines import mlflow_server
+
+    try:
+        server = mlflow_server.start(root, host, port)
+    except RuntimeError as err:
+        print(f"dlfusion: error: {err}", file=sys.stderr)
+        return 1
+    url = f"http://{host}:{port}"
+    print(f"MLflow server at {url} (data in {root.resolve()})")
+    print(f"  use it with: dlfusion run CONFIG mlflow.tracking_uri={url}    stop with Ctrl-C")
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        mlflow_server.stop(server)
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # MLflow's client retries an unreachable server for minutes by default; seconds are enough
+    # to ride out a blip, and the pipeline says what to do when it stays down.
+    for name, value in (
+        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3"),
+        ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+    ):
+        os.environ.setdefault(name, value)
+    if args.stage == "mlflow-server":
+        return serve_mlflow(args.root, args.host, args.port)
     from pipelines.logs import setup_logging
 
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
@@ -54,9 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.config import load_config
 
         config = load_config(args.config, args.overrides)
-        summary.update(workdir=str(config.workdir.resolve()), tracking_uri=config.tracking_uri)
+        from pipelines.tracking import redact
+
+        summary.update(workdir=str(config.workdir.resolve()), tracking_uri=redact(config.tracking_uri))
         from pipelines.runner import STAGES
 
+        if args.stage in TRACKED_STAGES:
+            from pipelines.tracking import check_reachable
+
+            check_reachable(config.tracking_uri)
         options = {"force": args.force} if args.stage == "promote" else {}
         summary.update(STAGES[args.stage](config, **options))
         summary["status"] = "succeeded"

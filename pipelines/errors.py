@@ -62,3 +62,7 @@ def explain_spark_failure(err: BaseException) -> ResourceError | None:
             "(or set spark.executor.pyspark.memory), or lower ingest.batch_bytes / ingest.task_files"
         )
     return None
+
+
+class TrackingError(DlfusionError):
+    """The MLflow tracking server cannot be used; the message names the URI (without credentials)."""

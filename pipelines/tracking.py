@@ -19,6 +19,29 @@ from pipelines.config import PipelineConfig
 log = logging.getLogger(__name__)
 
 
+def redact(uri: str) -> str:
+    """``uri`` without a password: http://user:secret@host -> http://user:***@host."""
+    import re
+
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", uri)
+
+
+def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, before any Spark work, when an HTTP tracking server does not answer.
+
+    Raises:
+        TrackingError: one line naming the URI (without credentials).
+    """
+    from pipelines.errors import TrackingError
+    from pipelines.mlflow_server import is_up
+
+    if tracking_uri.startswith(("http://", "https://")) and not is_up(tracking_uri, timeout_s):
+        raise TrackingError(
+            f"MLflow tracking server {redact(tracking_uri)} does not answer (set mlflow.tracking_uri, "
+            "or start one: make mlflow)"
+        )
+
+
 def _client(tracking_uri: str):
     from mlflow import MlflowClient
 
@@ -131,12 +154,19 @@ def mark_failed(tracking_uri: str, run_id: str) -> None:
 
 def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int | None = None) -> bool:
     """Log ``metrics`` with a few retries; on failure warn and return False instead of raising."""
+    return send_metrics(tracking_uri, run_id, [(step or 0, metrics)])
+
+
+def send_metrics(tracking_uri: str, run_id: str, epochs: list[tuple[int, dict[str, float]]]) -> bool:
+    """Log (step, metrics) pairs in one batch, with a few retries; on failure warn and return False."""
     import time
 
     from mlflow.entities import Metric
 
     stamp = int(time.time() * 1000)
-    batch = [Metric(key, float(value), stamp, step or 0) for key, value in metrics.items()]
+    batch = [
+        Metric(key, float(value), stamp, step) for step, metrics in epochs for key, value in metrics.items()
+    ]
 
     @retry(stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.5, max=4), reraise=True)
     def send():
@@ -148,6 +178,24 @@ def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float], step:
     except Exception as err:
         log.warning("MLflow logging failed, training continues: %s", str(err).splitlines()[0])
         return False
+
+
+def flush_pending_metrics(tracking_uri: str, run_id: str, pending: Path) -> None:
+    """Send the epoch metrics a tracking outage kept on disk (``callbacks.EpochLogger``), then drop them.
+
+    Raises:
+        TrackingError: when the server still does not take them.
+    """
+    from pipelines.errors import TrackingError
+    from pipelines.storage import read_json
+
+    if not pending.is_file():
+        return
+    epochs = [(int(step), metrics) for step, metrics in read_json(pending)]
+    if not send_metrics(tracking_uri, run_id, epochs):
+        raise TrackingError(f"MLflow tracking server {redact(tracking_uri)} did not take the kept metrics")
+    pending.unlink()
+    log.info("sent %d epoch(s) of metrics kept during a tracking outage", len(epochs))
 
 
 def log_data(config: PipelineConfig, run_id: str, ingest_report: dict, preprocess_report: dict) -> None:

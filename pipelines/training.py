@@ -19,7 +19,7 @@ from pipelines import storage, tracking
 from pipelines.catalog import Catalog
 from pipelines.config import PipelineConfig
 from pipelines.data_loading import ShardPlan, plan_shards
-from pipelines.errors import DataError, TrainingError
+from pipelines.errors import DataError, TrackingError, TrainingError
 
 if TYPE_CHECKING:
     import keras
@@ -180,7 +180,8 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict:
         )
         callbacks.append(stopping)
     if rank == 0:
-        callbacks += [Checkpoint(checkpoint), EpochLogger(config.tracking_uri, job.run_id)]
+        pending = catalog.pending_metrics(job.run_id)
+        callbacks += [Checkpoint(checkpoint), EpochLogger(config.tracking_uri, job.run_id, pending)]
 
     with tracking.system_metrics(config.tracking_uri, job.run_id, enabled=rank == 0):
         history = model.fit(
@@ -248,6 +249,7 @@ def launch(job: TrainJob) -> list[dict]:
         "TF_CPP_MIN_LOG_LEVEL": "2",
         # A tracking server outage must cost seconds per epoch, not stall the ranks for minutes.
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # an integer to MLflow
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
     }
     started = time.time()
@@ -334,6 +336,7 @@ def run(config: PipelineConfig) -> TrainResult:
     )
     try:
         tracking.mark_running(config.tracking_uri, run_id)
+        tracking.flush_pending_metrics(config.tracking_uri, run_id, catalog.pending_metrics(run_id))
         results = launch(TrainJob(config, run_id, train_plan, validate, weights))
         digests = [result["weights_digest"] for result in results]
         if len(set(digests)) != 1:  # data parallelism must leave every rank with the same model
@@ -342,11 +345,20 @@ def run(config: PipelineConfig) -> TrainResult:
         if len(set(epochs_run)) != 1:  # early stopping must stop every rank at the same epoch
             raise TrainingError(-1, f"ranks ran different numbers of epochs: {epochs_run}")
         first = results[0]
-        tracking.log_training_outcome(config, run_id, first.get("early_stopping"))
-        model_uri = tracking.log_model(config, run_id, catalog.trained_model(run_id), catalog.transform)
     except BaseException:
         tracking.mark_failed(config.tracking_uri, run_id)
         raise
+    try:
+        tracking.flush_pending_metrics(config.tracking_uri, run_id, catalog.pending_metrics(run_id))
+        tracking.log_training_outcome(config, run_id, first.get("early_stopping"))
+        model_uri = tracking.log_model(config, run_id, catalog.trained_model(run_id), catalog.transform)
+    except Exception as err:  # the training itself is done and kept: say how to log it later
+        raise TrackingError(
+            f"training finished, but MLflow at {tracking.redact(config.tracking_uri)} failed "
+            f"({str(err).splitlines()[0][:200]}); the model and checkpoint are kept in "
+            f"{catalog.trained_model(run_id).parent}: when the server answers, log them with "
+            "dlfusion train CONFIG train.resume=true"
+        ) from err
     return TrainResult(
         run_id, model_uri, first["initial_epoch"], first["history"], digests, first.get("early_stopping")
     )

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from pipelines import mlflow_server as mlflow_server_module
 from pipelines import tracking, training
-from tests.conftest import image_config
+from tests.conftest import ROOT, image_config
+
+QUIET = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
 
 
 def _free_port() -> int:
@@ -26,41 +28,21 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-server")
+    """A real ``mlflow server`` (the one ``make mlflow`` starts) on a free loopback port."""
     port = _free_port()
-    mlflow_cli = Path(sys.executable).with_name("mlflow")
-    server = subprocess.Popen(
-        [
-            str(mlflow_cli),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'server.db'}",
-            "--artifacts-destination",
-            str(root / "art"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    server = mlflow_server_module.start(tmp_path_factory.mktemp("mlflow-server"), port=port, **QUIET)
+    yield f"http://127.0.0.1:{port}"
+    mlflow_server_module.stop(server)
+
+
+def _dlfusion(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            if server.poll() is not None or time.time() > deadline:
-                raise RuntimeError("mlflow server did not start") from None
-            time.sleep(1)
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
 
 
 def test_training_logs_to_an_mlflow_server_over_http(mlflow_server, trainable_workdir, spark):
@@ -85,3 +67,119 @@ def test_metric_logging_to_a_dead_server_warns_instead_of_raising(monkeypatch, c
     assert tracking.log_metrics(dead, "0" * 32, {"loss": 1.0}, step=1) is False
     assert time.time() - started < 30
     assert "MLflow logging failed, training continues" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_whole_run_over_http_is_findable_in_the_server(mlflow_server, tmp_path):
+    """`dlfusion run` against the server: name, params, tags, curves, plots, version and alias."""
+    summary = tmp_path / "summary.json"
+    result = _dlfusion(
+        "run",
+        "conf/image_cnn.yaml",
+        f"workdir={tmp_path / 'work'}",
+        "spark.master=local[2]",
+        "train.epochs=2",
+        f"mlflow.tracking_uri={mlflow_server}",
+        "mlflow.registered_model=digits-http",
+        "promote.enabled=true",
+        "--summary-json",
+        str(summary),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(summary.read_text())
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(report["run_id"])
+    assert run.info.run_name.startswith("image_cnn-demo-") and run.info.status == "FINISHED"
+    assert run.data.params["train.epochs"] == "2" and run.data.params["data.ingest.files_seen"] == "1797"
+    assert run.data.tags["dlfusion.pipeline"] == "image_cnn" and run.data.tags["dlfusion.horovod_size"] == "2"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
+    assert run.data.metrics["test_accuracy"] == pytest.approx(report["test_metrics"]["test_accuracy"])
+    artifacts = {
+        a.path for folder in ("plots", "evaluation") for a in client.list_artifacts(run.info.run_id, folder)
+    }
+    assert {
+        "plots/learning_curves.png",
+        "evaluation/confusion_matrix.png",
+        "evaluation/per_class.csv",
+    } <= artifacts
+    champion = client.get_model_version_by_alias("digits-http", "champion")
+    assert champion.run_id == run.info.run_id and report["promotion"]["decision"] == "promoted"
+    assert "candidate" in champion.aliases
+
+
+def test_a_server_that_is_down_fails_the_run_in_seconds_before_any_work(tmp_path):
+    dead = f"http://user:hunter2@127.0.0.1:{_free_port()}"
+    started = time.time()
+    summary = tmp_path / "summary.json"
+    result = _dlfusion(
+        "run",
+        "conf/image_cnn.yaml",
+        f"workdir={tmp_path / 'work'}",
+        f"mlflow.tracking_uri={dead}",
+        "--summary-json",
+        str(summary),
+        timeout=120,
+    )
+    assert result.returncode == 1 and time.time() - started < 30
+    line = result.stderr.strip().splitlines()[-1]
+    assert (
+        line.startswith("dlfusion: error: MLflow tracking server http://user:***@127.0.0.1:")
+        and "hunter2" not in line
+    )
+    assert not (tmp_path / "work" / "ingest").exists()  # no Spark work was done
+    report = json.loads(summary.read_text())
+    assert report["status"] == "failed" and "hunter2" not in summary.read_text()
+
+
+@pytest.mark.slow
+def test_training_outlives_a_server_outage_and_logs_everything_once_it_is_back(trainable_workdir, tmp_path):
+    """The server stops after epoch 1: training finishes, says how to log later; after a restart that
+    command sends the kept metrics and the model."""
+    port, root = _free_port(), tmp_path / "server"
+    url = f"http://127.0.0.1:{port}"
+    server = mlflow_server_module.start(root, port=port, **QUIET)
+    args = ["train", "conf/image_cnn.yaml", f"workdir={trainable_workdir}", "spark.master=local[2]"]
+    args += ["train.epochs=4", f"mlflow.tracking_uri={url}"]
+    training_process = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        client = MlflowClient(url)
+        deadline = time.time() + 300
+        while time.time() < deadline:  # wait for the first epoch's metrics, then pull the plug
+            runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+            if runs and "loss" in runs[0].data.metrics:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("no epoch was logged")
+        run_id = runs[0].info.run_id
+        mlflow_server_module.stop(server)
+        _, stderr = training_process.communicate(timeout=600)
+    finally:
+        training_process.kill()
+        mlflow_server_module.stop(server)
+    assert training_process.returncode == 1
+    line = stderr.strip().splitlines()[-1]
+    assert line.startswith("dlfusion: error: training finished, but MLflow at " + url)
+    assert line.endswith("log them with dlfusion train CONFIG train.resume=true")
+    checkpoints = trainable_workdir / "checkpoints" / run_id
+    kept = sorted(p.name for p in checkpoints.iterdir())
+    assert "model.keras" in kept and "unsent_metrics.json" in kept, (kept, stderr[-2000:])
+
+    server = mlflow_server_module.start(root, port=port, **QUIET)  # the same store, back again
+    try:
+        again = _dlfusion(*args, "train.resume=true")
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert [m.step for m in client.get_metric_history(run_id, "loss")] == [1, 2, 3, 4]
+        assert not (checkpoints / "unsent_metrics.json").exists()
+        assert client.get_run(run_id).info.status == "FINISHED"
+        mlflow.set_tracking_uri(url)
+        model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+        assert np.asarray(model.predict(np.zeros((1, 32, 32, 3), np.uint8))).shape == (1, 10)
+    finally:
+        mlflow_server_module.stop(server)

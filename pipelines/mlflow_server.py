@@ -1,0 +1,71 @@
+"""A real ``mlflow server`` on one machine: SQLite backend, local artifacts, loopback by default."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def server_command(root: Path, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """The ``mlflow server`` command line that keeps everything under ``root``."""
+    root = Path(root).resolve()
+    return [
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+    ]
+
+
+def is_up(url: str, timeout_s: float = 2.0) -> bool:
+    """Whether the server at ``url`` answers its health check."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout_s) as response:
+            return response.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def start(
+    root: Path, host: str = "127.0.0.1", port: int = 5000, wait_s: float = 120, **popen
+) -> subprocess.Popen:
+    """Start the server and return once it answers (or raise RuntimeError, with the server stopped)."""
+    Path(root).mkdir(parents=True, exist_ok=True)
+    # Its own session: ``mlflow server`` runs its web workers as children, which ``stop`` must reach.
+    server = subprocess.Popen(server_command(root, host, port), start_new_session=True, **popen)
+    deadline = time.time() + wait_s
+    url = f"http://{host}:{port}"
+    while not is_up(url):
+        if server.poll() is not None or time.time() > deadline:
+            stop(server)
+            raise RuntimeError(f"mlflow server at {url} did not start (exit code {server.poll()})")
+        time.sleep(0.5)
+    return server
+
+
+def stop(server: subprocess.Popen, timeout_s: float = 30) -> None:
+    """Stop the server and its worker processes."""
+    import os
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(server.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            server.wait(timeout=timeout_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
