@@ -115,7 +115,7 @@ def start_run(config: PipelineConfig, preprocess_report: dict) -> str:
     experiment_id = _experiment_id(config)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name(config)) as run:
         params = flatten(config.model_dump(mode="json"))
-        mlflow.log_params({key: str(value)[:6000] for key, value in params.items()})
+        mlflow.log_params({key: redact(str(value))[:6000] for key, value in params.items()})
         mlflow.set_tags(
             {
                 "dlfusion.pipeline": config.pipeline,
