@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 CONFIG ?= conf/image_cnn.yaml
 
-.PHONY: run run-text run-gan mlflow test test-fast lint bench bench-full clean
+.PHONY: run run-text run-gan mlflow browser test test-fast lint bench bench-full clean
 
 # Re-installs only when the pinned requirements, the package metadata or the install script change.
 $(STAMP): requirements.txt setup.cfg pyproject.toml scripts/install.sh
@@ -28,9 +28,13 @@ run-gan: $(STAMP)
 mlflow: $(STAMP)
 	$(VENV)/bin/dlfusion mlflow-server --root work/mlflow-server --port $(or $(MLFLOW_PORT),5000)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check pipelines models jobs tests benchmarks
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# Debian's Chromium, for the test that opens the MLflow UI in a real (headless) browser.
+browser:
+	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
 # The fast set: everything not marked slow (minutes of Spark/Horovod work), for the edit-test loop.
 test-fast: $(STAMP)

@@ -23,7 +23,7 @@ def redact(uri: str) -> str:
     """``uri`` without a password: http://user:secret@host -> http://user:***@host."""
     import re
 
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", uri)
+    return re.sub(r"(://[^:/@]+):[^/]*@", r"\1:***@", uri)
 
 
 def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -69,9 +70,10 @@ def test_metric_logging_to_a_dead_server_warns_instead_of_raising(monkeypatch, c
     assert "MLflow logging failed, training continues" in caplog.text
 
 
-@pytest.mark.slow
-def test_a_whole_run_over_http_is_findable_in_the_server(mlflow_server, tmp_path):
-    """`dlfusion run` against the server: name, params, tags, curves, plots, version and alias."""
+@pytest.fixture(scope="module")
+def http_run(mlflow_server, tmp_path_factory) -> dict:
+    """`dlfusion run` of the digits against the server, with the promotion gate; its summary JSON."""
+    tmp_path = tmp_path_factory.mktemp("http-run")
     summary = tmp_path / "summary.json"
     result = _dlfusion(
         "run",
@@ -86,7 +88,13 @@ def test_a_whole_run_over_http_is_findable_in_the_server(mlflow_server, tmp_path
         str(summary),
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(summary.read_text())
+    return json.loads(summary.read_text())
+
+
+@pytest.mark.slow
+def test_a_whole_run_over_http_is_findable_in_the_server(mlflow_server, http_run):
+    """Name, params, tags, per-epoch curves, plots, the registered version and its alias."""
+    report = http_run
     client = MlflowClient(mlflow_server)
     run = client.get_run(report["run_id"])
     assert run.info.run_name.startswith("image_cnn-demo-") and run.info.status == "FINISHED"
@@ -183,3 +191,49 @@ def test_training_outlives_a_server_outage_and_logs_everything_once_it_is_back(t
         assert np.asarray(model.predict(np.zeros((1, 32, 32, 3), np.uint8))).shape == (1, 10)
     finally:
         mlflow_server_module.stop(server)
+
+
+@pytest.mark.slow
+def test_the_mlflow_ui_shows_the_run_in_a_real_browser(mlflow_server, http_run, tmp_path):
+    """Headless Chromium (Debian's, installed by `make test`) renders the run's page of the server."""
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is needed: make test installs it (apt-get install chromium)"
+    run = MlflowClient(mlflow_server).get_run(http_run["run_id"])
+    page = f"{mlflow_server}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--virtual-time-budget=20000",
+    ]
+    output = ROOT / "work" / "test-output"
+    output.mkdir(parents=True, exist_ok=True)
+    shot = subprocess.run(
+        [
+            chromium,
+            *flags,
+            f"--user-data-dir={tmp_path / 'a'}",
+            "--window-size=1400,1000",
+            f"--screenshot={output / 'mlflow_run_page.png'}",
+            page,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert shot.returncode == 0 and (output / "mlflow_run_page.png").stat().st_size > 10_000, shot.stderr[
+        -2000:
+    ]
+    dom = subprocess.run(
+        [chromium, *flags, f"--user-data-dir={tmp_path / 'b'}", "--dump-dom", page],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    ).stdout
+    assert run.info.run_name in dom
+    assert "val_accuracy" in dom
