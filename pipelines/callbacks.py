@@ -5,12 +5,15 @@ Imported only inside the ranks, so that the driver and the launcher never import
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import keras
 
 from pipelines import tracking
+
+log = logging.getLogger("dlfusion.train")
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -43,6 +46,12 @@ class EpochLogger(keras.callbacks.Callback):
         super().__init__()
         self.tracking_uri, self.run_id, self.pending = tracking_uri, run_id, Path(pending)
         self.unsent: list = []
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        import time
+
+        self.started = time.monotonic()
 
     def on_train_begin(self, logs=None):
         if self.pending.is_file():  # kept by an earlier attempt of this run
@@ -51,7 +60,12 @@ class EpochLogger(keras.callbacks.Callback):
             self.unsent = read_json(self.pending)
 
     def on_epoch_end(self, epoch, logs=None):
+        import time
+
         metrics = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        total = self.params.get("epochs", "?")
+        log.info("epoch %d/%s: %s (%.1f s)", epoch + 1, total, shown, time.monotonic() - self.started)
         self.unsent.append([epoch + 1, metrics])
         self._send()
 

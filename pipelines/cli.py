@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
             "overrides", nargs="*", metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=2"
         )
         stage.add_argument("--summary-json", type=Path, metavar="PATH", help="write a JSON summary here")
-        stage.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        stage.add_argument(
+            "-v", "--verbose", action="store_true", help="debug logging and the libraries' own output"
+        )
         if name == "promote":
             stage.add_argument(
                 "--force", action="store_true", help="promote whatever the scores (recorded on the run)"
@@ -86,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(name, value)
     if args.stage == "mlflow-server":
         return serve_mlflow(args.root, args.host, args.port)
+    if args.verbose:  # library output back, here and in every process started from here
+        os.environ["DLFUSION_VERBOSE"] = "1"
     from pipelines.logs import setup_logging
 
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)

@@ -11,15 +11,42 @@ import warnings
 _NOISY_MODULES = (r"petastorm(\..*)?", r"pyarrow(\..*)?")
 
 
+def verbose() -> bool:
+    """Whether the user asked for library output (``dlfusion --verbose``; inherited by ranks)."""
+    return os.environ.get("DLFUSION_VERBOSE") == "1"
+
+
 def quiet_library_warnings() -> None:
-    """Filter the FutureWarnings/DeprecationWarnings petastorm triggers inside pyarrow."""
+    """Filter library noise a user cannot act on, unless ``--verbose``: the FutureWarnings that
+    petastorm triggers inside pyarrow, MLflow's advice about our own pyfunc classes, its log lines
+    and artifact-download progress bars, TensorFlow's start-up lines."""
     for module in _NOISY_MODULES:
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not verbose():
+        _drop_shown_warnings_about("Add type hints to the `predict` method")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # MLflow's usage telemetry calls out to the internet on first use; these machines have none and
     # each attempt costs seconds (measured: the train stage waited on config.mlflow-telemetry.io).
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def _drop_shown_warnings_about(text: str) -> None:
+    """Drop warnings that contain ``text`` where they are shown: MLflow issues its advice on
+    PythonModel subclasses under its own ``simplefilter("once")``, which filters cannot override."""
+    shown = warnings.showwarning
+    if getattr(shown, "dropping", None) == text:
+        return
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if text not in str(message):
+            shown(message, category, filename, lineno, file, line)
+
+    showwarning.dropping = text
+    warnings.showwarning = showwarning
 
 
 class _Py4jRetryFilter(logging.Filter):
@@ -45,3 +72,6 @@ def setup_logging(level: int = logging.INFO) -> None:
     root.setLevel(level)
     for noisy in ("py4j", "petastorm", "mlflow.store.db", "alembic", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose():
+        for noisy in ("mlflow", "urllib3", "absl"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)

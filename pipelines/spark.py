@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
 from pipelines.config import SparkConfig
+from pipelines.logs import verbose
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +49,22 @@ def get_spark(config: SparkConfig) -> SparkSession:
         # G1 grew its heap with the run's length (RSS +12% from 8,000 to 32,000 files; flat with the
         # serial collector). In local mode the executors are that JVM too: text preprocess of
         # 200,000 reviews took the same 30 s with and without these (benchmarks/README.md).
-        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+        .config("spark.driver.extraJavaOptions", _driver_java_options())
     )
     for key, value in config.conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
+    spark.sparkContext.setLogLevel("WARN" if verbose() else "ERROR")
     log.info("Spark %s, master %s", spark.version, spark.sparkContext.master)
     return spark
+
+
+def _driver_java_options() -> str:
+    options = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+    if not verbose():  # errors only on the console; --verbose brings Spark's own logging back
+        quiet = Path(__file__).with_name("log4j2-quiet.properties")
+        options += f" -Dlog4j2.configurationFile={quiet.as_uri()}"
+    return options
 
 
 def size_batches(spark: SparkSession, row_bytes: int, batch_bytes: int = BATCH_BYTES) -> int:

@@ -132,7 +132,7 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict:
     from pipelines import horovod_keras as hk
     from pipelines.callbacks import Checkpoint, EpochLogger
     from pipelines.kinds import kind_of
-    from pipelines.logs import setup_logging
+    from pipelines.logs import setup_logging, verbose
     from pipelines.transforms import load_transform
 
     setup_logging()
@@ -192,7 +192,7 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict:
             callbacks=callbacks,
             shuffle=False,  # the data set shuffles row groups and rows itself
             class_weight=job.class_weight,
-            verbose=2 if rank == 0 else 0,
+            verbose=2 if rank == 0 and verbose() else 0,  # else EpochLogger's one line per epoch
         )
     outcome = {
         "rank": rank,

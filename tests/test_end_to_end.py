@@ -44,6 +44,18 @@ def test_demo_pipeline_reaches_the_accuracy_target(tmp_path):
     assert summary["test_metrics"]["test_accuracy"] >= 0.95
     assert "mlflow ui --backend-store-uri sqlite:///" in result.stdout
 
+    # A quiet console that still tells the story: it fits on one screen, with progress and counts
+    # per stage, one line per epoch and the summary; library noise only with --verbose.
+    console = (result.stderr + result.stdout).splitlines()
+    assert len(console) <= 40, "\n".join(console)
+    epochs = [line for line in console if "dlfusion.train: epoch " in line]
+    assert len(epochs) == 12 and "val_accuracy" in epochs[-1]
+    assert any("ingest: 1797 files seen, 1797 rows written, 0 quarantined" in line for line in console)
+    assert any("preprocess: 1797 images in" in line for line in console)
+    assert "dlfusion run: succeeded" in console
+    for noise in ("Downloading artifacts", "Add type hints", "log4j", "Setting default log level", "oneDNN"):
+        assert not any(noise in line for line in console), noise
+
     run = MlflowClient(summary["tracking_uri"]).get_run(summary["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.metrics["test_accuracy"] == summary["test_metrics"]["test_accuracy"]
