@@ -71,8 +71,8 @@ def test_cli_bad_key_is_one_line_and_exit_code_2():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "dlfusion: error: config error: train.epochz: unknown key (valid keys here: batch_size, "
-        "class_weight, epochs, launcher, learning_rate, num_proc, resume, seed, shuffle_buffer, "
-        "stall_timeout_s, warmup_epochs)"
+        "class_weight, early_stopping, epochs, launcher, learning_rate, num_proc, resume, seed, "
+        "shuffle_buffer, stall_timeout_s, warmup_epochs)"
     ]
 
 
@@ -85,7 +85,7 @@ def test_cli_missing_config_file_exits_2(tmp_path):
 def test_cli_help_lists_the_stages():
     result = _dlfusion("--help")
     assert result.returncode == 0
-    for stage in ("ingest", "preprocess", "train", "evaluate", "run"):
+    for stage in ("ingest", "preprocess", "train", "evaluate", "promote", "run", "mlflow-server"):
         assert stage in result.stdout
 
 
@@ -98,6 +98,7 @@ def test_jobs_are_thin_entry_points():
         "preprocess",
         "train",
         "evaluate",
+        "promote",
         "run",
     }
 
