@@ -54,8 +54,9 @@ def start(
     return server
 
 
-def stop(server: subprocess.Popen, timeout_s: float = 30) -> None:
-    """Stop the server and its worker processes."""
+def stop(server: subprocess.Popen, timeout_s: float = 5) -> None:
+    """Stop the server and its worker processes (killed if they are not gone after ``timeout_s``:
+    the web server's graceful shutdown otherwise waits up to 30 s for idle connections)."""
     import os
     import signal
 
