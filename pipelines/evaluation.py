@@ -17,17 +17,25 @@ from pipelines.kinds import kind_of
 log = logging.getLogger(__name__)
 
 
+def latest_run_id(config: PipelineConfig) -> str:
+    """The MLflow run of this kind's latest training in the workdir.
+
+    Raises:
+        DataError: when nothing was trained here yet.
+    """
+    latest = Catalog.for_workdir(config.workdir).latest_run(config.pipeline)
+    if not latest.is_file():
+        raise DataError(str(latest), "no trained model: run the train stage first")
+    return storage.read_json(latest)["run_id"]
+
+
 def run(config: PipelineConfig, spark: SparkSession, run_id: str | None = None) -> dict[str, float]:
     """Evaluate the model of ``run_id`` (default: this kind's latest training) on the test split."""
     import mlflow
 
     kind = kind_of(config)
     catalog = Catalog.for_workdir(config.workdir)
-    if run_id is None:
-        latest = catalog.latest_run(kind.name)
-        if not latest.is_file():
-            raise DataError(str(latest), "no trained model: run the train stage first")
-        run_id = storage.read_json(latest)["run_id"]
+    run_id = run_id or latest_run_id(config)
     with tempfile.TemporaryDirectory() as tmp:
         metrics = kind.part("evaluate")(config, spark, f"runs:/{run_id}/model", catalog, Path(tmp))
         mlflow.set_tracking_uri(config.tracking_uri)

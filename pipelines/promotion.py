@@ -9,10 +9,10 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from pipelines import storage
 from pipelines.catalog import Catalog
 from pipelines.config import PipelineConfig
-from pipelines.errors import ConfigError, DataError
+from pipelines.errors import ConfigError
+from pipelines.evaluation import latest_run_id
 from pipelines.kinds import Kind, kind_of
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,7 @@ def run(config: PipelineConfig, spark: SparkSession, run_id: str | None = None, 
             "mlflow.registered_model", "is required to promote (the registry name of the model)"
         )
     catalog = Catalog.for_workdir(config.workdir)
-    if run_id is None:
-        latest = catalog.latest_run(kind.name)
-        if not latest.is_file():
-            raise DataError(str(latest), "no trained model: run the train stage first")
-        run_id = storage.read_json(latest)["run_id"]
+    run_id = run_id or latest_run_id(config)
     mlflow.set_tracking_uri(config.tracking_uri)
     client = MlflowClient(config.tracking_uri)
     version = _version_of_run(client, name, run_id)
