@@ -6,7 +6,6 @@ Imported only inside the ranks, so that the driver and the launcher never import
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import keras
@@ -27,12 +26,9 @@ class Checkpoint(keras.callbacks.Callback):
         import numpy as np
 
         from pipelines.horovod_keras import state_arrays
+        from pipelines.storage import write_npz_atomically
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        staging = self.path.with_name(f".tmp-{os.getpid()}-{self.path.name}")
-        with open(staging, "wb") as handle:
-            np.savez(handle, __epoch__=np.int64(epoch + 1), **state_arrays(self.model))
-        os.replace(staging, self.path)
+        write_npz_atomically(self.path, __epoch__=np.int64(epoch + 1), **state_arrays(self.model))
 
 
 class EpochLogger(keras.callbacks.Callback):

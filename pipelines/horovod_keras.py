@@ -148,14 +148,11 @@ class DistributedEarlyStopping(keras.callbacks.EarlyStopping):
             self._save_best(value)
 
     def _save_best(self, value: float) -> None:
-        import os
+        from pipelines.storage import write_npz_atomically
 
-        self.best_file.parent.mkdir(parents=True, exist_ok=True)
-        staging = self.best_file.with_name(f".tmp-{os.getpid()}-{self.best_file.name}")
         weights = {f"w{i:05d}": w for i, w in enumerate(self.best_weights)}
-        with open(staging, "wb") as handle:
-            np.savez(handle, __epoch__=np.int64(self.best_epoch + 1), __value__=np.float64(value), **weights)
-        os.replace(staging, self.best_file)
+        epoch = np.int64(self.best_epoch + 1)
+        write_npz_atomically(self.best_file, __epoch__=epoch, __value__=np.float64(value), **weights)
 
     def summary(self) -> dict:
         """Best epoch (1-based), the epoch training stopped at (None: ran to the end) and why."""

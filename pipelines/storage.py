@@ -320,5 +320,16 @@ def write_json_atomically(data: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def write_npz_atomically(path: Path, **arrays) -> None:
+    """Write arrays as one .npz file so that readers (a resume) see the old or the new one, never half."""
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    with open(staging, "wb") as handle:
+        np.savez(handle, **arrays)
+    os.replace(staging, path)
+
+
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
