@@ -28,7 +28,6 @@ def quiet_library_warnings() -> None:
         _drop_shown_warnings_about("Add type hints to the `predict` method")
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # MLflow's usage telemetry calls out to the internet on first use; these machines have none and
     # each attempt costs seconds (measured: the train stage waited on config.mlflow-telemetry.io).
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
