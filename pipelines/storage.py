@@ -320,15 +320,24 @@ def write_json_atomically(data: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_npz_atomically(path: Path, **arrays) -> None:
-    """Write arrays as one .npz file so that readers (a resume) see the old or the new one, never half."""
-    import numpy as np
-
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(staging)`` beside ``path`` (same name ending, e.g. ``.keras``), then rename it into
+    place: readers (a resume, a serving job) see the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    with open(staging, "wb") as handle:
-        np.savez(handle, **arrays)
+    write(staging)
     os.replace(staging, path)
+
+
+def write_npz_atomically(path: Path, **arrays) -> None:
+    """Write arrays as one .npz file, atomically (``write_atomically``)."""
+    import numpy as np
+
+    def savez(staging: Path) -> None:
+        with open(staging, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    write_atomically(path, savez)
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -203,9 +203,7 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict:
     if rank != 0:
         return outcome
     target = catalog.trained_model(job.run_id)
-    staging = target.with_name(f".tmp-{os.getpid()}-{target.name}")
-    task.export(ctx, model).save(staging)
-    os.replace(staging, target)
+    storage.write_atomically(target, task.export(ctx, model).save)
     early = stopping.summary() if stopping else None
     return {**outcome, "history": history.history, "early_stopping": early}
 

@@ -34,13 +34,17 @@ def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
     return float(max(distance, 0.0))
 
 
-def read_images(location: str | Path, image_size: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
+def read_images(location: str | Path, transform, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``limit`` uint8 images and their labels from a split, reading only the row groups needed."""
     import pyarrow.dataset as ds
 
     table = ds.dataset(str(location), format="parquet").head(limit, columns=["pixels", "label"])
-    pixels = np.frombuffer(b"".join(table.column("pixels").to_pylist()), np.uint8)
-    return pixels.reshape((-1, image_size, image_size, 3)), table.column("label").to_numpy()
+    return transform.to_images(table.column("pixels").to_pylist()), table.column("label").to_numpy()
+
+
+def feature_extractor_file(catalog, run_id: str) -> Path:
+    """Where a run keeps its feature space, beside its model (training writes it, evaluate reads it)."""
+    return catalog.trained_model(run_id).with_name("feature_extractor.keras")
 
 
 def to_unit_range(images: np.ndarray) -> np.ndarray:

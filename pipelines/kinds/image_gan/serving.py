@@ -59,17 +59,16 @@ def evaluate(config, spark, model_uri: str, catalog, artifacts: Path) -> dict[st
 
     run_id = model_uri.split("/")[1]
     transform = load_transform(catalog.transform)
-    extractor_file = catalog.trained_model(run_id).with_name("feature_extractor.keras")
+    mlflow.set_tracking_uri(config.tracking_uri)
+    extractor_file = quality.feature_extractor_file(catalog, run_id)
     if not extractor_file.is_file():  # evaluated elsewhere than trained: the run's copy
-        mlflow.set_tracking_uri(config.tracking_uri)
         extractor_file = Path(
             mlflow.artifacts.download_artifacts(
                 run_id=run_id, artifact_path="quality/feature_extractor.keras"
             )
         )
     extractor = keras.models.load_model(extractor_file, compile=False)
-    real, _ = quality.read_images(catalog.split("test"), transform.image_size, config.monitor.quality_samples)
-    mlflow.set_tracking_uri(config.tracking_uri)
+    real, _ = quality.read_images(catalog.split("test"), transform, config.monitor.quality_samples)
     generator = mlflow.pyfunc.load_model(model_uri)
     fake = np.asarray(generator.predict(pd.DataFrame({"count": [len(real)], "seed": [config.train.seed]})))
     score = quality.frechet_distance(

@@ -9,13 +9,13 @@ different noise, and a run (or a resumed one: the step is the optimizer's counte
 from __future__ import annotations
 
 import logging
-import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from pipelines import horovod_keras as hk
+from pipelines import storage
 from pipelines.kinds.image_gan import quality
 from pipelines.training import RankContext, TrainingTask
 
@@ -121,10 +121,6 @@ class GanTask(TrainingTask):
         return export
 
 
-def feature_extractor_path(ctx: RankContext):
-    return ctx.catalog.trained_model(ctx.run_id).with_name("feature_extractor.keras")
-
-
 class GanMonitor(keras.callbacks.Callback):
     """Rank 0: a quality score per epoch (``frechet_distance``, into the epoch's logs) and a grid of
     samples from a fixed latent batch every ``monitor.sample_every`` epochs (an MLflow artifact)."""
@@ -140,9 +136,11 @@ class GanMonitor(keras.callbacks.Callback):
         )
 
     def on_train_begin(self, logs=None):
-        ctx, size = self.ctx, self.ctx.transform.image_size
-        images, labels = quality.read_images(ctx.catalog.split("train"), size, self.settings.quality_samples)
-        path = feature_extractor_path(ctx)
+        ctx = self.ctx
+        images, labels = quality.read_images(
+            ctx.catalog.split("train"), ctx.transform, self.settings.quality_samples
+        )
+        path = quality.feature_extractor_file(ctx.catalog, ctx.run_id)
         if path.is_file():  # resumed: keep the run's feature space, or scores would not compare
             self.extractor = keras.models.load_model(path, compile=False)
         else:
@@ -153,10 +151,7 @@ class GanMonitor(keras.callbacks.Callback):
                 self.settings.feature_epochs,
                 ctx.config.train.seed,
             )
-            path.parent.mkdir(parents=True, exist_ok=True)
-            staging = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-            self.extractor.save(staging)
-            os.replace(staging, path)
+            storage.write_atomically(path, self.extractor.save)
             _log_artifact(ctx, path, "quality")
         self.real_features = quality.features(self.extractor, quality.to_unit_range(images))
 
@@ -169,7 +164,8 @@ class GanMonitor(keras.callbacks.Callback):
         last = epoch + 1 == self.ctx.config.train.epochs
         if (epoch + 1) % self.settings.sample_every == 0 or last:
             grid = quality.to_uint8(generator.predict(self.grid_latent, verbose=0))
-            path = feature_extractor_path(self.ctx).with_name(f"samples_epoch_{epoch + 1:03d}.png")
+            run_folder = self.ctx.catalog.trained_model(self.ctx.run_id).parent
+            path = run_folder / f"samples_epoch_{epoch + 1:03d}.png"
             quality.save_grid(grid, path, f"epoch {epoch + 1}, Fréchet distance {score:.2f}")
             _log_artifact(self.ctx, path, "samples")
 
