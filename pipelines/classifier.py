@@ -12,6 +12,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from pipelines.logs import drop_type_hint_advice
 from pipelines.training import RankContext, TrainingTask
 
 if TYPE_CHECKING:
@@ -66,6 +67,9 @@ class ClassifierTask(TrainingTask):
 
 
 # ---------------------------------------------------------------- the served model
+
+
+drop_type_hint_advice()  # before the class: MLflow gives it where a PythonModel subclass is defined
 
 
 class KerasClassifier(mlflow.pyfunc.PythonModel):

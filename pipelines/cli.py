@@ -19,12 +19,16 @@ STAGE_HELP = {
     "train": "train with Horovod on Petastorm-streamed data, log to MLflow",
     "evaluate": "evaluate the model on the test split and log to the training's MLflow run",
     "promote": "register the model; move the 'champion' alias only if it beats the champion",
-    "run": "all of the above, in order",
+    "score": "predict new raw data with a logged model (default: the champion) into Parquet",
+    "run": "ingest, preprocess, train, evaluate (and promote when promote.enabled), in order",
 }
+
+# Short forms of the score stage's keys: dlfusion score CONFIG model_uri=URI output=PATH
+SCORE_SHORTHANDS = ("model_uri", "output")
 
 
 # Stages that talk to MLflow: they check the tracking server before doing any work.
-TRACKED_STAGES = ("train", "evaluate", "promote", "run")
+TRACKED_STAGES = ("train", "evaluate", "promote", "score", "run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from pipelines.config import load_config
 
-        config = load_config(args.config, args.overrides)
+        overrides = args.overrides
+        if args.stage == "score":
+            overrides = [f"score.{o}" if o.split("=", 1)[0] in SCORE_SHORTHANDS else o for o in overrides]
+        config = load_config(args.config, overrides)
         from pipelines.tracking import redact
 
         summary.update(workdir=str(config.workdir.resolve()), tracking_uri=redact(config.tracking_uri))
@@ -146,6 +153,10 @@ def _print_summary(summary: dict) -> None:
         )
     if "splits" in summary:
         lines.append("  rows per split: " + ", ".join(f"{k}={v}" for k, v in summary["splits"].items()))
+    if "score" in summary:
+        s = summary["score"]
+        lines.append(f"  inputs {s['inputs']} = scored {s['scored']} + quarantined {s['quarantined']}")
+        lines.append(f"  predictions: {s['output']}/predictions  (model {s['model_uri']})")
     if "run_id" in summary:
         lines.append(f"  MLflow run {summary['run_id']}")
     for name, value in summary.get("primary_metric", {}).items():

@@ -107,6 +107,17 @@ class PromoteConfig(Section):
     )
 
 
+class ScoreConfig(Section):
+    model_uri: str | None = Field(
+        None,
+        description="model to score with; unset: models:/<mlflow.registered_model>@champion, "
+        "else this kind's latest training",
+    )
+    output: str | None = Field(
+        None, description="folder for predictions/, quarantine/ and report.json; unset: workdir/scores"
+    )
+
+
 class PipelineBase(Section):
     """Keys every kind shares; a kind's config class adds ``pipeline`` and its own sections."""
 
@@ -116,6 +127,7 @@ class PipelineBase(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
 
     @property
     def tracking_uri(self) -> str:

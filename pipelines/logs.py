@@ -25,12 +25,19 @@ def quiet_library_warnings() -> None:
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not verbose():
-        _drop_shown_warnings_about("Add type hints to the `predict` method")
+        drop_type_hint_advice()
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # MLflow's usage telemetry calls out to the internet on first use; these machines have none and
     # each attempt costs seconds (measured: the train stage waited on config.mlflow-telemetry.io).
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def drop_type_hint_advice() -> None:
+    """Unless ``--verbose``, drop MLflow's advice to add type hints to ``predict``, given for every
+    PythonModel subclass when it is defined: in the driver, the ranks and every UDF worker."""
+    if not verbose():
+        _drop_shown_warnings_about("Add type hints to the `predict` method")
 
 
 def _drop_shown_warnings_about(text: str) -> None:

@@ -64,6 +64,12 @@ def run_promote(config: PipelineConfig, force: bool = False) -> dict:
     return {"promotion": promotion.run(config, get_spark(config.spark), force=force)}
 
 
+def run_score(config: PipelineConfig) -> dict:
+    from pipelines import scoring
+
+    return {"score": asdict(scoring.run(config, get_spark(config.spark)))}
+
+
 STAGE_RUNNERS = {
     "ingest": run_ingest,
     "preprocess": run_preprocess,
@@ -82,4 +88,4 @@ def run_all(config: PipelineConfig) -> dict:
     return summary
 
 
-STAGES = {**STAGE_RUNNERS, "promote": run_promote, "run": run_all}
+STAGES = {**STAGE_RUNNERS, "promote": run_promote, "score": run_score, "run": run_all}

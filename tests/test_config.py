@@ -99,6 +99,7 @@ def test_jobs_are_thin_entry_points():
         "train",
         "evaluate",
         "promote",
+        "score",
         "run",
     }
 

@@ -34,6 +34,18 @@ def test_kind_supports_every_stage_it_declares(name):
     if "train" in kind.stages:
         assert issubclass(kind.part("task"), TrainingTask)
     assert kind.primary_metric.startswith("test_")
+    if kind.score_input is not None:
+        assert callable(kind.part("score_input"))
+
+
+def test_scoring_a_kind_whose_model_takes_no_input_is_a_one_line_config_error(tmp_path):
+    from pipelines import scoring
+
+    takes_none = [name for name in sorted(REGISTRY) if kind_named(name).score_input is None]
+    assert takes_none  # the GAN's generator
+    config = load_config(ROOT / "conf" / f"{takes_none[0]}.yaml", [f"workdir={tmp_path}"])
+    with pytest.raises(ConfigError, match="models take no input data to score"):
+        scoring.run(config, spark=None)
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))

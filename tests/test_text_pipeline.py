@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import keras
 import mlflow
 import numpy as np
@@ -74,3 +76,40 @@ def test_text_model_beats_the_majority_baseline(trained_text, spark):
     ]
     baseline = max(counts) / sum(counts)
     assert metrics["test_accuracy"] > baseline + 0.1, (metrics["test_accuracy"], baseline)
+
+
+def test_score_unlabelled_text_files_with_spark_udf_and_quarantine_bad_records(trained_text, tmp_path, spark):
+    from pipelines import scoring
+
+    config, _, result = trained_text
+    texts = ["A wonderful, moving film.", "Dull &amp; predictable, a waste of time.", "It was fine."]
+    new = tmp_path / "new"
+    (new / "day2").mkdir(parents=True)
+    (new / "day1.tsv").write_text("id\treview\n1\t" + "\n2\t".join(texts[:2]) + "\n3\t   \n")
+    (new / "day2" / "part.tsv").write_text(f"id\treview\n4\t{texts[2]}\n5\tone\ttoo many\n")
+    scored_config = config.model_copy(
+        update={
+            "data": config.data.model_copy(update={"source": str(new)}),
+            "score": config.score.model_copy(
+                update={"model_uri": result.model_uri, "output": str(tmp_path / "out")}
+            ),
+        }
+    )
+
+    report = scoring.run(scored_config, spark)
+
+    assert (report.inputs, report.scored, report.quarantined) == (5, 3, 2)
+    reasons = sorted(row["reason"] for row in pq.read_table(str(tmp_path / "out" / "quarantine")).to_pylist())
+    assert reasons == ["empty text", "expected 2 fields, found 3"]
+    scored = pq.read_table(str(tmp_path / "out" / "predictions")).to_pandas()
+    by_text = {}
+    for row in scored.itertuples():
+        probabilities = dict(row.probabilities)
+        by_text[texts[[hashlib.sha256(t.encode()).hexdigest() for t in texts].index(row.key)]] = (
+            [probabilities["negative"], probabilities["positive"]],
+            row.prediction,
+        )
+    mlflow.set_tracking_uri(config.tracking_uri)
+    expected = np.asarray(mlflow.pyfunc.load_model(result.model_uri).predict(pd.DataFrame({"text": texts})))
+    assert np.allclose([by_text[t][0] for t in texts], expected, atol=1e-5)
+    assert [by_text[t][1] for t in texts] == [["negative", "positive"][i] for i in expected.argmax(axis=1)]

@@ -6,6 +6,7 @@ import json
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
@@ -15,7 +16,7 @@ from pipelines import evaluation, storage, training
 from pipelines.catalog import Catalog
 from pipelines.errors import TrainingError
 from pipelines.transforms import load_transform
-from tests.conftest import image_config
+from tests.conftest import IMAGE_CONFIG, image_config
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +98,61 @@ def test_evaluate_logs_test_metrics_to_the_same_run(trained, spark):
     assert {"evaluation/confusion_matrix.png", "evaluation/per_class.csv"} <= artifacts
     table = mlflow.artifacts.load_text(f"runs:/{result.run_id}/evaluation/per_class.csv").splitlines()
     assert table[0] == "class,precision,recall,f1,support" and len(table) == 11
+
+
+def test_score_predicts_a_new_folder_with_spark_udf_and_quarantines_a_bad_file(trained, tmp_path):
+    import shutil
+
+    from pipelines import cli
+    from pipelines.kinds.image_cnn.ingest import decode_image
+
+    config, result = trained
+    raw = config.workdir / "raw" / "digits"
+    new = tmp_path / "new"
+    (new / "nested").mkdir(parents=True)
+    picked = {}  # scoring key -> true class
+    for digit in ("3", "7"):
+        for index, image in enumerate(sorted((raw / digit).iterdir())[:6]):
+            key = f"{digit}_{image.name}" if index % 2 else f"nested/{digit}_{image.name}"
+            shutil.copy(image, new / key)
+            picked[key] = digit
+    (new / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (new / ".hidden.png").write_bytes(b"ignored, as ingest ignores it")
+    output, summary = tmp_path / "scores", tmp_path / "summary.json"
+
+    code = cli.main(
+        [
+            "score",
+            str(IMAGE_CONFIG),
+            f"workdir={config.workdir}",
+            "spark.master=local[2]",
+            f"model_uri={result.model_uri}",
+            f"data.source={new}",
+            f"output={output}",
+            "--summary-json",
+            str(summary),
+        ]
+    )
+
+    assert code == 0
+    report = json.loads(summary.read_text())["score"]
+    assert (report["inputs"], report["scored"], report["quarantined"]) == (13, 12, 1)
+    quarantined = pq.read_table(str(output / "quarantine")).to_pylist()
+    assert [row["key"] for row in quarantined] == ["broken.jpg"]
+    assert quarantined[0]["reason"].startswith("cannot decode image")
+    scored = pq.read_table(str(output / "predictions")).to_pandas().set_index("key").loc[sorted(picked)]
+    probabilities = np.array([[dict(p)[str(c)] for c in range(10)] for p in scored["probabilities"]])
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    assert (scored["prediction"] == pd.Series(picked)[scored.index]).mean() > 0.5
+    assert (scored["confidence"] == probabilities.max(axis=1)).all()
+    # The UDF on the executors and the model loaded here give the same probabilities.
+    size = load_transform(Catalog.for_workdir(config.workdir).transform).image_size
+    images = np.stack(
+        [np.frombuffer(decode_image((new / key).read_bytes(), size), np.uint8) for key in sorted(picked)]
+    ).reshape(-1, size, size, 3)
+    mlflow.set_tracking_uri(config.tracking_uri)
+    expected = np.asarray(mlflow.pyfunc.load_model(result.model_uri).predict(images))
+    assert np.allclose(probabilities, expected, atol=1e-5)
 
 
 def test_resume_continues_from_the_checkpoint(trainable_workdir, spark):

@@ -40,6 +40,9 @@ class Kind:
     served_model: str  # (transform, model config) -> (mlflow PythonModel, input example)
     evaluate: str  # (config, spark, model_uri, catalog) -> Evaluation (pipelines.evaluation)
     primary_metric: str  # the test metric that ranks this kind's models
+    # (config, spark, source, transform, locations) -> ScoreInputs: new raw data -> model input
+    # (pipelines.scoring); None when the kind's model takes no input data (a generator)
+    score_input: str | None = None
     higher_is_better: bool = True
     stages: tuple[str, ...] = STAGES
 

@@ -13,4 +13,5 @@ KIND = Kind(
     served_model="pipelines.kinds.image_cnn.model:served_model",
     evaluate="pipelines.classifier:evaluate",
     primary_metric="test_accuracy",
+    score_input="pipelines.kinds.image_cnn.scoring:score_input",
 )

@@ -15,7 +15,7 @@ import io
 import logging
 import math
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -131,21 +131,22 @@ def plan_tasks(sizes: np.ndarray, settings: IngestConfig, cores: int) -> np.ndar
 
 
 def decode_listed(
-    relpaths: list[str], source_uri: str, image_size: int, batch_bytes: int
+    relpaths: list[str], source_uri: str, image_size: int, batch_bytes: int, labelled: bool = True
 ) -> Iterator[pa.RecordBatch]:
     """Read and decode the listed files; yield record batches (``IMAGE_RECORDS``)
-    of about ``batch_bytes`` of pixels each. A file that cannot be used gets a ``reason`` instead."""
+    of about ``batch_bytes`` of pixels each. A file that cannot be used gets a ``reason`` instead.
+    ``labelled``: the first folder of a path is its class, and a file outside any folder is unusable."""
     rows_per_batch = max(1, batch_bytes // (image_size * image_size * 3))
     for start in range(0, len(relpaths), rows_per_batch):
-        yield _decode_batch(relpaths[start : start + rows_per_batch], source_uri, image_size)
+        yield _decode_batch(relpaths[start : start + rows_per_batch], source_uri, image_size, labelled)
 
 
-def _decode_batch(relpaths: list[str], source_uri: str, image_size: int) -> pa.RecordBatch:
+def _decode_batch(relpaths: list[str], source_uri: str, image_size: int, labelled: bool) -> pa.RecordBatch:
     paths = [f"{source_uri}/{relpath}" for relpath in relpaths]
-    labels = [relpath.split("/", 1)[0] if "/" in relpath else None for relpath in relpaths]
+    labels = [relpath.split("/", 1)[0] if labelled and "/" in relpath else None for relpath in relpaths]
     pixels, hashes, reasons = [], [], []
     for path, label in zip(paths, labels, strict=True):
-        image, reason = None, "not inside a class folder" if label is None else None
+        image, reason = None, "not inside a class folder" if labelled and label is None else None
         if reason is None:
             try:
                 image = _decoded(storage.read_bytes(path), image_size)
@@ -208,6 +209,34 @@ def _records_schema() -> pa.Schema:
     return to_arrow_schema(schemas.IMAGE_RECORDS)
 
 
+def decoding_tasks(
+    listing_uri: str,
+    source_uri: str,
+    image_size: int,
+    batch_bytes: int,
+    labelled: bool = True,
+    rows: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
+) -> Callable[[int], Iterator[tuple[str, pa.RecordBatch]]]:
+    """``produce(task)`` for ``storage.write_from_tasks``: decodes the files of listing part ``task``
+    and yields ("usable", batch) and ("unusable", batch) pairs of ``IMAGE_RECORDS`` batches (or of
+    what ``rows`` makes of them)."""
+
+    def produce(task: int) -> Iterator[tuple[str, pa.RecordBatch]]:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        relpaths = pq.read_table(part_uri(listing_uri, task), columns=["relpath"]).column("relpath")
+        for batch in decode_listed(relpaths.to_pylist(), source_uri, image_size, batch_bytes, labelled):
+            batch = rows(batch) if rows else batch
+            failed = batch.column("reason").null_count != batch.num_rows
+            usable = pc.is_null(batch.column("reason")) if failed else None
+            yield "usable", batch.filter(usable) if failed else batch
+            if failed:
+                yield "unusable", batch.filter(pc.invert(usable))
+
+    return produce
+
+
 def decode_and_write(
     spark: SparkSession,
     listing_uri: str,
@@ -218,33 +247,19 @@ def decode_and_write(
 ) -> None:
     """One Spark task per listing part decodes its files and writes the records (``IMAGE_RECORDS``)
     itself: usable ones to the catalog's ingested folder, the others to its quarantine folder."""
-    image_size, batch_bytes = settings.image_size, settings.batch_bytes
-
-    def produce(task: int) -> Iterator[tuple[str, pa.RecordBatch]]:
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-
-        relpaths = pq.read_table(_part_uri(listing_uri, task), columns=["relpath"]).column("relpath")
-        for batch in decode_listed(relpaths.to_pylist(), source_uri, image_size, batch_bytes):
-            failed = batch.column("reason").null_count != batch.num_rows
-            usable = pc.is_null(batch.column("reason")) if failed else None
-            yield "ingested", batch.filter(usable) if failed else batch
-            if failed:
-                yield "quarantined", batch.filter(pc.invert(usable))
-
     storage.write_from_tasks(
         spark,
         tasks,
-        produce,
+        decoding_tasks(listing_uri, source_uri, settings.image_size, settings.batch_bytes),
         _records_schema(),
-        {"ingested": catalog.ingested, "quarantined": catalog.quarantine},
+        {"usable": catalog.ingested, "unusable": catalog.quarantine},
         settings.row_group_bytes,
         settings.compression,
         plain_columns=("pixels",),
     )
 
 
-def _part_uri(listing_uri: str, part: int) -> str:
+def part_uri(listing_uri: str, part: int) -> str:
     return f"{listing_uri.removeprefix('file:')}/part-{part:05d}.parquet"
 
 
@@ -260,21 +275,28 @@ def write_listing(listing: pa.Table, starts: np.ndarray, location) -> str:
     return prefix + root
 
 
-def run(config: ImagePipelineConfig, spark: SparkSession, source: str) -> IngestReport:
-    """Ingest the image tree at ``source`` into the catalog's images and quarantine tables."""
-    catalog = Catalog.for_workdir(config.workdir)
-    settings = config.ingest
+def list_images(
+    spark: SparkSession, source: str, settings: IngestConfig, location
+) -> tuple[pa.Table, str, int]:
+    """List the visible files under ``source`` in class-mixing order and write the listing in one part
+    per planned Spark task to ``location``. Returns (listing, listing URI, number of tasks)."""
     try:
         listing = visible_files(storage.list_files(source))
     except FileNotFoundError:
         raise DataError(source, "data.source does not exist") from None
-    seen = listing.num_rows
-    if seen == 0:
+    if listing.num_rows == 0:
         raise DataError(source, "no files found (hidden files and folders are ignored)")
     listing = mix_classes(listing)
     starts = plan_tasks(listing.column("size").to_numpy(), settings, spark.sparkContext.defaultParallelism)
-    listing_uri = write_listing(listing, starts, catalog.listing)
-    tasks = len(starts) - 1
+    return listing, write_listing(listing, starts, location), len(starts) - 1
+
+
+def run(config: ImagePipelineConfig, spark: SparkSession, source: str) -> IngestReport:
+    """Ingest the image tree at ``source`` into the catalog's images and quarantine tables."""
+    catalog = Catalog.for_workdir(config.workdir)
+    settings = config.ingest
+    listing, listing_uri, tasks = list_images(spark, source, settings, catalog.listing)
+    seen = listing.num_rows
     log.info(
         "ingest: %d files (%.1f MB) in %d Spark tasks",
         seen,

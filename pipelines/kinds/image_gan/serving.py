@@ -9,6 +9,9 @@ import numpy as np
 import pandas as pd
 
 from pipelines.kinds.image_gan import quality
+from pipelines.logs import drop_type_hint_advice
+
+drop_type_hint_advice()  # before the class: MLflow gives it where a PythonModel subclass is defined
 
 
 class ImageGenerator(mlflow.pyfunc.PythonModel):

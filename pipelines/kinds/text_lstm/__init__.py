@@ -13,4 +13,5 @@ KIND = Kind(
     served_model="pipelines.kinds.text_lstm.model:served_model",
     evaluate="pipelines.classifier:evaluate",
     primary_metric="test_accuracy",
+    score_input="pipelines.kinds.text_lstm.scoring:score_input",
 )

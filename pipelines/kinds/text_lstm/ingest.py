@@ -87,10 +87,10 @@ def _shape_reason(record: Column, sep: str, expected: int) -> Column:
     )
 
 
-def _read_delimited(spark: SparkSession, data: TextDataConfig, source: str) -> DataFrame:
+def _read_delimited(spark: SparkSession, data: TextDataConfig, source: str, labelled: bool) -> DataFrame:
     options = _delimited_options(data)
     names = _header(spark, source, options) if data.header else list(data.columns or [])
-    for wanted in (data.text_column, data.label_column):
+    for wanted in (data.text_column, data.label_column) if labelled else (data.text_column,):
         if wanted not in names:
             found = f"columns: {', '.join(names)}"
             if data.header:
@@ -104,7 +104,8 @@ def _read_delimited(spark: SparkSession, data: TextDataConfig, source: str) -> D
         .options(**options, mode="PERMISSIVE", columnNameOfCorruptRecord=_CORRUPT)
         .csv(source)
     )
-    return _records(parsed, data, _shape_reason(F.col(_CORRUPT), str(options["sep"]), len(names)))
+    malformed = _shape_reason(F.col(_CORRUPT), str(options["sep"]), len(names))
+    return _records(parsed, data, malformed, labelled=data.label_column in names)
 
 
 def _read_json_lines(spark: SparkSession, data: TextDataConfig, source: str) -> DataFrame:
@@ -117,27 +118,27 @@ def _read_json_lines(spark: SparkSession, data: TextDataConfig, source: str) -> 
     return _records(parsed, data, F.when(F.col(_CORRUPT).isNotNull(), F.lit("malformed JSON record")))
 
 
-def _records(parsed: DataFrame, data: TextDataConfig, malformed: Column) -> DataFrame:
+def _records(parsed: DataFrame, data: TextDataConfig, malformed: Column, labelled: bool = True) -> DataFrame:
     """The parser's output as (path, text, label, record, malformed): one row per record seen."""
     return parsed.select(
         F.col("_metadata.file_path").alias("path"),
         _column(data.text_column).alias("text"),
-        _column(data.label_column).alias("label"),
+        (_column(data.label_column) if labelled else F.lit(None).cast("string")).alias("label"),
         F.col(_CORRUPT).alias("record"),
         malformed.alias("malformed"),
     )
 
 
-def read_records(spark: SparkSession, data: TextDataConfig, source: str) -> DataFrame:
+def read_records(spark: SparkSession, data: TextDataConfig, source: str, labelled: bool = True) -> DataFrame:
     """Parse ``source`` into one row per record the parser produced.
 
     Columns: ``path`` (file URI), ``text`` and ``label`` (strings as read), ``record`` (the raw
     record when the parser rejected it) and ``malformed`` (why it rejected it, else null).
-    Blank lines are not records.
+    Blank lines are not records. Unless ``labelled``, the label column may be missing (null labels).
     """
     if data.format == "jsonl":
         return _read_json_lines(spark, data, source)
-    return _read_delimited(spark, data, source)
+    return _read_delimited(spark, data, source, labelled)
 
 
 def _label_reason(label: Column, data: TextDataConfig) -> Column:
@@ -161,6 +162,12 @@ def _class_name(label: Column, data: TextDataConfig) -> Column:
     return F.element_at(F.array(*[F.lit(name) for name in data.classes]), index + 1)
 
 
+def text_reason() -> Column:
+    """Why a parsed record's text cannot be used (malformed record, empty text), or null."""
+    empty_text = F.col("text").isNull() | F.col("text").rlike(r"(?U)^\s*$")
+    return F.coalesce(F.col("malformed"), F.when(empty_text, F.lit("empty text")))
+
+
 def label_records(records: DataFrame, data: TextDataConfig) -> DataFrame:
     """Add ``reason`` (null for a usable record), the class name as ``label``, and ``key``.
 
@@ -168,12 +175,7 @@ def label_records(records: DataFrame, data: TextDataConfig) -> DataFrame:
     kept verbatim: HTML entities and surrounding whitespace are preprocess's business.
     """
     label = F.trim(F.col("label"))
-    empty_text = F.col("text").isNull() | F.col("text").rlike(r"(?U)^\s*$")
-    reason = F.coalesce(
-        F.col("malformed"),
-        F.when(empty_text, F.lit("empty text")),
-        _label_reason(label, data),
-    )
+    reason = F.coalesce(text_reason(), _label_reason(label, data))
     return records.select(
         F.sha2(F.col("text"), 256).alias("key"),
         "path",
