@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipelines.errors import ConfigError, DlfusionError, explain_spark_failure
+from pipelines.errors import ConfigError, DlfusionError, Interrupted, describe, explain_spark_failure
 
 log = logging.getLogger("dlfusion")
 
@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument(
             "-v", "--verbose", action="store_true", help="debug logging and the libraries' own output"
         )
+        stage.add_argument(
+            "--debug",
+            action="store_true",
+            help="print a failure's full trace (always in the log file)",
+        )
         if name == "promote":
             stage.add_argument(
                 "--force", action="store_true", help="promote whatever the scores (recorded on the run)"
@@ -81,6 +86,10 @@ def serve_mlflow(root: Path, host: str, port: int) -> int:
         return 0
 
 
+# Exit codes, for schedulers: documented in the README ("Failure behaviour").
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2  # interrupted: 128 + the signal (130 SIGINT, 143 SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # MLflow's client retries an unreachable server for minutes by default; seconds are enough
@@ -94,11 +103,37 @@ def main(argv: list[str] | None = None) -> int:
         return serve_mlflow(args.root, args.host, args.port)
     if args.verbose:  # library output back, here and in every process started from here
         os.environ["DLFUSION_VERBOSE"] = "1"
-    from pipelines.logs import setup_logging
+    from pipelines import logs
 
-    setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    logs.setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     summary: dict = {"stage": args.stage, "status": "failed"}
-    code = 1
+    from pipelines import processes
+
+    with processes.interruptible() as stopping:
+        code = _run_stage(args, summary)
+        if stopping.signal_name:  # whatever surfaced while unwinding, a signal ended the run
+            _stop_started_work()
+            summary.update(status="killed", error=f"stopped by {stopping.signal_name}")
+            code = stopping.exit_code
+        if code != EXIT_OK:
+            summary.setdefault("failed_stage", _current_stage() or args.stage)
+    if args.summary_json:
+        args.summary_json.parent.mkdir(parents=True, exist_ok=True)
+        args.summary_json.write_text(json.dumps(summary, indent=2, default=str))
+    if code:
+        where = f" (full trace: {summary['log_file']})" if "log_file" in summary else ""
+        print(f"dlfusion: error: {summary['error']}{where}", file=sys.stderr)
+    else:
+        _print_summary(summary)
+    return code
+
+
+def _run_stage(args: argparse.Namespace, summary: dict) -> int:
+    """Run the stage into ``summary``; every failure becomes an exit code and a one-line ``error``,
+    with the full trace in the run's log file (and on the console with ``--debug``)."""
+    from pipelines import logs
+
+    trace = logs.trace_logger(args.debug)
     try:
         from pipelines.config import load_config
 
@@ -109,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.tracking import redact
 
         summary.update(workdir=str(config.workdir.resolve()), tracking_uri=redact(config.tracking_uri))
+        summary["log_file"] = str(logs.log_to_file(config.workdir, args.stage))
         from pipelines.runner import STAGES
 
         if args.stage in TRACKED_STAGES:
@@ -118,29 +154,53 @@ def main(argv: list[str] | None = None) -> int:
         options = {"force": args.force} if args.stage == "promote" else {}
         summary.update(STAGES[args.stage](config, **options))
         summary["status"] = "succeeded"
-        code = 0
+        return EXIT_OK
+    except Interrupted as err:
+        trace.debug("interrupted", exc_info=True)
+        return err.exit_code
     except ConfigError as err:
         summary["error"] = f"config error: {err}"
-        code = 2
+        return EXIT_CONFIG
     except DlfusionError as err:
+        trace.debug("failed", exc_info=True)
         summary["error"] = str(err)
     except Exception as err:
+        trace.error("unexpected failure", exc_info=True)
         explained = explain_spark_failure(err)
-        if explained is None:
-            raise
-        log.debug("Spark failure", exc_info=True)
-        summary["error"] = str(explained)
-    except KeyboardInterrupt:
-        summary["error"] = "interrupted"
-        code = 130
-    if args.summary_json:
-        args.summary_json.parent.mkdir(parents=True, exist_ok=True)
-        args.summary_json.write_text(json.dumps(summary, indent=2, default=str))
-    if code:
-        print(f"dlfusion: error: {summary['error']}", file=sys.stderr)
-    else:
-        _print_summary(summary)
-    return code
+        summary["error"] = str(explained) if explained else f"unexpected error: {describe(err)}"
+    return EXIT_FAILED
+
+
+def _current_stage() -> str | None:
+    runner = sys.modules.get("pipelines.runner")
+    return getattr(runner, "current_stage", None)
+
+
+def _stop_started_work() -> None:
+    """Cancel the Spark jobs (from a fresh thread: the interrupted one's Py4J connection is mid-call),
+    then stop every process this one started: the JVM, the Horovod launcher and its ranks."""
+    import threading
+
+    from pipelines import processes
+    from pipelines.logs import TRACE_LOGGER
+
+    def cancel() -> None:
+        from pyspark import SparkContext
+
+        context = SparkContext._active_spark_context  # the session getter is per thread
+        if context is not None:
+            context.cancelAllJobs()
+            # What SparkContext.stop() does first (the rest takes seconds): without it, PySpark's
+            # accumulator server prints a trace when the JVM it serves goes away.
+            server = getattr(context, "_accumulatorServer", None)
+            if server is not None:
+                server.shutdown()
+
+    canceller = threading.Thread(target=cancel, daemon=True)
+    canceller.start()
+    canceller.join(timeout=5)
+    stopped = processes.stop_children(grace_s=2)
+    logging.getLogger(TRACE_LOGGER).debug("stopped %d processes", stopped)
 
 
 def _print_summary(summary: dict) -> None:

@@ -66,3 +66,30 @@ def explain_spark_failure(err: BaseException) -> ResourceError | None:
 
 class TrackingError(DlfusionError):
     """The MLflow tracking server cannot be used; the message names the URI (without credentials)."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT reached the driver. A BaseException like KeyboardInterrupt, so that no
+    ``except Exception`` on the way up swallows it; ``exit_code`` is 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signal_name = signal.Signals(signum).name
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped by {self.signal_name}")
+
+
+def describe(err: BaseException) -> str:
+    """One line for an error nobody anticipated: its type and first line (a Java exception's own
+    message for a Py4J error, not 'An error occurred while calling o123.parquet')."""
+    java = getattr(err, "java_exception", None)
+    if java is not None:
+        try:
+            text = str(java.toString())
+        except Exception:  # the JVM is gone
+            text = str(err)
+    else:
+        text = f"{type(err).__name__}: {err}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:500] if lines else type(err).__name__

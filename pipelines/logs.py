@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from pathlib import Path
 
 # petastorm 0.13.1 uses pyarrow 14 APIs that warn on every import and read; the warnings say
 # nothing a user can act on, so they are silenced here, by module, and nowhere else.
@@ -66,13 +67,62 @@ class _Py4jRetryFilter(logging.Filter):
         )
 
 
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TRACE_LOGGER = "dlfusion.trace"
+
+
+def trace_logger(to_console: bool = False) -> logging.Logger:
+    """The logger for failure traces: to the run's log file (``log_to_file``), and to the console
+    only when ``to_console`` (``--debug``)."""
+    trace = logging.getLogger(TRACE_LOGGER)
+    trace.propagate, trace.level = False, logging.DEBUG
+    for handler in [h for h in trace.handlers if getattr(h, "dlfusion_console", False)]:
+        trace.removeHandler(handler)
+    if to_console:
+        console = logging.StreamHandler()
+        console.setFormatter(logging.Formatter(_FORMAT))
+        console.dlfusion_console = True
+        trace.addHandler(console)
+    return trace
+
+
+def log_to_file(workdir: Path, stage: str) -> Path:
+    """Also log to ``workdir/logs/STAGE-TIME.log`` (this process's records and failure traces);
+    creating it is the check that the workdir is writable, before any work.
+
+    Raises:
+        DataError: naming the workdir when it cannot be written.
+    """
+    import time
+
+    from pipelines.errors import DataError
+
+    folder = Path(workdir).resolve() / "logs"
+    path = folder / f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as err:
+        raise DataError(
+            str(Path(workdir).resolve()), f"the workdir is not writable ({err.strerror})"
+        ) from None
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    handler.dlfusion_file = True
+    for logger in (logging.getLogger(), logging.getLogger(TRACE_LOGGER)):
+        for old in [h for h in logger.handlers if getattr(h, "dlfusion_file", False)]:
+            logger.removeHandler(old)
+            old.close()
+        logger.addHandler(handler)
+    return path
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """Configure the root logger once; later calls only change the level."""
     quiet_library_warnings()
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(_FORMAT))
         handler.addFilter(_Py4jRetryFilter())
         root.addHandler(handler)
     root.setLevel(level)

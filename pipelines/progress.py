@@ -50,14 +50,24 @@ def spark_stage(
     reporter.start()
     try:
         yield progress
-    finally:
+    except BaseException as err:
         stop.set()
         reporter.join()
-        progress.jobs = len(context.statusTracker().getJobIdsForGroup(group))
-        progress.seconds = time.monotonic() - progress._started
-        context.setLocalProperty("spark.jobGroup.id", None)
-        context.setLocalProperty("spark.job.description", None)
-        log.info("%s: %d %s in %.1f s, %d Spark jobs", name, total, unit, progress.seconds, progress.jobs)
+        # Interrupted (not an Exception): this thread's Py4J call was cut mid-way, so no more calls.
+        if isinstance(err, Exception):  # failed: later jobs must not join this stage's group
+            _leave_group(context)
+        raise
+    stop.set()
+    reporter.join()
+    progress.jobs = len(context.statusTracker().getJobIdsForGroup(group))
+    progress.seconds = time.monotonic() - progress._started
+    _leave_group(context)
+    log.info("%s: %d %s in %.1f s, %d Spark jobs", name, total, unit, progress.seconds, progress.jobs)
+
+
+def _leave_group(context) -> None:
+    context.setLocalProperty("spark.jobGroup.id", None)
+    context.setLocalProperty("spark.job.description", None)
 
 
 def _report(context, group: str, progress: StageProgress, stop: threading.Event, interval_s: float) -> None:

@@ -15,6 +15,9 @@ from pipelines.spark import get_spark
 
 log = logging.getLogger(__name__)
 
+# The stage ``run_all`` is in, so that a failure's summary can name it.
+current_stage: str | None = None
+
 
 def source_of(config: PipelineConfig) -> str:
     """``data.source``, or the kind's demo data written under workdir when none is given."""
@@ -80,11 +83,15 @@ STAGE_RUNNERS = {
 
 def run_all(config: PipelineConfig) -> dict:
     """Every stage the kind declares, top to bottom; then the promotion gate if ``promote.enabled``."""
+    global current_stage
     summary: dict = {}
     for stage in kind_of(config).stages:
+        current_stage = stage
         summary.update(STAGE_RUNNERS[stage](config))
     if config.promote.enabled:
+        current_stage = "promote"
         summary.update(run_promote(config))
+    current_stage = None
     return summary
 
 

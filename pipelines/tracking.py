@@ -145,9 +145,10 @@ def mark_running(tracking_uri: str, run_id: str) -> None:
     _client(tracking_uri).update_run(run_id, status="RUNNING")
 
 
-def mark_failed(tracking_uri: str, run_id: str) -> None:
+def mark_failed(tracking_uri: str, run_id: str, status: str = "FAILED") -> None:
+    """End the run as FAILED (or KILLED, when a signal stopped it)."""
     try:
-        _client(tracking_uri).set_terminated(run_id, "FAILED")
+        _client(tracking_uri).set_terminated(run_id, status)
     except Exception as err:  # the original failure matters more than this one
         log.warning("could not mark MLflow run %s failed: %s", run_id, err)
 

@@ -9,17 +9,19 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import re
+import signal
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipelines import storage, tracking
+from pipelines import processes, storage, tracking
 from pipelines.catalog import Catalog
 from pipelines.config import PipelineConfig
 from pipelines.data_loading import ShardPlan, plan_shards
-from pipelines.errors import DataError, TrackingError, TrainingError
+from pipelines.errors import DataError, Interrupted, TrackingError, TrainingError
 
 if TYPE_CHECKING:
     import keras
@@ -271,10 +273,27 @@ def launch(job: TrainJob) -> list[dict]:
             # corrupts its py4j connection, so launch from a clean spawned interpreter.
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=1, mp_context=context) as launcher:
-                results = launcher.submit(_launch_local, job, env).result()
+                try:
+                    results = launcher.submit(_launch_local, job, env).result()
+                except Interrupted:  # stop the launcher and its ranks, or leaving the block waits for them
+                    for child in multiprocessing.active_children():
+                        processes.stop_tree(child.pid, grace_s=2)
+                    raise
     except Exception as err:
-        raise _first_rank_error(job, started) or TrainingError(-1, str(err).splitlines()[0]) from err
+        raise _first_rank_error(job, started) or _launcher_error(err) from err
     return sorted(results, key=lambda result: result["rank"])
+
+
+def _launcher_error(err: Exception) -> TrainingError:
+    """The launcher's own report, in one line: which rank exited, with what code or signal."""
+    text = str(err)
+    exited = re.search(r"Process name: (\d+)\s+Exit code: (-?\d+)", text)
+    if not exited:
+        return TrainingError(-1, text.strip().splitlines()[0] if text.strip() else type(err).__name__)
+    rank, code = int(exited.group(1)), int(exited.group(2))
+    signum = -code if code < 0 else code - 128 if code > 128 else 0
+    how = f" (killed by {signal.Signals(signum).name})" if signum in signal.valid_signals() else ""
+    return TrainingError(rank, f"the process exited with code {code}{how}")
 
 
 def _launch_local(job: TrainJob, env: dict[str, str]) -> list:
@@ -343,8 +362,10 @@ def run(config: PipelineConfig) -> TrainResult:
         if len(set(epochs_run)) != 1:  # early stopping must stop every rank at the same epoch
             raise TrainingError(-1, f"ranks ran different numbers of epochs: {epochs_run}")
         first = results[0]
-    except BaseException:
-        tracking.mark_failed(config.tracking_uri, run_id)
+    except BaseException as err:
+        tracking.mark_failed(
+            config.tracking_uri, run_id, "KILLED" if isinstance(err, Interrupted) else "FAILED"
+        )
         raise
     try:
         tracking.flush_pending_metrics(config.tracking_uri, run_id, catalog.pending_metrics(run_id))
