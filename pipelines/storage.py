@@ -218,9 +218,11 @@ def list_files(root: str | Path) -> pa.Table:
 
     Listed from Python one folder at a time (local disks with ``os.scandir``, other file systems with
     pyarrow's: HDFS, S3, ...), so memory holds the result (about 60 bytes a file) plus one folder's
-    entries. Hidden files are included; the caller decides. Symbolic links are followed, but a real
-    folder is listed once: a link loop neither repeats files nor recurses. A link to nothing is listed
-    (size 0) so that reading it fails visibly instead of the file silently vanishing.
+    entries. Hidden files are included; the caller decides. Links to files are followed, and so are
+    links to folders outside ``root``, each folder once. A link to a folder inside ``root`` (a loop,
+    or an alias of a folder listed anyway), a second link to one folder, and a link to nothing are
+    listed as entries of size 0 that cannot be read: whoever reads them reports them once, with the
+    path, instead of files repeating or silently vanishing.
     """
     fs, base, prefix = filesystem(root)
     if prefix == "file:":
@@ -237,27 +239,35 @@ def _list_local(base: Path) -> list[pa.Table]:
         raise FileNotFoundError(str(base))
     if base.is_file():
         return [pa.table({"relpath": [base.name], "size": [base.stat().st_size]})]
+    inside = os.path.realpath(base)
     chunks, folders, visited, cut = [], [str(base)], set(), len(str(base).rstrip("/")) + 1
     while folders:
         folder = folders.pop()
         identity = (os.stat(folder).st_dev, os.stat(folder).st_ino)
-        if identity in visited:
+        relpaths, sizes = [], []
+        if identity in visited:  # a second link to one outside folder: listed, not followed
+            chunks.append(pa.table({"relpath": [folder[cut:]], "size": pa.array([0], pa.int64())}))
             continue
         visited.add(identity)
-        relpaths, sizes = [], []
         with os.scandir(folder) as entries:
             for entry in entries:
-                if entry.is_dir():
+                if entry.is_dir() and not _link_into(entry, inside):
                     folders.append(entry.path)
-                elif entry.is_file():
+                elif entry.is_file() or entry.is_symlink():  # a dangling link or a link into the tree
                     relpaths.append(entry.path[cut:])
-                    sizes.append(entry.stat().st_size)
-                elif entry.is_symlink():  # dangling link
-                    relpaths.append(entry.path[cut:])
-                    sizes.append(0)
+                    sizes.append(entry.stat().st_size if entry.is_file() else 0)
         if relpaths:
             chunks.append(pa.table({"relpath": relpaths, "size": pa.array(sizes, pa.int64())}))
     return chunks
+
+
+def _link_into(entry: os.DirEntry, inside: str) -> bool:
+    """Whether ``entry`` is a link to a folder inside ``inside`` (a loop, or an alias of a folder
+    that is listed anyway): following it would list files twice or forever."""
+    if not entry.is_symlink():
+        return False
+    target = os.path.realpath(entry.path)
+    return target == inside or target.startswith(inside.rstrip(os.sep) + os.sep)
 
 
 def _list_remote(fs, base: str, root: str) -> list[pa.Table]:

@@ -193,15 +193,26 @@ def test_missing_source_is_a_clear_error(spark, tmp_path):
         ingest.run(image_config(tmp_path / "work"), spark, str(tmp_path / "nope"))
 
 
-def test_symlink_loops_are_listed_once_and_dangling_links_are_quarantined(spark, tmp_path):
+def test_links_into_the_tree_are_quarantined_once_and_every_file_is_counted_once(spark, tmp_path):
     root = tmp_path / "linked"
-    _write(root / "a" / "x.png", _encode(Image.new("RGB", (4, 4)), "PNG"))
+    for name in ("x1", "x2"):
+        _write(root / "a" / f"{name}.png", _encode(Image.new("RGB", (4, 4)), "PNG"))
     _write(root / "b" / "y.png", _encode(Image.new("RGB", (4, 4)), "PNG"))
+    _write(tmp_path / "elsewhere" / "z.png", _encode(Image.new("RGB", (4, 4)), "PNG"))
     (root / "a" / "loop").symlink_to(root, target_is_directory=True)  # a/loop/a/loop/... forever
+    (root / "a" / "also_b").symlink_to(root / "b", target_is_directory=True)  # b's images are not a's
     (root / "b" / "dead.png").symlink_to(tmp_path / "nowhere.png")
+    (root / "c").mkdir()
+    (root / "c" / "one").symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # outside: followed
+    (root / "c" / "two").symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # once only
+
     report = ingest.run(image_config(tmp_path / "work"), spark, str(root))
-    assert (report.files_seen, report.rows_written, report.rows_quarantined) == (3, 2, 1)
-    quarantine = spark.read.parquet(str(Catalog.for_workdir(tmp_path / "work").quarantine)).collect()
-    assert [(Path(r.path).name, r.reason.split(":")[0]) for r in quarantine] == [
-        ("dead.png", "cannot read file")
-    ]
+
+    assert (report.files_seen, report.rows_written, report.rows_quarantined) == (8, 4, 4)
+    catalog = Catalog.for_workdir(tmp_path / "work")
+    written = sorted(r.relpath for r in spark.read.parquet(str(catalog.ingested)).collect())
+    assert written[:3] == ["a/x1.png", "a/x2.png", "b/y.png"] and written[3] in ("c/one/z.png", "c/two/z.png")
+    quarantine = {r.relpath: r.reason for r in spark.read.parquet(str(catalog.quarantine)).collect()}
+    assert quarantine.pop("b/dead.png").startswith("cannot read file")
+    assert set(quarantine) in ({"a/loop", "a/also_b", "c/one"}, {"a/loop", "a/also_b", "c/two"})
+    assert all(reason.startswith("a link to a folder listed already") for reason in quarantine.values())

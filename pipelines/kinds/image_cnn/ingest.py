@@ -152,6 +152,8 @@ def _decode_batch(relpaths: list[str], source_uri: str, image_size: int, labelle
                 image = _decoded(storage.read_bytes(path), image_size)
             except ValueError as err:
                 reason = str(err)
+            except IsADirectoryError:
+                reason = "a link to a folder listed already (a loop or an alias): not followed"
             except OSError as err:
                 reason = f"cannot read file: {err}"
         content = image.tobytes() if image else None
