@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict = {"stage": args.stage, "status": "failed"}
     from pipelines import processes
 
-    with processes.interruptible() as stopping:
+    with processes.interruptible(on_signal=_cancel_spark_jobs) as stopping:
         code = _run_stage(args, summary)
         if stopping.signal_name:  # whatever surfaced while unwinding, a signal ended the run
             _stop_started_work()
@@ -158,6 +158,10 @@ def _run_stage(args: argparse.Namespace, summary: dict) -> int:
     except Interrupted as err:
         trace.debug("interrupted", exc_info=True)
         return err.exit_code
+    except KeyboardInterrupt:  # SIGINT outside the CLI's own handler (e.g. before it was installed)
+        trace.debug("interrupted", exc_info=True)
+        summary.update(status="killed", error="stopped by SIGINT")
+        return 130
     except ConfigError as err:
         summary["error"] = f"config error: {err}"
         return EXIT_CONFIG
@@ -176,29 +180,35 @@ def _current_stage() -> str | None:
     return getattr(runner, "current_stage", None)
 
 
+def _cancel_spark_jobs() -> None:
+    """Cancel every running Spark job: what the main thread waits for then ends at once (call it
+    from another thread: the main thread's Py4J connection is busy with that very wait)."""
+    from pyspark import SparkContext
+
+    context = SparkContext._active_spark_context  # not SparkSession.getActiveSession(): per thread
+    if context is not None:
+        context.cancelAllJobs()
+
+
 def _stop_started_work() -> None:
-    """Cancel the Spark jobs (from a fresh thread: the interrupted one's Py4J connection is mid-call),
-    then stop every process this one started: the JVM, the Horovod launcher and its ranks."""
+    """Stop every process this one started: the Spark JVM and its Python workers, the Horovod
+    launcher and its ranks. PySpark's accumulator server is shut down first, as SparkContext.stop()
+    does (the rest of stop() takes seconds): otherwise it prints a trace when its JVM goes away."""
     import threading
 
     from pipelines import processes
     from pipelines.logs import TRACE_LOGGER
 
-    def cancel() -> None:
+    def shut_accumulators() -> None:
         from pyspark import SparkContext
 
-        context = SparkContext._active_spark_context  # the session getter is per thread
-        if context is not None:
-            context.cancelAllJobs()
-            # What SparkContext.stop() does first (the rest takes seconds): without it, PySpark's
-            # accumulator server prints a trace when the JVM it serves goes away.
-            server = getattr(context, "_accumulatorServer", None)
-            if server is not None:
-                server.shutdown()
+        server = getattr(SparkContext._active_spark_context, "_accumulatorServer", None)
+        if server is not None:
+            server.shutdown()
 
-    canceller = threading.Thread(target=cancel, daemon=True)
-    canceller.start()
-    canceller.join(timeout=5)
+    closer = threading.Thread(target=shut_accumulators, daemon=True)
+    closer.start()
+    closer.join(timeout=3)
     stopped = processes.stop_children(grace_s=2)
     logging.getLogger(TRACE_LOGGER).debug("stopped %d processes", stopped)
 
@@ -207,10 +217,12 @@ def _print_summary(summary: dict) -> None:
     lines = [f"dlfusion {summary['stage']}: succeeded"]
     if "ingest" in summary:
         i = summary["ingest"]
-        unit, seen = ("files", i["files_seen"]) if "files_seen" in i else ("records", i["records_seen"])
+        unit, seen = ("records", i["records_seen"]) if "records_seen" in i else ("files", i["files_seen"])
         lines.append(
             f"  {unit} seen {seen} = written {i['rows_written']} + quarantined {i['rows_quarantined']}"
         )
+        if i.get("empty_files"):
+            lines.append(f"  {i['empty_files']} of {i['files_seen']} files were empty (no records)")
     if "splits" in summary:
         lines.append("  rows per split: " + ", ".join(f"{k}={v}" for k, v in summary["splits"].items()))
     if "score" in summary:

@@ -7,7 +7,8 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -68,9 +69,16 @@ class Stopping:
 
 
 @contextmanager
-def interruptible() -> Iterator[Stopping]:
+def interruptible(on_signal: Callable[[], None] | None = None) -> Iterator[Stopping]:
     """While the block runs, SIGTERM and SIGINT raise ``Interrupted`` in the main thread, whatever it
-    waits on (a Spark job, the Horovod launcher). A second signal while stopping is only noted."""
+    waits on (a Spark job, the Horovod launcher), and ``on_signal`` runs in another thread (to cancel
+    what the main thread waits for). A second signal while stopping is only noted.
+
+    Python runs handlers in the main thread, but the kernel may deliver a signal to any thread, and
+    then a main thread blocked in a call (a Py4J socket read) never wakes up to run it. A watcher
+    thread learns of every signal through the wake-up fd and, if the main thread has not reacted,
+    sends the signal to it directly.
+    """
     stopping = Stopping()
 
     def handler(signum, frame):
@@ -83,9 +91,31 @@ def interruptible() -> Iterator[Stopping]:
     if threading.current_thread() is not threading.main_thread():
         yield stopping
         return
+    main = threading.main_thread().ident
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+
+    def watch() -> None:
+        while received := os.read(read_end, 1):
+            time.sleep(0.5)  # time for the main thread to react, when the signal reached it
+            if stopping.signal_name is None:
+                signal.pthread_kill(main, received[0])
+            if on_signal is not None:
+                try:
+                    on_signal()
+                except Exception as err:  # best effort: the main thread stops the rest
+                    log.debug("on_signal failed: %s", err)
+
     previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
+    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    watcher = threading.Thread(target=watch, name="dlfusion-signals", daemon=True)
+    watcher.start()
     try:
         yield stopping
     finally:
+        signal.set_wakeup_fd(previous_fd)
         for signum, before in previous.items():
             signal.signal(signum, before)
+        os.close(write_end)  # the watcher reads the end of the pipe and returns
+        watcher.join(timeout=2)
+        os.close(read_end)

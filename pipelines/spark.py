@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -53,7 +55,12 @@ def get_spark(config: SparkConfig) -> SparkSession:
     )
     for key, value in config.conf.items():
         builder = builder.config(key, value)
+    on_interrupt = signal.getsignal(signal.SIGINT)
     spark = builder.getOrCreate()
+    if threading.current_thread() is threading.main_thread():
+        # PySpark replaces the SIGINT handler with its own (cancel, KeyboardInterrupt); the CLI's
+        # handler already stops Spark, and everything else, the same way for SIGINT and SIGTERM.
+        signal.signal(signal.SIGINT, on_interrupt)
     spark.sparkContext.setLogLevel("WARN" if verbose() else "ERROR")
     log.info("Spark %s, master %s", spark.version, spark.sparkContext.master)
     return spark

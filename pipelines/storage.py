@@ -234,6 +234,24 @@ def list_files(root: str | Path) -> pa.Table:
     return pa.concat_tables(chunks).sort_by("relpath").combine_chunks()
 
 
+def visible_files(listing: pa.Table) -> pa.Table:
+    """Drop hidden files and folders (a path part starting with '.' or '_'), as Spark's readers do."""
+    relpaths = listing.column("relpath").to_pylist()
+    keep = [not any(part[:1] in (".", "_") for part in relpath.split("/")) for relpath in relpaths]
+    return listing.filter(pa.array(keep, pa.bool_()))
+
+
+def file_uris(root: str | Path) -> list[str]:
+    """The URI of every file ``list_files`` lists under ``root`` (``root`` itself when it is a file)."""
+    import pyarrow.fs as pafs
+
+    relpaths = list_files(root).column("relpath").to_pylist()
+    fs, inner, prefix = filesystem(root)
+    if fs.get_file_info(inner).type == pafs.FileType.File:
+        return [prefix + inner]
+    return [f"{prefix}{inner}/{relpath}" for relpath in relpaths]
+
+
 def _list_local(base: Path) -> list[pa.Table]:
     if not base.exists():
         raise FileNotFoundError(str(base))
@@ -290,14 +308,37 @@ def _list_remote(fs, base: str, root: str) -> list[pa.Table]:
     return chunks
 
 
-def read_bytes(uri: str) -> bytes:
-    """The whole content of the file at ``uri`` (local or any pyarrow file system), on any node."""
+def open_input(uri: str):
+    """A binary stream of the file at ``uri`` (local or any pyarrow file system), on any node."""
     if uri.startswith("file:"):
-        with open(uri.removeprefix("file:"), "rb") as handle:
-            return handle.read()
+        return open(uri.removeprefix("file:"), "rb")
     fs, inner, _ = filesystem(uri)
-    with fs.open_input_stream(inner) as stream:
+    return fs.open_input_stream(inner)
+
+
+def read_bytes(uri: str) -> bytes:
+    """The whole content of the file at ``uri``."""
+    with open_input(uri) as stream:
         return stream.read()
+
+
+def first_invalid_utf8(uri: str, chunk_bytes: int = 1 << 20) -> int | None:
+    """The byte offset of the first byte of ``uri`` that is not valid UTF-8, or None; read in chunks."""
+    import codecs
+
+    decoder, consumed = codecs.getincrementaldecoder("utf-8")(), 0
+    with open_input(uri) as stream:
+        while chunk := stream.read(chunk_bytes):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as err:  # err.object: the bytes held back from before + chunk
+                return consumed - (len(err.object) - len(chunk)) + err.start
+            consumed += len(chunk)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as err:  # a sequence cut off by the end of the file
+            return consumed - len(err.object) + err.start
+    return None
 
 
 def data_files(location: str | Path) -> list[str]:

@@ -96,13 +96,6 @@ def _to_rgb(image):
     return image.convert("RGB")
 
 
-def visible_files(listing: pa.Table) -> pa.Table:
-    """Drop hidden files and folders (a path part starting with '.' or '_'), as Spark's readers do."""
-    relpaths = listing.column("relpath").to_pylist()
-    keep = [not any(part[:1] in (".", "_") for part in relpath.split("/")) for relpath in relpaths]
-    return listing.filter(pa.array(keep, pa.bool_()))
-
-
 def mix_classes(listing: pa.Table) -> pa.Table:
     """The listing in an order that mixes the class folders (sorted by a hash of the path).
 
@@ -283,7 +276,7 @@ def list_images(
     """List the visible files under ``source`` in class-mixing order and write the listing in one part
     per planned Spark task to ``location``. Returns (listing, listing URI, number of tasks)."""
     try:
-        listing = visible_files(storage.list_files(source))
+        listing = storage.visible_files(storage.list_files(source))
     except FileNotFoundError:
         raise DataError(source, "data.source does not exist") from None
     if listing.num_rows == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -27,6 +28,12 @@ class TextDataConfig(Section):
         description="numeric labels: class = number of thresholds <= value (e.g. [5.5] for 1-10 ratings)",
     )
     class_names: list[str] | None = Field(None, description="names of the threshold classes, in order")
+    encoding: str = Field("utf-8", description="character encoding of the files (a Java charset name)")
+    encoding_errors: Literal["quarantine", "replace"] = Field(
+        "quarantine",
+        description="UTF-8 files with invalid bytes: quarantine the records that hold them (the reason "
+        "gives the file's byte offset), or keep them with U+FFFD in place of the bytes",
+    )
 
     @model_validator(mode="after")
     def _one_label_mapping(self) -> TextDataConfig:
@@ -40,7 +47,15 @@ class TextDataConfig(Section):
                 raise ValueError(f"class_names must have {needed} names for {needed - 1} threshold(s)")
         if not self.header and self.format != "jsonl" and not self.columns:
             raise ValueError("files without a header need columns: [...]")
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ValueError(f"encoding: unknown encoding {self.encoding!r}") from None
         return self
+
+    @property
+    def is_utf8(self) -> bool:
+        return codecs.lookup(self.encoding).name == "utf-8"
 
     @property
     def classes(self) -> list[str]:

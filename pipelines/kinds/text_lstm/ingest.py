@@ -38,6 +38,8 @@ class TextIngestReport:
     rows_written: int
     rows_quarantined: int
     classes: int
+    files_seen: int = 0
+    empty_files: int = 0  # seen, holding no record
     seconds: float = 0.0
     spark_jobs: int = 0
 
@@ -55,6 +57,7 @@ def _delimited_options(data: TextDataConfig) -> dict[str, object]:
     # multiLine: quoted fields may hold newlines; escape='"': a quote inside quotes is written "".
     # recursiveFileLookup: read nested folders as plain files, no partition columns from their names.
     return {
+        "encoding": data.encoding,
         "sep": "\t" if data.format == "tsv" else ",",
         "header": data.header,
         "multiLine": True,
@@ -113,6 +116,7 @@ def _read_json_lines(spark: SparkSession, data: TextDataConfig, source: str) -> 
     parsed = (
         spark.read.schema(_string_schema([data.text_column, data.label_column]))
         .options(mode="PERMISSIVE", columnNameOfCorruptRecord=_CORRUPT, recursiveFileLookup=True)
+        .option("encoding", data.encoding)
         .json(source)
     )
     return _records(parsed, data, F.when(F.col(_CORRUPT).isNotNull(), F.lit("malformed JSON record")))
@@ -133,12 +137,49 @@ def read_records(spark: SparkSession, data: TextDataConfig, source: str, labelle
     """Parse ``source`` into one row per record the parser produced.
 
     Columns: ``path`` (file URI), ``text`` and ``label`` (strings as read), ``record`` (the raw
-    record when the parser rejected it) and ``malformed`` (why it rejected it, else null).
-    Blank lines are not records. Unless ``labelled``, the label column may be missing (null labels).
+    record when the parser rejected it) and ``malformed`` (why it cannot be used, else null: the
+    parser rejected it, or it holds bytes that are not valid UTF-8). Blank lines are not records.
+    Unless ``labelled``, the label column may be missing (null labels).
     """
     if data.format == "jsonl":
-        return _read_json_lines(spark, data, source)
-    return _read_delimited(spark, data, source, labelled)
+        records = _read_json_lines(spark, data, source)
+    else:
+        records = _read_delimited(spark, data, source, labelled)
+    if data.is_utf8 and data.encoding_errors == "quarantine":
+        records = _quarantine_invalid_utf8(records, invalid_utf8_files(spark, source))
+    return records
+
+
+def invalid_utf8_files(spark: SparkSession, source: str) -> dict[str, int]:
+    """{file URI: byte offset of its first invalid UTF-8 byte} for the files under ``source`` that
+    have one; each file is checked on an executor, in chunks, and only the offending ones come back."""
+    uris = storage.file_uris(source)
+    if not uris:
+        return {}
+    found = (
+        spark.sparkContext.parallelize(uris, min(len(uris), spark.sparkContext.defaultParallelism * 4))
+        .map(lambda uri: (uri, storage.first_invalid_utf8(uri)))
+        .filter(lambda pair: pair[1] is not None)
+        .collect()
+    )
+    return dict(found)
+
+
+def _quarantine_invalid_utf8(records: DataFrame, invalid: dict[str, int]) -> DataFrame:
+    """Records of files with invalid UTF-8 that hold a replacement character get that reason
+    (the decoder put U+FFFD where the bytes were)."""
+    if not invalid:
+        return records
+    replaced = F.lit(False)
+    for column in ("text", "label", "record"):
+        replaced = replaced | F.coalesce(F.col(column).contains("\ufffd"), F.lit(False))
+    offsets = F.create_map(*[F.lit(value) for pair in invalid.items() for value in pair])
+    offset = F.element_at(offsets, F.regexp_replace("path", "^file:///", "file:/"))
+    reason = F.when(
+        offset.isNotNull() & replaced,
+        F.format_string("invalid UTF-8 (the file's first invalid byte is at offset %d)", offset),
+    )
+    return records.withColumn("malformed", F.coalesce("malformed", reason))
 
 
 def _label_reason(label: Column, data: TextDataConfig) -> Column:
@@ -194,9 +235,11 @@ def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIng
     """
     catalog = Catalog.for_workdir(config.workdir)
     try:
-        megabytes = int(storage.list_files(source).column("size").to_numpy().sum() // 1_000_000)
+        listing = storage.visible_files(storage.list_files(source))  # the files Spark reads
     except FileNotFoundError:
         raise DataError(source, "data.source does not exist") from None
+    sizes = listing.column("size").to_numpy()
+    megabytes = int(sizes.sum() // 1_000_000)
     records = label_records(read_records(spark, config.data, source), config.data)
     with spark_stage(spark, "ingest", total=max(megabytes, 1), unit="MB") as stage:
         counts = write_accounted(
@@ -211,12 +254,16 @@ def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIng
         counts.written,
         counts.quarantined,
         counts.classes,
+        len(sizes),
+        int((sizes == 0).sum()),
         round(stage.seconds, 2),
         stage.jobs,
     )
     storage.write_json_atomically(asdict(report), catalog.ingest_report)
     log.info(
-        "text ingest: %d records seen, %d rows written, %d quarantined, %d classes",
+        "text ingest: %d files (%d empty), %d records seen, %d rows written, %d quarantined, %d classes",
+        report.files_seen,
+        report.empty_files,
         report.records_seen,
         report.rows_written,
         report.rows_quarantined,
