@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             code = stopping.exit_code
         if code != EXIT_OK:
             summary.setdefault("failed_stage", _current_stage() or args.stage)
+    for name in ("DLFUSION_LOG_FILE", "DLFUSION_DEBUG"):  # this run's, not a later one's in this process
+        os.environ.pop(name, None)
     if args.summary_json:
         args.summary_json.parent.mkdir(parents=True, exist_ok=True)
         args.summary_json.write_text(json.dumps(summary, indent=2, default=str))
@@ -145,6 +147,9 @@ def _run_stage(args: argparse.Namespace, summary: dict) -> int:
 
         summary.update(workdir=str(config.workdir.resolve()), tracking_uri=redact(config.tracking_uri))
         summary["log_file"] = str(logs.log_to_file(config.workdir, args.stage))
+        os.environ["DLFUSION_LOG_FILE"] = summary["log_file"]  # the Spark JVM logs its errors there too
+        if args.debug:
+            os.environ["DLFUSION_DEBUG"] = "1"
         from pipelines.runner import STAGES
 
         if args.stage in TRACKED_STAGES:

@@ -81,15 +81,19 @@ class Interrupted(BaseException):
 
 
 def describe(err: BaseException) -> str:
-    """One line for an error nobody anticipated: its type and first line (a Java exception's own
-    message for a Py4J error, not 'An error occurred while calling o123.parquet')."""
-    java = getattr(err, "java_exception", None)
+    """One line for an error nobody anticipated: its type and message. For a Spark failure, the root
+    cause's (the first lines say only "Job aborted due to stage failure"), and for a Python
+    exception in a Spark task, the last line of its trace."""
+    java = getattr(err, "java_exception", None) or getattr(err, "_origin", None)
+    text = f"{type(err).__name__}: {err}"
     if java is not None:
         try:
+            while java.getCause() is not None and not java.getCause().equals(java):
+                java = java.getCause()
             text = str(java.toString())
-        except Exception:  # the JVM is gone
-            text = str(err)
-    else:
-        text = f"{type(err).__name__}: {err}"
+        except Exception:  # the JVM is gone: keep the Python-side text
+            pass
     lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "Traceback (most recent call last)" in text:  # a Python worker's exception: its last line
+        lines = lines[-1:]
     return lines[0][:500] if lines else type(err).__name__

@@ -68,10 +68,15 @@ def get_spark(config: SparkConfig) -> SparkSession:
 
 def _driver_java_options() -> str:
     options = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
-    if not verbose():  # errors only on the console; --verbose brings Spark's own logging back
-        quiet = Path(__file__).with_name("log4j2-quiet.properties")
-        options += f" -Dlog4j2.configurationFile={quiet.as_uri()}"
-    return options
+    if verbose():  # Spark's own logging
+        return options
+    log_file = os.environ.get("DLFUSION_LOG_FILE")
+    if log_file and os.environ.get("DLFUSION_DEBUG") != "1":  # errors into the run's log file
+        settings = Path(__file__).with_name("log4j2-file.properties")
+        options += f" -Ddlfusion.logfile={log_file}"
+    else:  # errors only, on the console
+        settings = Path(__file__).with_name("log4j2-quiet.properties")
+    return options + f" -Dlog4j2.configurationFile={settings.as_uri()}"
 
 
 def size_batches(spark: SparkSession, row_bytes: int, batch_bytes: int = BATCH_BYTES) -> int:
