@@ -9,6 +9,25 @@ from pydantic import Field, model_validator
 
 from pipelines.config import PipelineBase, PreprocessConfig, Section
 
+# The character sets Spark's CSV and JSON readers decode, by Python's canonical codec name (so that
+# aliases such as latin-1 or UTF8 are accepted).
+SPARK_CHARSETS = {
+    "utf-8": "utf-8",
+    "iso8859-1": "iso-8859-1",
+    "ascii": "us-ascii",
+    "utf-16": "utf-16",
+    "utf-16-be": "utf-16be",
+    "utf-16-le": "utf-16le",
+    "utf-32": "utf-32",
+}
+
+
+def _python_codec(name: str) -> str | None:
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
+
 
 class TextDataConfig(Section):
     source: str | None = Field(
@@ -47,15 +66,19 @@ class TextDataConfig(Section):
                 raise ValueError(f"class_names must have {needed} names for {needed - 1} threshold(s)")
         if not self.header and self.format != "jsonl" and not self.columns:
             raise ValueError("files without a header need columns: [...]")
-        try:
-            codecs.lookup(self.encoding)
-        except LookupError:
-            raise ValueError(f"encoding: unknown encoding {self.encoding!r}") from None
+        if _python_codec(self.encoding) not in SPARK_CHARSETS:
+            supported = ", ".join(SPARK_CHARSETS.values())
+            raise ValueError(f"encoding: {self.encoding!r} is not one Spark reads ({supported}, or an alias)")
         return self
 
     @property
+    def charset(self) -> str:
+        """``encoding`` by the name Spark's readers take."""
+        return SPARK_CHARSETS[_python_codec(self.encoding)]
+
+    @property
     def is_utf8(self) -> bool:
-        return codecs.lookup(self.encoding).name == "utf-8"
+        return self.charset == "utf-8"
 
     @property
     def classes(self) -> list[str]:

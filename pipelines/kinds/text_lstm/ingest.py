@@ -57,7 +57,7 @@ def _delimited_options(data: TextDataConfig) -> dict[str, object]:
     # multiLine: quoted fields may hold newlines; escape='"': a quote inside quotes is written "".
     # recursiveFileLookup: read nested folders as plain files, no partition columns from their names.
     return {
-        "encoding": data.encoding,
+        "encoding": data.charset,
         "sep": "\t" if data.format == "tsv" else ",",
         "header": data.header,
         "multiLine": True,
@@ -116,7 +116,7 @@ def _read_json_lines(spark: SparkSession, data: TextDataConfig, source: str) -> 
     parsed = (
         spark.read.schema(_string_schema([data.text_column, data.label_column]))
         .options(mode="PERMISSIVE", columnNameOfCorruptRecord=_CORRUPT, recursiveFileLookup=True)
-        .option("encoding", data.encoding)
+        .option("encoding", data.charset)
         .json(source)
     )
     return _records(parsed, data, F.when(F.col(_CORRUPT).isNotNull(), F.lit("malformed JSON record")))
