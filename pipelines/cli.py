@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines import logs
 
     logs.setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    logs.send_thread_errors_to_trace()
     summary: dict = {"stage": args.stage, "status": "failed"}
     from pipelines import processes
 
@@ -123,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         args.summary_json.parent.mkdir(parents=True, exist_ok=True)
         args.summary_json.write_text(json.dumps(summary, indent=2, default=str))
     if code:
-        where = f" (full trace: {summary['log_file']})" if "log_file" in summary else ""
-        print(f"dlfusion: error: {summary['error']}{where}", file=sys.stderr)
+        print(f"dlfusion: error: {summary['error']}", file=sys.stderr)
     else:
         _print_summary(summary)
     return code
@@ -177,6 +177,8 @@ def _run_stage(args: argparse.Namespace, summary: dict) -> int:
         trace.error("unexpected failure", exc_info=True)
         explained = explain_spark_failure(err)
         summary["error"] = str(explained) if explained else f"unexpected error: {describe(err)}"
+        if "log_file" in summary:
+            summary["error"] += f" (full trace: {summary['log_file']})"
     return EXIT_FAILED
 
 

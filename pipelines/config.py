@@ -87,6 +87,9 @@ class TrainConfig(Section):
     stall_timeout_s: int = Field(
         120, ge=10, description="a rank waiting this long for the others fails the job"
     )
+    start_timeout_s: int = Field(
+        120, ge=5, description="launcher=spark: seconds for every rank's Spark task to start and register"
+    )
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
 
 

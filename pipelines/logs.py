@@ -86,6 +86,23 @@ def trace_logger(to_console: bool = False) -> logging.Logger:
     return trace
 
 
+def send_thread_errors_to_trace() -> None:
+    """An exception that ends a library's background thread (Horovod's Spark thread when its job is
+    cancelled, Py4J's callbacks) goes to the trace logger, not as a trace on the console: the
+    failure it belongs to is reported once, by the main thread."""
+    import threading
+
+    def log_thread_error(args) -> None:
+        if args.exc_type is SystemExit:
+            return
+        logging.getLogger(TRACE_LOGGER).debug(
+            "exception in thread %s", getattr(args.thread, "name", "?"),
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        )  # fmt: skip
+
+    threading.excepthook = log_thread_error
+
+
 def log_to_file(workdir: Path, stage: str) -> Path:
     """Also log to ``workdir/logs/STAGE-TIME.log`` (this process's records and failure traces);
     creating it is the check that the workdir is writable, before any work.

@@ -261,13 +261,18 @@ def launch(job: TrainJob) -> list[dict]:
 
             get_spark(job.config.spark)  # horovod.spark.run runs on the active SparkContext
 
-            results = horovod.spark.run(
-                train_worker,
-                args=(job,),
-                num_proc=train.num_proc,
-                env={**os.environ, **env},
-                verbose=0,
-            )
+            try:
+                results = horovod.spark.run(
+                    train_worker,
+                    args=(job,),
+                    num_proc=train.num_proc,
+                    start_timeout=train.start_timeout_s,
+                    env={**os.environ, **env},
+                    verbose=0,
+                )
+            except Exception:  # ranks that did start wait for the others: end their tasks
+                get_spark(job.config.spark).sparkContext.cancelAllJobs()
+                raise
         else:
             # horovod.run forks its launcher from this process; a fork of a live Spark driver
             # corrupts its py4j connection, so launch from a clean spawned interpreter.
@@ -280,20 +285,45 @@ def launch(job: TrainJob) -> list[dict]:
                         processes.stop_tree(child.pid, grace_s=2)
                     raise
     except Exception as err:
-        raise _first_rank_error(job, started) or _launcher_error(err) from err
+        # A rank killed by a signal first (the others then fail on its broken connection), then a
+        # rank's own exception, then what the launcher said.
+        raise _killed_rank(err) or _first_rank_error(job, started) or _launcher_error(err, train) from err
     return sorted(results, key=lambda result: result["rank"])
 
 
-def _launcher_error(err: Exception) -> TrainingError:
-    """The launcher's own report, in one line: which rank exited, with what code or signal."""
-    text = str(err)
-    exited = re.search(r"Process name: (\d+)\s+Exit code: (-?\d+)", text)
-    if not exited:
-        return TrainingError(-1, text.strip().splitlines()[0] if text.strip() else type(err).__name__)
-    rank, code = int(exited.group(1)), int(exited.group(2))
+def _exited_rank(err: Exception) -> tuple[int, int] | None:
+    """(rank, exit code) of the first rank the local launcher saw exit, from its message."""
+    exited = re.search(r"Process name: (\d+)\s+Exit code: (-?\d+)", str(err))
+    return (int(exited.group(1)), int(exited.group(2))) if exited else None
+
+
+def _killed_rank(err: Exception) -> TrainingError | None:
+    """The rank a signal killed (exit code -N, or 128 + N from a shell), naming the signal."""
+    exited = _exited_rank(err)
+    if exited is None:
+        return None
+    rank, code = exited
     signum = -code if code < 0 else code - 128 if code > 128 else 0
-    how = f" (killed by {signal.Signals(signum).name})" if signum in signal.valid_signals() else ""
-    return TrainingError(rank, f"the process exited with code {code}{how}")
+    if signum not in signal.valid_signals():
+        return None
+    return TrainingError(rank, f"the process was killed by {signal.Signals(signum).name} (exit code {code})")
+
+
+def _launcher_error(err: Exception, train) -> TrainingError:
+    """The launcher's own report in one line: which rank exited and how, or that the ranks never all
+    started."""
+    text = str(err)
+    if re.search(r"Timed out waiting for .*tasks to start", text):
+        return TrainingError(
+            -1,
+            f"not all {train.num_proc} ranks' Spark tasks started and registered within "
+            f"train.start_timeout_s={train.start_timeout_s} s: the cluster has fewer free task slots "
+            "than train.num_proc (one per rank)",
+        )
+    exited = _exited_rank(err)
+    if exited is not None:
+        return TrainingError(exited[0], f"the process exited with code {exited[1]}")
+    return TrainingError(-1, text.strip().splitlines()[0] if text.strip() else type(err).__name__)
 
 
 def _launch_local(job: TrainJob, env: dict[str, str]) -> list:

@@ -1,0 +1,81 @@
+"""Horovod rank faults with real ranks: a rank killed by a signal, more ranks than Spark task slots."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import time
+
+import pytest
+from mlflow import MlflowClient
+
+from pipelines import storage, training
+from pipelines.catalog import Catalog
+from pipelines.errors import TrainingError
+from tests.conftest import image_config
+from tests.reliability.conftest import Dlfusion
+
+
+def _rank(command: Dlfusion, rank: int):
+    for process in command.descendants():
+        try:
+            if process.environ().get("HOROVOD_RANK") == str(rank) and "python" in process.name():
+                return process
+        except Exception:
+            continue
+    raise AssertionError(f"no process of rank {rank}")
+
+
+@pytest.mark.slow
+def test_a_rank_killed_by_sigkill_fails_the_run_naming_it_and_resume_finishes(digits_workdir, tmp_path):
+    workdir = tmp_path / "work"
+    shutil.copytree(digits_workdir, workdir)
+    args = ("train", "conf/image_cnn.yaml", f"workdir={workdir}", "spark.master=local[2]", "train.epochs=4")
+    summary = tmp_path / "summary.json"
+    command = Dlfusion(*args, "--summary-json", str(summary))
+    command.wait_for(r"epoch 2/4", timeout=240)
+
+    killed_at = time.monotonic()
+    _rank(command, 1).send_signal(signal.SIGKILL)
+    code = command.finish(timeout=120)
+
+    assert code == 1 and time.monotonic() - killed_at < 60
+    assert command.error_lines == [
+        "dlfusion: error: rank 1 failed: the process was killed by SIGKILL (exit code 137)"
+    ] or command.error_lines == [
+        "dlfusion: error: rank 1 failed: the process was killed by SIGKILL (exit code -9)"
+    ]
+    result = json.loads(summary.read_text())
+    assert (result["status"], result["failed_stage"]) == ("failed", "train")
+    catalog = Catalog.for_workdir(workdir)
+    run_id = storage.read_json(catalog.latest_run("image_cnn"))["run_id"]
+    client = MlflowClient(f"sqlite:///{workdir.resolve() / 'mlflow.db'}")
+    assert client.get_run(run_id).info.status == "FAILED"
+    assert catalog.checkpoint(run_id).is_file()
+
+    resumed = Dlfusion(*args, "train.resume=true")
+    assert resumed.finish(timeout=300) == 0, "\n".join(resumed.lines[-20:])
+    assert client.get_run(run_id).info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run_id, "val_accuracy")]
+    assert sorted(set(steps)) == [1, 2, 3, 4]  # no epoch missing, none trained twice past the kill
+
+
+@pytest.mark.slow
+def test_more_ranks_than_spark_task_slots_fails_within_the_start_timeout(digits_workdir, tmp_path, spark):
+    workdir = tmp_path / "work"
+    shutil.copytree(digits_workdir, workdir)
+    config = image_config(  # the session's master is local[2]: two task slots for three ranks
+        workdir, "train.launcher=spark", "train.num_proc=3", "train.start_timeout_s=15", "train.epochs=1"
+    )
+    started = time.monotonic()
+    with pytest.raises(TrainingError) as caught:
+        training.run(config)
+    assert time.monotonic() - started < 90
+    assert "not all 3 ranks' Spark tasks started and registered within train.start_timeout_s=15 s" in str(
+        caught.value
+    )
+    deadline = time.monotonic() + 30  # the tasks that did start are cancelled, not left waiting
+    while spark.sparkContext.statusTracker().getActiveJobsIds() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not spark.sparkContext.statusTracker().getActiveJobsIds()
