@@ -58,6 +58,10 @@ class EpochLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         import time
 
+        import psutil
+
+        if logs is not None:  # rank 0's resident memory, per epoch: growth shows in the run's charts
+            logs["memory_rss_mb"] = psutil.Process().memory_info().rss / 2**20
         metrics = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
         shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         total = self.params.get("epochs", "?")

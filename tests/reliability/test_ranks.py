@@ -79,3 +79,30 @@ def test_more_ranks_than_spark_task_slots_fails_within_the_start_timeout(digits_
     while spark.sparkContext.statusTracker().getActiveJobsIds() and time.monotonic() < deadline:
         time.sleep(1)
     assert not spark.sparkContext.statusTracker().getActiveJobsIds()
+
+
+@pytest.mark.slow
+def test_uneven_shards_give_every_rank_the_same_steps(digits_workdir, tmp_path):
+    from pipelines import runner
+
+    workdir = tmp_path / "work"
+    shutil.copytree(digits_workdir, workdir)
+    config = image_config(workdir, "preprocess.rows_per_row_group=400", "train.num_proc=3", "train.epochs=2")
+    runner.run_preprocess(config)
+    sizes = storage.row_group_sizes(Catalog.for_workdir(workdir).split("train"))
+    assert len(sizes) == 4 and len(set(sizes)) > 1  # ranks get 2, 1 and 1 row groups of unequal size
+
+    result = training.run(config)
+
+    assert len(result.rank_digests) == 3 and len(set(result.rank_digests)) == 1
+    assert len(result.history["loss"]) == 2
+
+
+@pytest.mark.slow
+def test_the_trainers_memory_does_not_grow_over_epochs(trainable_workdir):
+    config = image_config(trainable_workdir, "train.epochs=5")
+
+    memory = training.run(config).history["memory_rss_mb"]
+
+    assert len(memory) == 5
+    assert memory[4] <= memory[0] * 1.10, f"rank 0 resident memory by epoch (MB): {memory}"
