@@ -25,10 +25,15 @@ class Checkpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         import numpy as np
 
+        from pipelines.errors import DataError
         from pipelines.horovod_keras import state_arrays
         from pipelines.storage import write_npz_atomically
 
-        write_npz_atomically(self.path, __epoch__=np.int64(epoch + 1), **state_arrays(self.model))
+        try:
+            write_npz_atomically(self.path, __epoch__=np.int64(epoch + 1), **state_arrays(self.model))
+        except OSError as err:  # disk full, permissions: say so, and that the last one is intact
+            problem = f"cannot write the checkpoint ({err.strerror or err}); the previous one is kept"
+            raise DataError(str(self.path), problem) from err
 
 
 class EpochLogger(keras.callbacks.Callback):

@@ -19,13 +19,22 @@ ROOT = Path(__file__).resolve().parents[2]
 class Dlfusion:
     """A running ``dlfusion`` command; its console lines are collected as they come."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, max_file_bytes: int | None = None):
+        """``max_file_bytes``: no file it (or anything it starts) writes may grow past this, as on a
+        full disk (RLIMIT_FSIZE; Python ignores SIGXFSZ, so the write fails with EFBIG)."""
+
+        def limit() -> None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pipelines.cli", *args],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=limit if max_file_bytes else None,
         )
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()

@@ -106,3 +106,31 @@ def test_the_trainers_memory_does_not_grow_over_epochs(trainable_workdir):
 
     assert len(memory) == 5
     assert memory[4] <= memory[0] * 1.10, f"rank 0 resident memory by epoch (MB): {memory}"
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_cannot_be_written_fails_clearly_and_keeps_the_previous_one(
+    digits_workdir, tmp_path
+):
+    import numpy as np
+
+    workdir = tmp_path / "work"
+    shutil.copytree(digits_workdir, workdir)
+    args = ("train", "conf/image_cnn.yaml", f"workdir={workdir}", "spark.master=local[2]")
+    assert Dlfusion(*args, "train.epochs=1").finish(timeout=300) == 0
+    catalog = Catalog.for_workdir(workdir)
+    run_id = storage.read_json(catalog.latest_run("image_cnn"))["run_id"]
+    checkpoint = catalog.checkpoint(run_id)
+    before = checkpoint.read_bytes()
+
+    full = Dlfusion(*args, "train.epochs=3", "train.resume=true", max_file_bytes=len(before) // 2)
+
+    assert full.finish(timeout=300) == 1
+    assert len(full.error_lines) == 1
+    assert full.error_lines[0].startswith("dlfusion: error: rank 0 failed: ")
+    assert (
+        f"{checkpoint}: cannot write the checkpoint (File too large); the previous one is kept"
+        in (full.error_lines[0])
+    )
+    assert checkpoint.read_bytes() == before
+    assert int(np.load(checkpoint)["__epoch__"]) == 1
