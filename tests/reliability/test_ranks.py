@@ -14,7 +14,7 @@ from pipelines import storage, training
 from pipelines.catalog import Catalog
 from pipelines.errors import TrainingError
 from tests.conftest import image_config
-from tests.reliability.conftest import Dlfusion
+from tests.reliability.conftest import Dlfusion, alive
 
 
 def _rank(command: Dlfusion, rank: int):
@@ -134,3 +134,23 @@ def test_a_checkpoint_that_cannot_be_written_fails_clearly_and_keeps_the_previou
     )
     assert checkpoint.read_bytes() == before
     assert int(np.load(checkpoint)["__epoch__"]) == 1
+
+
+@pytest.mark.slow
+def test_training_data_that_breaks_under_the_readers_fails_within_the_stall_timeout(digits_workdir, tmp_path):
+    workdir = tmp_path / "work"
+    shutil.copytree(digits_workdir, workdir)
+    args = ("train", "conf/image_cnn.yaml", f"workdir={workdir}", "spark.master=local[2]")
+    command = Dlfusion(*args, "train.epochs=20", "train.stall_timeout_s=30")
+    command.wait_for(r"epoch 1/20", timeout=240)
+    started = command.descendants()
+    for part in Catalog.for_workdir(workdir).split("train").glob("*.parquet"):
+        part.write_bytes(b"PAR1 gone")  # every reader's next pass opens these
+
+    broke_at = time.monotonic()
+    code = command.finish(timeout=180)
+
+    assert code == 1 and time.monotonic() - broke_at < 120
+    assert len(command.error_lines) == 1 and command.error_lines[0].startswith("dlfusion: error: rank ")
+    time.sleep(3)
+    assert not alive(started)
