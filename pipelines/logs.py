@@ -32,6 +32,8 @@ def quiet_library_warnings() -> None:
     # MLflow's usage telemetry calls out to the internet on first use; these machines have none and
     # each attempt costs seconds (measured: the train stage waited on config.mlflow-telemetry.io).
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # MLflow prints "View run ... at: URI" when a run ends, with any password the URI holds.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def drop_type_hint_advice() -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -30,8 +32,16 @@ def server_command(root: Path, host: str = "127.0.0.1", port: int = 5000) -> lis
 
 def is_up(url: str, timeout_s: float = 2.0) -> bool:
     """Whether the server at ``url`` answers its health check."""
+    parts = urllib.parse.urlsplit(url.rstrip("/"))
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    netloc += f":{parts.port}" if parts.port else ""
+    request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=netloc)) + "/health")
+    if parts.username is not None:  # credentials in the URI (urllib does not take them from it)
+        user = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(user.encode()).decode())
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout_s) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return response.status == 200
     except (OSError, ValueError):
         return False

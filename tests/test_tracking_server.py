@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -25,6 +26,9 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+SECRET = "s3cret-token-7f2a"
 
 
 @pytest.fixture(scope="module")
@@ -75,20 +79,39 @@ def http_run(mlflow_server, tmp_path_factory) -> dict:
     """`dlfusion run` of the digits against the server, with the promotion gate; its summary JSON."""
     tmp_path = tmp_path_factory.mktemp("http-run")
     summary = tmp_path / "summary.json"
+    # The URI holds credentials, as a proxied server's may: they must never be written anywhere.
+    with_secret = mlflow_server.replace("http://", f"http://alice:{SECRET}@")
     result = _dlfusion(
         "run",
         "conf/image_cnn.yaml",
         f"workdir={tmp_path / 'work'}",
         "spark.master=local[2]",
         "train.epochs=2",
-        f"mlflow.tracking_uri={mlflow_server}",
+        f"mlflow.tracking_uri={with_secret}",
         "mlflow.registered_model=digits-http",
         "promote.enabled=true",
         "--summary-json",
         str(summary),
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(summary.read_text())
+    return {**json.loads(summary.read_text()), "_console": result.stdout + result.stderr}
+
+
+@pytest.mark.slow
+def test_a_password_in_the_tracking_uri_is_written_nowhere(mlflow_server, http_run):
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(http_run["run_id"])
+    assert run.data.params["mlflow.tracking_uri"] == mlflow_server.replace("http://", "http://alice:***@")
+    written = {
+        "console": http_run["_console"],
+        "summary": json.dumps({k: v for k, v in http_run.items() if k != "_console"}),
+        "params": json.dumps(run.data.params),
+        "tags": json.dumps(run.data.tags),
+        **{str(path): path.read_text() for path in Path(http_run["workdir"], "logs").glob("*.log")},
+    }
+    assert len(written) > 4  # the log files are there
+    leaks = [line for text in written.values() for line in text.splitlines() if SECRET in line]
+    assert [name for name, text in written.items() if SECRET in text] == [], leaks[:3]
 
 
 @pytest.mark.slow
