@@ -32,7 +32,13 @@ def get_spark(config: SparkConfig) -> SparkSession:
     builder = SparkSession.builder.appName(config.app_name)
     # spark-submit starts the JVM gateway first and always has a master: never override it.
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
-        builder = builder.master(config.master or "local[*]")
+        master = config.master or "local[*]"
+        builder = builder.master(master)
+        if master.startswith("local"):  # nothing else needs to reach it: listen on loopback only
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # the web UI's address
+            builder = builder.config("spark.driver.bindAddress", "127.0.0.1").config(
+                "spark.driver.host", "127.0.0.1"
+            )
     builder = (
         builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.session.timeZone", "UTC")
