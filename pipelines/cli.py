@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from pipelines.errors import ConfigError, DlfusionError, Interrupted, describe, explain_spark_failure
+from pipelines.locking import WorkdirBusy, workdir_lock
 
 log = logging.getLogger("dlfusion")
 
@@ -88,6 +89,7 @@ def serve_mlflow(root: Path, host: str, port: int) -> int:
 
 # Exit codes, for schedulers: documented in the README ("Failure behaviour").
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2  # interrupted: 128 + the signal (130 SIGINT, 143 SIGTERM)
+EXIT_BUSY = 75  # another run holds the workdir (EX_TEMPFAIL: try again later)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,7 +159,8 @@ def _run_stage(args: argparse.Namespace, summary: dict) -> int:
 
             check_reachable(config.tracking_uri)
         options = {"force": args.force} if args.stage == "promote" else {}
-        summary.update(STAGES[args.stage](config, **options))
+        with workdir_lock(config.workdir, args.stage):
+            summary.update(STAGES[args.stage](config, **options))
         summary["status"] = "succeeded"
         return EXIT_OK
     except Interrupted as err:
@@ -170,6 +173,9 @@ def _run_stage(args: argparse.Namespace, summary: dict) -> int:
     except ConfigError as err:
         summary["error"] = f"config error: {err}"
         return EXIT_CONFIG
+    except WorkdirBusy as err:
+        summary["error"] = str(err)
+        return EXIT_BUSY
     except DlfusionError as err:
         trace.debug("failed", exc_info=True)
         summary["error"] = str(err)
