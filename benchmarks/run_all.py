@@ -33,6 +33,7 @@ def plan(full: bool) -> list[tuple[str, list[str], Path]]:
         "ingest_image": ["--kind", "image", "--quick"],
         "ingest_text": ["--kind", "text", "--quick"],
         "fit_vs_peer": ["--rounds", "1"],
+        "score_scale": ["--quick"],
     }
     full_args = {
         "read_throughput": [],
@@ -40,6 +41,7 @@ def plan(full: bool) -> list[tuple[str, list[str], Path]]:
         "ingest_image": ["--kind", "image", "--small-heap"],
         "ingest_text": ["--kind", "text", "--small-heap"],
         "fit_vs_peer": ["--rounds", "2"],
+        "score_scale": [],
     }
     scripts = {
         "read_throughput": "read_throughput.py",
@@ -47,6 +49,7 @@ def plan(full: bool) -> list[tuple[str, list[str], Path]]:
         "ingest_image": "ingest_scale.py",
         "ingest_text": "ingest_scale.py",
         "fit_vs_peer": "fit_vs_peer.py",
+        "score_scale": "score_scale.py",
     }
     chosen = full_args if full else quick_args
     return [
