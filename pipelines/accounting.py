@@ -4,6 +4,7 @@ number seen must equal the number written plus the number quarantined, counted f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -32,14 +33,22 @@ def write_accounted(
     """Write ``records`` in one pass: rows without a ``reason`` to the ingested folder, the others to the
     quarantine folder (same declared columns), then ``check_accounted``.
     """
-    outcome = F.when(F.col("reason").isNull(), F.lit("ingested")).otherwise(F.lit("quarantined"))
-    storage.write_partitions_atomically(
-        records.withColumn("outcome", outcome),
-        "outcome",
-        {"ingested": catalog.ingested, "quarantined": catalog.quarantine},
+    write_by_reason(
+        records,
+        catalog.ingested,
+        catalog.quarantine,
         **{"parquet.block.size": str(row_group_bytes), "compression": compression},
     )
     return check_accounted(records.sparkSession, seen, catalog, source, unit)
+
+
+def write_by_reason(records: DataFrame, usable: str | Path, unusable: str | Path, **options: str) -> None:
+    """Write ``records`` in one pass: rows without a ``reason`` to ``usable``, the others to
+    ``unusable`` (same declared columns), each replaced atomically."""
+    outcome = F.when(F.col("reason").isNull(), F.lit("usable")).otherwise(F.lit("unusable"))
+    storage.write_partitions_atomically(
+        records.withColumn("outcome", outcome), "outcome", {"usable": usable, "unusable": unusable}, **options
+    )
 
 
 def check_accounted(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import psutil
 
 from pipelines.errors import Interrupted
+from pipelines.logs import TRACE_LOGGER
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def stop_tree(pid: int, grace_s: float = 5.0, include_root: bool = True) -> int:
     psutil.wait_procs(alive, timeout=grace_s)
     if alive:
         names = ", ".join(sorted({_name(process) for process in alive}))
-        logging.getLogger("dlfusion.trace").debug("killed after %.0f s of SIGTERM: %s", grace_s, names)
+        logging.getLogger(TRACE_LOGGER).debug("killed after %.0f s of SIGTERM: %s", grace_s, names)
     return len(processes)
 
 
@@ -85,8 +86,9 @@ def interruptible(on_signal: Callable[[], None] | None = None) -> Iterator[Stopp
         if stopping.signal_name:
             log.warning("%s received: already stopping", signal.Signals(signum).name)
             return
-        stopping.signal_name, stopping.exit_code = signal.Signals(signum).name, 128 + signum
-        raise Interrupted(signum)
+        interrupted = Interrupted(signum)
+        stopping.signal_name, stopping.exit_code = interrupted.signal_name, interrupted.exit_code
+        raise interrupted
 
     if threading.current_thread() is not threading.main_thread():
         yield stopping

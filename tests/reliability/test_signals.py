@@ -40,25 +40,24 @@ def _summary(path) -> dict:
     return json.loads(path.read_text())
 
 
+def _start(stage: str, digits_workdir, tmp_path, *overrides: str) -> tuple[Dlfusion, object, object]:
+    """``dlfusion STAGE`` on a private copy of the digits workdir; (command, workdir, summary path)."""
+    workdir = tmp_path / "work"
+    shutil.copytree(digits_workdir, workdir)
+    summary = tmp_path / "summary.json"
+    args = (stage, "conf/image_cnn.yaml", f"workdir={workdir}", "spark.master=local[2]", *overrides)
+    return Dlfusion(*args, "--summary-json", str(summary)), workdir, summary
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, exit_code", SIGNALS)
 def test_a_signal_during_ingest_stops_spark_and_keeps_the_previous_output(
     digits_workdir, tmp_path, signum, exit_code
 ):
-    workdir = tmp_path / "work"
-    shutil.copytree(digits_workdir, workdir)
+    before = sum(storage.row_group_sizes(Catalog.for_workdir(digits_workdir).ingested))
+    # ingest.task_files=2: hundreds of Spark tasks, so the job is still running when signalled
+    command, workdir, summary = _start("ingest", digits_workdir, tmp_path, "ingest.task_files=2")
     catalog = Catalog.for_workdir(workdir)
-    before = sum(storage.row_group_sizes(catalog.ingested))
-    summary = tmp_path / "summary.json"
-    command = Dlfusion(
-        "ingest",
-        "conf/image_cnn.yaml",
-        f"workdir={workdir}",
-        "spark.master=local[2]",
-        "ingest.task_files=2",  # hundreds of Spark tasks: the job is still running when signalled
-        "--summary-json",
-        str(summary),
-    )
     command.wait_for(r"ingest: [\d,]+/1,797 files", timeout=120)
 
     code, seconds, left = _stop(command, signum)
@@ -84,18 +83,7 @@ def test_a_signal_during_ingest_stops_spark_and_keeps_the_previous_output(
 def test_a_signal_during_training_stops_every_rank_and_marks_the_run_killed(
     digits_workdir, tmp_path, signum, exit_code
 ):
-    workdir = tmp_path / "work"
-    shutil.copytree(digits_workdir, workdir)
-    summary = tmp_path / "summary.json"
-    command = Dlfusion(
-        "train",
-        "conf/image_cnn.yaml",
-        f"workdir={workdir}",
-        "spark.master=local[2]",
-        "train.epochs=50",
-        "--summary-json",
-        str(summary),
-    )
+    command, workdir, summary = _start("train", digits_workdir, tmp_path, "train.epochs=50")
     command.wait_for(r"epoch 1/50", timeout=240)
     ranks = [p for p in command.descendants() if "HOROVOD_RANK" in _environ(p)]
     assert len(ranks) == 2

@@ -7,6 +7,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from pipelines import storage
+from pipelines.accounting import write_by_reason
 from pipelines.errors import DataError
 from pipelines.kinds.text_lstm.config import TextPipelineConfig
 from pipelines.kinds.text_lstm.ingest import read_records, text_reason
@@ -28,10 +29,5 @@ def score_input(
     records = read_records(spark, config.data, source, labelled=False).select(
         F.sha2(F.col("text"), 256).alias("key"), "path", "text", "record", text_reason().alias("reason")
     )
-    outcome = F.when(F.col("reason").isNull(), F.lit("usable")).otherwise(F.lit("unusable"))
-    storage.write_partitions_atomically(
-        records.withColumn("outcome", outcome),
-        "outcome",
-        {"usable": locations["inputs"], "unusable": locations["quarantined"]},
-    )
+    write_by_reason(records, locations["inputs"], locations["quarantined"])
     return ScoreInputs(seen=None, columns=("text",))
