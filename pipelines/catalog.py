@@ -1,9 +1,16 @@
-"""Named data sets of a run and where they live: every location derives from ``workdir`` here."""
+"""Named data sets of a run and where they live: every location derives from ``workdir`` here.
+
+``workdir`` is a local path (or a ``file:`` URI), kept as an absolute ``Path``, or a URI of another
+file system (``s3://bucket/work``, ``hdfs://namenode/work``), kept as a ``storage.Uri``: every
+location below is then of the same kind, and is read and written through ``pipelines.storage``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+
+from pipelines import storage
+from pipelines.storage import Location
 
 SPLITS = ("train", "val", "test")
 
@@ -12,72 +19,72 @@ SPLITS = ("train", "val", "test")
 class Catalog:
     """Locations of every data set and artifact a pipeline run reads or writes."""
 
-    workdir: Path
+    workdir: Location
 
     @classmethod
-    def for_workdir(cls, workdir: str | Path) -> Catalog:
-        return cls(Path(workdir).resolve())
+    def for_workdir(cls, workdir: str | Location) -> Catalog:
+        return cls(storage.location(workdir))
 
     @property
-    def demo_images(self) -> Path:
+    def demo_images(self) -> Location:
         return self.workdir / "raw" / "digits"
 
     @property
-    def demo_texts(self) -> Path:
+    def demo_texts(self) -> Location:
         return self.workdir / "raw" / "reviews.tsv"
 
     @property
-    def listing(self) -> Path:
+    def listing(self) -> Location:
         """The files ingest saw (relpath, size), one Parquet file per Spark task."""
         return self.workdir / "ingest" / "listing"
 
     @property
-    def ingested(self) -> Path:
+    def ingested(self) -> Location:
         return self.workdir / "ingest" / "records.parquet"
 
     @property
-    def quarantine(self) -> Path:
+    def quarantine(self) -> Location:
         return self.workdir / "ingest" / "quarantine.parquet"
 
     @property
-    def ingest_report(self) -> Path:
+    def ingest_report(self) -> Location:
         return self.workdir / "ingest" / "report.json"
 
-    def split(self, name: str) -> Path:
+    def split(self, name: str) -> Location:
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r}; splits are {', '.join(SPLITS)}")
         return self.workdir / "preprocess" / f"{name}.parquet"
 
     @property
-    def transform(self) -> Path:
+    def transform(self) -> Location:
         return self.workdir / "preprocess" / "transform.json"
 
     @property
-    def preprocess_report(self) -> Path:
+    def preprocess_report(self) -> Location:
         return self.workdir / "preprocess" / "report.json"
 
     @property
-    def checkpoints(self) -> Path:
+    def checkpoints(self) -> Location:
         return self.workdir / "checkpoints"
 
-    def latest_run(self, kind: str) -> Path:
+    def latest_run(self, kind: str) -> Location:
         """The MLflow run id of ``kind``'s latest training here, so that evaluate and resume find it
         (kinds sharing one preprocessed data set each keep their own model and run)."""
         return self.workdir / "runs" / f"{kind}.json"
 
-    def trained_model(self, run_id: str) -> Path:
+    def trained_model(self, run_id: str) -> Location:
         return self.checkpoints / run_id / "model.keras"
 
-    def checkpoint(self, run_id: str) -> Path:
+    def checkpoint(self, run_id: str) -> Location:
         return self.checkpoints / run_id / "checkpoint.npz"
 
-    def best_weights(self, run_id: str) -> Path:
+    def best_weights(self, run_id: str) -> Location:
         """The best epoch's weights so far, kept by early stopping."""
         return self.checkpoints / run_id / "best.npz"
 
-    def pending_metrics(self, run_id: str) -> Path:
+    def pending_metrics(self, run_id: str) -> Location:
         """Epoch metrics a tracking outage kept, to be sent when the server answers."""
         return self.checkpoints / run_id / "unsent_metrics.json"
 
-    def rank_errors(self, run_id: str) -> Path:
+    def rank_errors(self, run_id: str) -> Location:
         return self.checkpoints / run_id / "rank_errors"

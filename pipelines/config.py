@@ -8,10 +8,18 @@ Every problem becomes a ConfigError naming the dotted key or the file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
 
 from pipelines.errors import ConfigError
 
@@ -121,11 +129,29 @@ class ScoreConfig(Section):
     )
 
 
+def _workdir(value: Any) -> Any:
+    """A local path stays a ``Path`` (a ``file:`` URI becomes one); another file system's URI
+    (``s3://bucket/work``) a ``storage.Uri``, which ``pathlib`` would fold into ``s3:/bucket/work``."""
+    from pipelines import storage
+
+    if isinstance(value, Path | storage.Uri):
+        return value
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a path or a URI")
+    return storage.Uri(value) if storage.is_uri(value) else storage.require_local(value, "workdir")
+
+
+# The workdir: a local path or a URI (see ``pipelines.catalog``); written out as its text.
+Workdir = Annotated[Any, PlainValidator(_workdir), PlainSerializer(str, when_used="json")]
+
+
 class PipelineBase(Section):
     """Keys every kind shares; a kind's config class adds ``pipeline`` and its own sections."""
 
     pipeline: str = Field(description="which pipeline kind this config drives")
-    workdir: Path = Field(Path("work"), description="root for all outputs of a run")
+    workdir: Workdir = Field(
+        Path("work"), description="root for all outputs of a run: a local path or a URI (s3://, hdfs://)"
+    )
     spark: SparkConfig = Field(default_factory=SparkConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
@@ -134,10 +160,16 @@ class PipelineBase(Section):
 
     @property
     def tracking_uri(self) -> str:
-        """The configured tracking URI, or the SQLite database under workdir."""
+        """The configured tracking URI, or the SQLite database under workdir (a local workdir only:
+        ConfigError for a URI)."""
         if self.mlflow.tracking_uri:
             return self.mlflow.tracking_uri
-        return f"sqlite:///{(self.workdir / 'mlflow.db').resolve()}"
+        from pipelines.storage import require_local
+
+        local = require_local(
+            self.workdir, "the default MLflow database (SQLite; or set mlflow.tracking_uri)"
+        )
+        return f"sqlite:///{(local / 'mlflow.db').resolve()}"
 
 
 # Any kind's config: the classes live in the kinds' folders (``pipelines.kinds``).

@@ -125,7 +125,8 @@ def split_dataset(
     import numpy as np
     import tensorflow as tf
 
-    url = Path(str(location).removeprefix("file:")).resolve().as_uri()
+    # Petastorm takes URLs: file:///abs/path for local data sets, other file systems' URIs as they are.
+    url = str(location) if storage.is_uri(location) else storage.location(location).as_uri()
     passes = None if repeat else 1
     dtype, shape = np.dtype(transform.feature_dtype).newbyteorder("<"), transform.feature_shape
 

@@ -177,10 +177,14 @@ def write_reviews(path: Path, count: int = 20_000, positive_share: float = 0.65,
 
 
 def digits_demo(catalog) -> Path:
-    """The image kinds' demo: the digits under the workdir's ``raw`` folder."""
-    return write_digits_images(catalog.demo_images)
+    """The image kinds' demo: the digits under the workdir's ``raw`` folder (a local workdir)."""
+    from pipelines.storage import require_local
+
+    return write_digits_images(require_local(catalog.demo_images, "the demo data (or set data.source)"))
 
 
 def reviews_demo(catalog) -> Path:
-    """The text kind's demo: generated reviews under the workdir's ``raw`` folder."""
-    return write_reviews(catalog.demo_texts)
+    """The text kind's demo: generated reviews under the workdir's ``raw`` folder (a local workdir)."""
+    from pipelines.storage import require_local
+
+    return write_reviews(require_local(catalog.demo_texts, "the demo data (or set data.source)"))

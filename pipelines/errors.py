@@ -47,9 +47,17 @@ class ResourceError(DlfusionError):
     """The data did not fit in the memory Spark was given; the message names the setting to raise."""
 
 
-def explain_spark_failure(err: BaseException) -> ResourceError | None:
-    """A one-line, actionable error for a Spark failure caused by memory, or None for anything else."""
+def explain_spark_failure(err: BaseException) -> DlfusionError | None:
+    """A one-line, actionable error for a Spark failure caused by memory or by a URI whose file system
+    Spark cannot reach, or None for anything else."""
+    import re
+
     text = str(err)
+    missing = re.search(r'No FileSystem for scheme "?([A-Za-z0-9+.-]+)', text)
+    if missing:
+        from pipelines.storage import missing_hadoop_filesystem
+
+        return missing_hadoop_filesystem(f"{missing.group(1)}://")
     if any(sign in text for sign in ("OutOfMemoryError", "Java heap space", "GC overhead limit exceeded")):
         return ResourceError(
             "Spark ran out of JVM heap: raise spark.driver.memory (local mode: the executors run inside "

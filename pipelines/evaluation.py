@@ -24,7 +24,7 @@ def latest_run_id(config: PipelineConfig) -> str:
         DataError: when nothing was trained here yet.
     """
     latest = Catalog.for_workdir(config.workdir).latest_run(config.pipeline)
-    if not latest.is_file():
+    if not storage.is_file(latest):
         raise DataError(str(latest), "no trained model: run the train stage first")
     return storage.read_json(latest)["run_id"]
 

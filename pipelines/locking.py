@@ -31,8 +31,11 @@ def workdir_lock(workdir: Path, stage: str) -> Iterator[Path]:
 
     Raises:
         WorkdirBusy: when another process holds it.
+        ConfigError: when the workdir is a URI (``s3://``): ``flock`` needs a local or mounted file.
     """
-    path = Path(workdir).resolve() / LOCK_NAME
+    from pipelines.storage import require_local
+
+    path = require_local(workdir, "the workdir lock (flock)").resolve() / LOCK_NAME
     handle = open(path, "a+", encoding="utf-8")  # never truncate: the holder's record is in it
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -111,11 +111,14 @@ def log_to_file(workdir: Path, stage: str) -> Path:
 
     Raises:
         DataError: naming the workdir when it cannot be written.
+        ConfigError: when the workdir is a URI (``s3://``): the log files need a local path.
     """
     import time
 
     from pipelines.errors import DataError
+    from pipelines.storage import require_local
 
+    workdir = require_local(workdir, "the dlfusion command (its lock and log files)")
     folder = Path(workdir).resolve() / "logs"
     path = folder / f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     try:

@@ -115,7 +115,7 @@ def run(config: PipelineConfig, spark: SparkSession) -> ScoreReport:
             storage.write_parquet_atomically(scored, f"{output}/predictions")
     report = _accounted(inputs, locations, output, model_uri, source, stage.seconds)
     _remove(staging)
-    storage.write_json_atomically(asdict(report), Path(output.removeprefix("file:")) / "report.json")
+    storage.write_json_atomically(asdict(report), f"{output.rstrip('/')}/report.json")
     log.info(
         "score: %d inputs = %d scored + %d quarantined, predictions in %s/predictions",
         report.inputs,

@@ -1,23 +1,174 @@
-"""I/O helpers at the edges: atomic writes through Hadoop's FileSystem (any Hadoop path) or locally."""
+"""The one storage layer: every location the pipelines read or write, local or a URI, goes through here.
+
+A location is a local path (``Path``, or a ``file:`` URI) or a URI of another file system (``Uri``:
+``s3://``, ``s3a://``, ``hdfs://``, ``gs://``, ...). Python code reaches them with pyarrow's file
+systems (``filesystem``), Spark with Hadoop's (the same URI string).
+
+Atomic replacement, by file system (``renames_atomically``):
+
+- local disks and shared mounts, HDFS (``hdfs://``, ``viewfs://``): write beside the target, then
+  one rename. Readers see the old data set or file, or the new one, never half.
+- object stores (``s3://``/``s3a://``, ``gs://``, ``abfs://``, ...), where a folder "rename" is a copy
+  of every object: a data set is committed by a ``_SUCCESS`` marker written last (``COMMIT_MARKER``),
+  removed first when it is replaced; ``data_files`` and ``row_group_sizes`` refuse a data set
+  without it. A single file (a JSON record) is one PUT, which object stores apply atomically per
+  object: readers see the old content or the new, never half.
+
+S3 endpoints: ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (an S3-compatible server such as MinIO),
+``AWS_REGION``/``AWS_DEFAULT_REGION`` and the usual credential variables are read from the environment
+of the process that opens the file system, Spark's Python workers included: in local mode they inherit
+the driver's environment; on a cluster set them with ``spark.executorEnv.NAME``.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
+
+from pipelines.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+# The marker written last into a data set on a file system without atomic rename (object stores).
+COMMIT_MARKER = "_SUCCESS"
+# Schemes whose rename of a folder is one atomic operation; every other remote scheme is treated
+# as an object store (commit marker).
+_RENAMING_SCHEMES = ("file", "hdfs", "viewfs")
+_S3_SCHEMES = ("s3", "s3a", "s3n")
+_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
-def _hadoop_path(spark: SparkSession, location: str | Path):
+class Uri:
+    """A location on a file system reached by URI (``s3://bucket/key``, ``hdfs://namenode/path``).
+
+    Joined with ``/`` and named like a ``Path`` (``name``, ``parent``, ``with_name``), but never
+    resolved against the local disk: ``Path("s3://b/w")`` would be ``s3:/b/w``. ``os.fspath`` refuses
+    it, so code that needs a local file fails loudly instead of writing to a folder named ``s3:``.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        scheme, rest = str(text).split("://", 1)
+        authority, _, path = rest.partition("/")
+        path = "/".join(part for part in path.split("/") if part)
+        self.text = f"{scheme}://{authority}/{path}" if path else f"{scheme}://{authority}"
+
+    def __truediv__(self, part: str) -> Uri:
+        return Uri(f"{self.text}/{part}")
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"Uri({self.text!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Uri) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    @property
+    def scheme(self) -> str:
+        return self.text.split("://", 1)[0]
+
+    @property
+    def name(self) -> str:
+        head, _, tail = self.text.rpartition("/")
+        return "" if head.endswith(":/") else tail  # the root (scheme://authority) has no name
+
+    @property
+    def parent(self) -> Uri:
+        return self if not self.name else Uri(self.text.rsplit("/", 1)[0])
+
+    def with_name(self, name: str) -> Uri:
+        return self.parent / name
+
+    def resolve(self) -> Uri:
+        """A URI is absolute already (``Path.resolve``'s counterpart)."""
+        return self
+
+
+# Where a data set or file lives: a local path or a URI.
+Location = Path | Uri
+
+
+def is_uri(location: str | Path | Uri) -> bool:
+    """Whether ``location`` is on a file system other than the local one (``file:`` URIs are local)."""
+    if isinstance(location, Uri):
+        return True
+    match = _URI.match(str(location)) if isinstance(location, str) else None
+    return bool(match) and match.group(1).lower() != "file"
+
+
+def location(text: str | Path | Uri) -> Path | Uri:
+    """``text`` as a ``Uri`` when it names another file system, else as an absolute local ``Path``
+    (``file:/x`` and ``file:///x`` are ``/x``)."""
+    if is_uri(text):
+        return text if isinstance(text, Uri) else Uri(text)
+    return Path(_local_part(str(text))).resolve()
+
+
+def _local_part(text: str) -> str:
+    if text.startswith("file://"):
+        return text.removeprefix("file://")  # file:///x -> /x (file://host/x is not supported)
+    return text.removeprefix("file:")
+
+
+def require_local(where: str | Path | Uri, needs: str) -> Path:
+    """``where`` as a local ``Path``, or one ConfigError line saying that ``needs`` (what keeps its
+    files there) needs a local path or a shared mount, not a URI."""
+    if is_uri(where):
+        raise ConfigError(
+            "workdir",
+            f"{where} is a URI, but {needs} needs a local path or a shared mount (NFS, ...); "
+            "data.source may be a URI",
+        )
+    return Path(_local_part(str(where)))
+
+
+def renames_atomically(location: str | Path | Uri) -> bool:
+    """Whether a folder at ``location`` is replaced by one atomic rename (local, shared mounts, HDFS);
+    False for object stores, where data sets are committed by ``COMMIT_MARKER`` instead."""
+    match = _URI.match(str(location))
+    return not match or match.group(1).lower() in _RENAMING_SCHEMES
+
+
+def _hadoop_path(spark: SparkSession, location: str | Path | Uri):
     jvm = spark.sparkContext._jvm
     path = jvm.org.apache.hadoop.fs.Path(str(location))
-    return path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    try:
+        return path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    except Exception as err:
+        if "No FileSystem for scheme" not in str(err):
+            raise
+        raise missing_hadoop_filesystem(str(location)) from None
+
+
+def missing_hadoop_filesystem(where: str) -> ConfigError:
+    """The one line for a URI that Spark's Hadoop libraries cannot open (no connector on the classpath)."""
+    match = _URI.match(where)
+    scheme = match.group(1).lower() if match else where.split(":", 1)[0]
+    if scheme in _S3_SCHEMES:
+        need = (
+            "add hadoop-aws and its AWS SDK bundle, of the Hadoop version Spark ships, to Spark's classpath "
+            "(spark.jars.packages or spark.jars) and use s3a:// URIs (or set spark.hadoop.fs.s3.impl="
+            "org.apache.hadoop.fs.s3a.S3AFileSystem for s3://)"
+        )
+    else:
+        need = f"add the Hadoop connector for {scheme}:// to Spark's classpath (spark.jars.packages)"
+    return ConfigError(where, f"Spark has no Hadoop FileSystem for scheme {scheme!r}: {need}")
 
 
 def write_parquet_atomically(df: DataFrame, location: str | Path, **options: str) -> None:
@@ -39,21 +190,28 @@ def write_partitions_atomically(
     (``spark.sql.maxConcurrentOutputFileWriters``, set by ``pipelines.spark``, avoids a sort).
     """
     spark = df.sparkSession
-    first = Path(str(next(iter(locations.values()))))
+    first = location(next(iter(locations.values())))
     staging = f"{first.parent}/.tmp-{uuid.uuid4().hex[:8]}-{first.name}"
+    staged_root, fs = _hadoop_path(spark, staging)  # fails at once when Spark cannot reach it
     writer = df.write.options(**options).mode("overwrite")
     (writer.partitionBy(column) if column else writer).parquet(staging)
-    staged_root, fs = _hadoop_path(spark, staging)
     data_columns = [field for field in df.schema.fields if field.name != column]
-    for value, location in locations.items():
+    for value, place in locations.items():
         staged, _ = _hadoop_path(spark, f"{staging}/{column}={value}" if column else staging)
         if not fs.exists(staged):
             _write_empty_parquet(staged.toString(), data_columns)
-        target, _ = _hadoop_path(spark, location)
+        target, _ = _hadoop_path(spark, place)
+        marked = not renames_atomically(place)  # object store: a copy, committed by the marker
+        marker = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(target, COMMIT_MARKER)
         if fs.exists(target):
+            if marked:
+                fs.delete(marker, False)  # first: readers stop trusting the old data set
             fs.delete(target, True)
         if not fs.rename(staged, target):
-            raise OSError(f"could not move {staged.toString()} to {location}")
+            raise OSError(f"could not move {staged.toString()} to {place}")
+        if marked:
+            fs.delete(marker, False)  # a marker Spark wrote into the staged folder
+            fs.create(marker, True).close()
     fs.delete(staged_root, True)
 
 
@@ -69,7 +227,8 @@ def write_from_tasks(
 ) -> list[tuple[str, str, int]]:
     """Run ``produce(task)`` for task 0..tasks-1 as Spark tasks; each task writes the (value, batch)
     pairs it yields as Parquet straight from its Python worker, then every ``locations[value]`` is
-    replaced by its files with a rename (an empty data set where no task wrote that value).
+    replaced by its files (an empty data set where no task wrote that value): with a rename, or on
+    object stores by moving the files and writing ``COMMIT_MARKER`` last (``_commit_staged``).
 
     Rows never cross into the JVM: Spark schedules, retries and reports progress, while the
     bytes go from the worker that computed them to storage (any pyarrow file system). Row groups
@@ -100,11 +259,11 @@ def write_from_tasks(
     return files
 
 
-def _staging_uri(location: str | Path) -> str:
-    """A fresh ``.tmp-*`` sibling of ``location`` as a URI (``file:`` for local paths); remote URIs
+def _staging_uri(place: str | Path | Uri) -> str:
+    """A fresh ``.tmp-*`` sibling of ``place`` as a URI (``file:`` for local paths); remote URIs
     keep their ``scheme://authority``, which ``pathlib`` would fold into ``scheme:/``."""
-    text = str(location).rstrip("/")
-    if "://" not in text:
+    text = str(place).rstrip("/")
+    if not is_uri(text):
         text = source_uri(text)
     parent, name = text.rsplit("/", 1)
     return f"{parent}/.tmp-{uuid.uuid4().hex[:8]}-{name}"
@@ -113,12 +272,17 @@ def _staging_uri(location: str | Path) -> str:
 def _commit_staged(
     staging: str, files: list[tuple[str, str, int]], locations: dict, schema: pa.Schema
 ) -> None:
-    """Move ``staging/<value>`` to ``locations[value]`` keeping only ``files`` (the successful attempts')."""
+    """Move ``staging/<value>`` to ``locations[value]`` keeping only ``files`` (the successful attempts').
+
+    Where folders rename atomically (``renames_atomically``) each folder is renamed into place. On an
+    object store the old data set's marker is deleted first, then its files; the kept files are moved
+    (a server-side copy each) and ``COMMIT_MARKER`` is written last: a reader never trusts a half.
+    """
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
     fs, staging_root, prefix = filesystem(staging)
-    for value, location in locations.items():
+    for value, place in locations.items():
         staged = f"{staging_root}/{value}"
         keep = {file for v, file, _ in files if v == value}
         fs.create_dir(staged, recursive=True)
@@ -127,11 +291,34 @@ def _commit_staged(
                 fs.delete_file(info.path)
         if not keep:
             pq.write_table(schema.empty_table(), f"{staged}/part-00000-empty.parquet", filesystem=fs)
-        _, target, _ = filesystem(location)
-        if fs.get_file_info(target).type != pafs.FileType.NotFound:
-            fs.delete_dir(target)
-        fs.move(staged, target)
+        _, target, _ = filesystem(place)
+        if renames_atomically(place):
+            if fs.get_file_info(target).type != pafs.FileType.NotFound:
+                fs.delete_dir(target)
+            fs.move(staged, target)
+            continue
+        _uncommit(fs, target)
+        for info in fs.get_file_info(pafs.FileSelector(staged)):
+            fs.move(info.path, f"{target}/{info.base_name}")
+        _write_marker(fs, target)
     fs.delete_dir(staging_root)
+
+
+def _uncommit(fs, target: str) -> None:
+    """Delete an object-store data set at ``target``: its marker first, so that readers stop
+    trusting it before any of its files go."""
+    import pyarrow.fs as pafs
+
+    if fs.get_file_info(target).type == pafs.FileType.NotFound:
+        return
+    if fs.get_file_info(f"{target}/{COMMIT_MARKER}").type == pafs.FileType.File:
+        fs.delete_file(f"{target}/{COMMIT_MARKER}")
+    fs.delete_dir(target)
+
+
+def _write_marker(fs, target: str) -> None:
+    with fs.open_output_stream(f"{target}/{COMMIT_MARKER}") as stream:
+        stream.write(b"")
 
 
 _WRITTEN = pa.schema([("value", pa.string()), ("file", pa.string()), ("rows", pa.int64())])
@@ -176,35 +363,88 @@ def _write_task(pairs, name, staging, schema, wanted, row_group_bytes, settings)
     return [{"value": v, "file": f"{prefix}{root}/{v}/{name}.parquet", "rows": rows[v]} for v in writers]
 
 
-def _write_empty_parquet(location: str, fields: list) -> None:
+def _write_empty_parquet(place: str, fields: list) -> None:
     import pyarrow.parquet as pq
     from pyspark.sql.pandas.types import to_arrow_schema
     from pyspark.sql.types import StructType
 
-    fs, inner, _ = filesystem(location)
+    fs, inner, _ = filesystem(place)
     fs.create_dir(inner, recursive=True)
     pq.write_table(
         to_arrow_schema(StructType(fields)).empty_table(), f"{inner}/part-00000-empty.parquet", filesystem=fs
     )
 
 
-def exists(spark: SparkSession, location: str | Path) -> bool:
-    path, fs = _hadoop_path(spark, location)
+def exists(spark: SparkSession, place: str | Path | Uri) -> bool:
+    """Whether ``place`` exists, as Spark's Hadoop libraries see it (ConfigError when they cannot
+    reach its scheme: ``missing_hadoop_filesystem``)."""
+    path, fs = _hadoop_path(spark, place)
     return bool(fs.exists(path))
 
 
-def filesystem(location: str | Path):
-    """(pyarrow FileSystem, path inside it, URI prefix) for a local path or a URI (hdfs://, s3://, ...)."""
+def filesystem(place: str | Path | Uri):
+    """(pyarrow FileSystem, path inside it, URI prefix) for a local path or a URI.
+
+    ``s3://``, ``s3a://`` and ``s3n://`` (Hadoop's names) all open pyarrow's S3 file system, set from
+    the environment (see the module); other schemes (``hdfs://`` through libhdfs, ``gs://``, ...)
+    are pyarrow's own. The prefix keeps the scheme given, so URIs handed back to Spark stay valid;
+    prefix + path is the URI (object stores' paths start with the bucket: their prefix is ``s3://``).
+    """
     import pyarrow.fs as pafs
 
-    text = str(location)
-    if "://" not in text:
-        local = Path(text.removeprefix("file:")).resolve()
-        return pafs.LocalFileSystem(), str(local), "file:"
-    fs, inner = pafs.FileSystem.from_uri(text)
+    text = str(place)
+    if not is_uri(text):
+        return pafs.LocalFileSystem(), str(Path(_local_part(text)).resolve()), "file:"
     scheme, rest = text.split("://", 1)
-    authority = rest.split("/", 1)[0]
-    return fs, inner, f"{scheme}://{authority}" if authority else f"{scheme}://"
+    authority, _, path = rest.partition("/")
+    if scheme.lower() in _S3_SCHEMES:
+        if not authority:
+            raise ConfigError(text, "an S3 URI needs a bucket (s3://BUCKET/path)")
+        inner = f"{authority}/{path}".rstrip("/")
+        return (
+            _s3(authority, *(os.environ.get(name) for name in _S3_ENVIRONMENT)),
+            inner,
+            f"{scheme}://",
+        )
+    fs, inner = pafs.FileSystem.from_uri(text)
+    in_path = authority and (inner == authority or inner.startswith(f"{authority}/"))  # gs://bucket/...
+    return fs, inner, f"{scheme}://" if in_path or not authority else f"{scheme}://{authority}"
+
+
+# What configures S3 access, read from the environment each time (a changed value opens a new client).
+_S3_ENVIRONMENT = (
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+)
+
+
+@lru_cache(maxsize=32)
+def _s3(bucket: str, endpoint_s3, endpoint, region, default_region, key, secret, token, profile):
+    """One S3 client per bucket and settings in each process (a client per file would cost a
+    connection and, without a region, a region lookup each time)."""
+    import pyarrow.fs as pafs
+
+    options: dict[str, Any] = {}
+    url = endpoint_s3 or endpoint
+    if url:  # an S3-compatible server (MinIO, Ceph, moto)
+        scheme, _, host = url.rpartition("://")
+        options.update(endpoint_override=host.rstrip("/"), scheme=scheme or "https")
+    if key and secret:
+        options.update(access_key=key, secret_key=secret, session_token=token)
+    region = region or default_region
+    if region:
+        options["region"] = region
+    elif not url:  # AWS itself: the bucket's own region (one lookup per bucket and process)
+        options["region"] = pafs.resolve_s3_region(bucket)
+    else:
+        options["region"] = "us-east-1"
+    return pafs.S3FileSystem(**options)
 
 
 def source_uri(location: str | Path) -> str:
@@ -341,29 +581,63 @@ def first_invalid_utf8(uri: str, chunk_bytes: int = 1 << 20) -> int | None:
     return None
 
 
-def data_files(location: str | Path) -> list[str]:
-    """The URIs of a Parquet data set's files, sorted (hidden and ``_`` files left out), from a listing."""
+def data_files(location: str | Path | Uri) -> list[str]:
+    """The URIs of a Parquet data set's files, sorted (hidden and ``_`` files left out), from a listing.
+
+    On an object store only a committed data set (``COMMIT_MARKER``) is read; DataError otherwise."""
     import pyarrow.dataset as ds
 
     fs, root, prefix = filesystem(location)
+    _require_committed(fs, root, location)
     return sorted(prefix + path for path in ds.dataset(root, filesystem=fs, format="parquet").files)
 
 
-def row_group_sizes(location: str | Path) -> list[int]:
+def row_group_sizes(location: str | Path | Uri) -> list[int]:
     """Rows in each Parquet row group of a data set, in the sorted file order Petastorm shards by.
 
-    Read from the files' footers only, never from the data.
+    Read from the files' footers only, never from the data. On an object store only a committed
+    data set (``COMMIT_MARKER``) is read; DataError otherwise.
     """
     import pyarrow.dataset as ds
 
     fs, root, _ = filesystem(location)
+    _require_committed(fs, root, location)
     dataset = ds.dataset(root, filesystem=fs, format="parquet", exclude_invalid_files=True)
     fragments = sorted(dataset.get_fragments(), key=lambda fragment: fragment.path)
     return [group.num_rows for fragment in fragments for group in fragment.row_groups]
 
 
-def write_json_atomically(data: dict[str, Any], path: Path) -> None:
-    """Write JSON to a local file so that readers see the old or the new content, never half."""
+def column_batches(location: str | Path | Uri, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """The ``columns`` of a Parquet data set, batch by batch (only those columns' chunks are read);
+    on an object store only a committed one (``COMMIT_MARKER``)."""
+    import pyarrow.dataset as ds
+
+    fs, root, _ = filesystem(location)
+    _require_committed(fs, root, location)
+    yield from ds.dataset(root, filesystem=fs, format="parquet").to_batches(columns=columns)
+
+
+def _require_committed(fs, root: str, location) -> None:
+    """On an object store, a data set whose folder exists must hold ``COMMIT_MARKER``: without it, its
+    write did not finish (or a replacement is under way) and its files are not to be trusted."""
+    import pyarrow.fs as pafs
+
+    if renames_atomically(location) or fs.get_file_info(root).type != pafs.FileType.Directory:
+        return  # a missing data set fails in the reader as before
+    if fs.get_file_info(f"{root}/{COMMIT_MARKER}").type != pafs.FileType.File:
+        raise DataError(
+            str(location),
+            f"incomplete data set: no {COMMIT_MARKER} marker (its write did not finish; run its stage again)",
+        )
+
+
+def write_json_atomically(data: dict[str, Any], path: str | Path | Uri) -> None:
+    """Write JSON so that readers see the old or the new content, never half: locally (and on
+    shared mounts) a temporary sibling renamed into place; on a URI through ``write_bytes_atomically``."""
+    if is_uri(path):
+        write_bytes_atomically(json.dumps(data, indent=2, sort_keys=True).encode(), path)
+        return
+    path = Path(_local_part(str(path)))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as handle:
@@ -371,9 +645,24 @@ def write_json_atomically(data: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def write_bytes_atomically(content: bytes, uri: str | Uri) -> None:
+    """Replace the file at ``uri`` (any pyarrow file system) so that readers see the old content or the
+    new: where renames are atomic (HDFS), a temporary sibling renamed into place; on an object store
+    one PUT of the whole object, which the store applies atomically."""
+    fs, inner, _ = filesystem(uri)
+    parent, _, name = inner.rpartition("/")
+    fs.create_dir(parent, recursive=True)
+    target = f"{parent}/.tmp-{uuid.uuid4().hex[:8]}-{name}" if renames_atomically(uri) else inner
+    with fs.open_output_stream(target) as stream:
+        stream.write(content)
+    if target != inner:
+        fs.move(target, inner)
+
+
 def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """``write(staging)`` beside ``path`` (same name ending, e.g. ``.keras``), then rename it into
-    place: readers (a resume, a serving job) see the old file or the new one, never half."""
+    place: readers (a resume, a serving job) see the old file or the new one, never half.
+    Local files only (checkpoints, models: Keras and numpy write them to a local path)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     write(staging)
@@ -391,5 +680,18 @@ def write_npz_atomically(path: Path, **arrays) -> None:
     write_atomically(path, savez)
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+def read_json(path: str | Path | Uri) -> dict[str, Any]:
+    """The JSON file at ``path``, local or on any pyarrow file system."""
+    if is_uri(path):
+        return json.loads(read_bytes(str(path)))
+    return json.loads(Path(_local_part(str(path))).read_text())
+
+
+def is_file(path: str | Path | Uri) -> bool:
+    """Whether ``path`` is a file, local or on any pyarrow file system."""
+    import pyarrow.fs as pafs
+
+    if not is_uri(path):
+        return Path(_local_part(str(path))).is_file()
+    fs, inner, _ = filesystem(path)
+    return fs.get_file_info(inner).type == pafs.FileType.File

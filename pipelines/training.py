@@ -354,6 +354,7 @@ def class_weights(label_counts: list[int]) -> dict[int, float]:
 
 def run(config: PipelineConfig) -> TrainResult:
     """Plan, open (or resume) the MLflow run, train on the ranks, log the model."""
+    storage.require_local(config.workdir, "training (Keras and numpy write its checkpoints as local files)")
     catalog = Catalog.for_workdir(config.workdir)
     if not catalog.transform.is_file():
         raise DataError(str(catalog.transform), "no preprocessed data: run the preprocess stage first")

@@ -7,7 +7,6 @@ and how to turn split rows into what the logged model takes (``model_input``).
 from __future__ import annotations
 
 import html
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -112,10 +111,12 @@ def save_transform(transform: Transform, path: Path) -> None:
     from pipelines.storage import write_json_atomically
 
     data = {key: value for key, value in asdict(transform).items() if not key.startswith("_")}
-    write_json_atomically({"kind": transform.kind, **data}, Path(path))
+    write_json_atomically({"kind": transform.kind, **data}, path)
 
 
 def load_transform(path: Path) -> Transform:
-    """Read a transform saved by ``save_transform``, whatever its kind."""
-    data = json.loads(Path(path).read_text())
+    """Read a transform saved by ``save_transform``, whatever its kind (local or a URI)."""
+    from pipelines.storage import read_json
+
+    data = read_json(path)
     return _KINDS[data.pop("kind")](**data)
