@@ -1,6 +1,6 @@
 """spark-submit entry point for the promotion gate.
 
-spark-submit jobs/promote.py CONFIG [--force] [KEY=VALUE ...]
+spark-submit jobs/promote.py CONFIG [--override-gate] [--force] [KEY=VALUE ...]
 """
 
 import sys

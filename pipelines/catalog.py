@@ -72,6 +72,10 @@ class Catalog:
         (kinds sharing one preprocessed data set each keep their own model and run)."""
         return self.workdir / "runs" / f"{kind}.json"
 
+    def stage_record(self, name: str) -> Location:
+        """What a stage's last success read and wrote, to skip it when nothing changed (freshness)."""
+        return self.workdir / "stages" / f"{name}.json"
+
     def trained_model(self, run_id: str) -> Location:
         return self.checkpoints / run_id / "model.keras"
 

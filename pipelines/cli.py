@@ -53,9 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="print a failure's full trace (always in the log file)",
         )
+        if name != "score":  # score always runs
+            stage.add_argument(
+                "--force", action="store_true", help="run even if nothing changed since the last success"
+            )
         if name == "promote":
             stage.add_argument(
-                "--force", action="store_true", help="promote whatever the scores (recorded on the run)"
+                "--override-gate",
+                action="store_true",
+                help="promote whatever the scores (recorded on the run)",
             )
     server = stages.add_parser(
         "mlflow-server", help="run a local MLflow tracking server (SQLite + local artifacts) until Ctrl-C"
@@ -152,15 +158,15 @@ def _run_stage(args: argparse.Namespace, summary: dict) -> int:
         os.environ["DLFUSION_LOG_FILE"] = summary["log_file"]  # the Spark JVM logs its errors there too
         if args.debug:
             os.environ["DLFUSION_DEBUG"] = "1"
-        from pipelines.runner import STAGES
+        from pipelines.runner import run_one
 
         if args.stage in TRACKED_STAGES:
             from pipelines.tracking import check_reachable
 
             check_reachable(config.tracking_uri)
-        options = {"force": args.force} if args.stage == "promote" else {}
+        options = {"override_gate": args.override_gate} if args.stage == "promote" else {}
         with workdir_lock(config.workdir, args.stage):
-            summary.update(STAGES[args.stage](config, **options))
+            summary.update(run_one(args.stage, config, force=getattr(args, "force", False), **options))
         summary["status"] = "succeeded"
         return EXIT_OK
     except Interrupted as err:
@@ -228,6 +234,8 @@ def _stop_started_work() -> None:
 
 def _print_summary(summary: dict) -> None:
     lines = [f"dlfusion {summary['stage']}: succeeded"]
+    if summary.get("skipped"):
+        lines.append(f"  skipped, unchanged since their last success: {', '.join(summary['skipped'])}")
     if "ingest" in summary:
         i = summary["ingest"]
         unit, seen = ("records", i["records_seen"]) if "records_seen" in i else ("files", i["files_seen"])

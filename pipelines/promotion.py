@@ -42,11 +42,13 @@ def _version_of_run(client, name: str, run_id: str):
     return mlflow.register_model(f"runs:/{run_id}/model", name)
 
 
-def run(config: PipelineConfig, spark: SparkSession, run_id: str | None = None, force: bool = False) -> dict:
+def run(
+    config: PipelineConfig, spark: SparkSession, run_id: str | None = None, override_gate: bool = False
+) -> dict:
     """Register the run's model (default: this kind's latest training) and decide its promotion.
 
     The decision, both scores and the margin become tags of the run and of the version, and the
-    returned summary. ``force`` promotes whatever the scores, and is recorded.
+    returned summary. ``override_gate`` promotes whatever the scores, and is recorded.
     """
     import mlflow
     from mlflow import MlflowClient
@@ -83,8 +85,8 @@ def run(config: PipelineConfig, spark: SparkSession, run_id: str | None = None, 
             "promoted",
             f"better by {better_by:.4f} >= promote.min_delta {config.promote.min_delta}",
         )
-    elif force:
-        decision, reason = "forced", f"--force although the margin is {better_by:.4f}"
+    elif override_gate:
+        decision, reason = "forced", f"--override-gate although the margin is {better_by:.4f}"
     else:
         decision, reason = "kept", f"margin {better_by:.4f} < promote.min_delta {config.promote.min_delta}"
     if decision in ("promoted", "forced"):
@@ -100,7 +102,7 @@ def run(config: PipelineConfig, spark: SparkSession, run_id: str | None = None, 
         "champion_version": None if champion is None else str(champion.version),
         "champion_score": champion_score,
         "margin": better_by,
-        "forced": force,
+        "forced": override_gate,
     }
     tags = {f"dlfusion.promotion.{key}": "" if value is None else str(value) for key, value in result.items()}
     for key, value in tags.items():

@@ -1,6 +1,7 @@
 """The stages as one story: ingest -> preprocess -> train -> evaluate, each also callable alone.
 
-Every stage takes the config's kind (``pipelines.kinds``) and calls that kind's part.
+Every stage takes the config's kind (``pipelines.kinds``) and calls that kind's part. A stage whose
+inputs and config did not change since its last success is skipped (``pipelines.freshness``).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 
+from pipelines import freshness
 from pipelines.catalog import Catalog
 from pipelines.config import PipelineConfig
 from pipelines.kinds import kind_of
@@ -28,9 +30,9 @@ def source_of(config: PipelineConfig) -> str:
     return str(demo)
 
 
-def run_ingest(config: PipelineConfig) -> dict:
+def run_ingest(config: PipelineConfig, source: str | None = None) -> dict:
     ingest = kind_of(config).part("ingest")
-    return {"ingest": asdict(ingest(config, get_spark(config.spark), source_of(config)))}
+    return {"ingest": asdict(ingest(config, get_spark(config.spark), source or source_of(config)))}
 
 
 def run_preprocess(config: PipelineConfig) -> dict:
@@ -61,10 +63,10 @@ def run_evaluate(config: PipelineConfig) -> dict:
     return {"test_metrics": metrics, "primary_metric": {kind.primary_metric: metrics[kind.primary_metric]}}
 
 
-def run_promote(config: PipelineConfig, force: bool = False) -> dict:
+def run_promote(config: PipelineConfig, override_gate: bool = False) -> dict:
     from pipelines import promotion
 
-    return {"promotion": promotion.run(config, get_spark(config.spark), force=force)}
+    return {"promotion": promotion.run(config, get_spark(config.spark), override_gate=override_gate)}
 
 
 def run_score(config: PipelineConfig) -> dict:
@@ -78,21 +80,54 @@ STAGE_RUNNERS = {
     "preprocess": run_preprocess,
     "train": run_train,
     "evaluate": run_evaluate,
+    "promote": run_promote,
 }
 
 
-def run_all(config: PipelineConfig) -> dict:
-    """Every stage the kind declares, top to bottom; then the promotion gate if ``promote.enabled``."""
+def run_stage(stage: str, config: PipelineConfig, force: bool = False, **options) -> dict:
+    """Run ``stage``, or skip it when its inputs and config did not change since its last success
+    (``force`` runs it anyway); either way one line says which, and why."""
     global current_stage
-    summary: dict = {}
-    for stage in kind_of(config).stages:
-        current_stage = stage
-        summary.update(STAGE_RUNNERS[stage](config))
-    if config.promote.enabled:
-        current_stage = "promote"
-        summary.update(run_promote(config))
+    current_stage = stage
+    if stage == freshness.CHAIN[0]:  # the first stage reads the raw data: its listing is an input
+        options["source"] = source_of(config)
+    check = freshness.check(stage, config, source=options.get("source"), force=force)
+    if check.skip:
+        log.info("%s: skipped, %s; --force redoes it", stage, check.reason)
+        return {**freshness.skipped_summary(stage, config), "skipped": [stage]}
+    log.info("%s: running (%s)", stage, check.reason)
+    freshness.forget(stage, config)
+    summary = STAGE_RUNNERS[stage](config, **options)
+    freshness.record_success(stage, config, check.inputs, summary)
+    return summary
+
+
+def run_all(config: PipelineConfig, force: bool = False) -> dict:
+    """Every stage the kind declares, top to bottom; then the promotion gate if ``promote.enabled``.
+    Stages that are unchanged since their last success are skipped, so a re-run continues where
+    an earlier one stopped."""
+    global current_stage
+    summary: dict = {"skipped": []}
+    stages = [*kind_of(config).stages, *(["promote"] if config.promote.enabled else [])]
+    for stage in stages:
+        result = run_stage(stage, config, force=force)
+        summary["skipped"] += result.pop("skipped", [])
+        summary.update(result)
     current_stage = None
     return summary
 
 
-STAGES = {**STAGE_RUNNERS, "promote": run_promote, "score": run_score, "run": run_all}
+def run_one(stage: str, config: PipelineConfig, force: bool = False, **options) -> dict:
+    """What ``dlfusion STAGE`` runs: ``run``, ``score`` (always runs), or one stage of the chain."""
+    global current_stage
+    current_stage = None
+    if stage == "run":
+        return run_all(config, force=force)
+    if stage == "score":
+        return run_score(config)
+    summary = run_stage(stage, config, force=force, **options)
+    summary.setdefault("skipped", [])
+    return summary
+
+
+STAGES = (*STAGE_RUNNERS, "score", "run")

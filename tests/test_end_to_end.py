@@ -12,8 +12,8 @@ from mlflow import MlflowClient
 from tests.conftest import ROOT
 
 
-def _dlfusion_run(config: str, workdir: Path) -> tuple[subprocess.CompletedProcess, dict]:
-    """`dlfusion run CONFIG workdir=WORKDIR` in a fresh process; returns it and its summary JSON."""
+def _dlfusion_run(config: str, workdir: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """`dlfusion run CONFIG workdir=WORKDIR [KEY=VALUE...]` in a fresh process; returns it and its summary."""
     summary_path = workdir.parent / "summary.json"
     result = subprocess.run(
         [
@@ -23,6 +23,7 @@ def _dlfusion_run(config: str, workdir: Path) -> tuple[subprocess.CompletedProce
             "run",
             config,
             f"workdir={workdir}",
+            *overrides,
             "--summary-json",
             str(summary_path),
         ],
@@ -56,9 +57,28 @@ def test_demo_pipeline_reaches_the_accuracy_target(tmp_path):
     for noise in ("Downloading artifacts", "Add type hints", "log4j", "Setting default log level", "oneDNN"):
         assert not any(noise in line for line in console), noise
 
-    run = MlflowClient(summary["tracking_uri"]).get_run(summary["run_id"])
+    client = MlflowClient(summary["tracking_uri"])
+    run = client.get_run(summary["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.metrics["test_accuracy"] == summary["test_metrics"]["test_accuracy"]
+
+    # Re-run on unchanged input: every stage is skipped, nothing is trained again.
+    rerun, again = _dlfusion_run("conf/image_cnn.yaml", tmp_path / "work")
+    assert again["skipped"] == ["ingest", "preprocess", "train", "evaluate"]
+    assert again["run_id"] == summary["run_id"] and again["test_metrics"] == summary["test_metrics"]
+    assert "train: skipped, unchanged since" in rerun.stderr
+    experiment = run.info.experiment_id
+    assert len(client.search_runs([experiment])) == 1
+
+    # One training key changed: train and evaluate run again, ingest and preprocess do not.
+    rerun, retrained = _dlfusion_run("conf/image_cnn.yaml", tmp_path / "work", "train.epochs=1")
+    assert retrained["skipped"] == ["ingest", "preprocess"] and retrained["run_id"] != summary["run_id"]
+    assert "train: running (config changed: train.epochs (12 -> 1))" in rerun.stderr
+    assert "evaluate: running (the output of train changed)" in rerun.stderr
+    assert (
+        client.get_run(retrained["run_id"]).data.metrics["test_accuracy"]
+        == (retrained["test_metrics"]["test_accuracy"])
+    )
 
 
 def test_text_demo_beats_the_majority_baseline_by_a_wide_margin(tmp_path):

@@ -78,10 +78,10 @@ def test_the_gate_moves_the_champion_alias_only_for_a_better_model(digits_workdi
     shutil.copytree(digits_workdir, workdir)
     registered = "mlflow.registered_model=digits"
 
-    def train_and_promote(*overrides: str, force: bool = False) -> dict:
+    def train_and_promote(*overrides: str, override_gate: bool = False) -> dict:
         config = image_config(workdir, registered, *overrides)
         training.run(config)
-        return promotion.run(config, spark, force=force)
+        return promotion.run(config, spark, override_gate=override_gate)
 
     weak = train_and_promote("train.epochs=1", "train.learning_rate=0.00001", "train.warmup_epochs=0")
     assert weak["decision"] == "promoted" and weak["champion_version"] is None
@@ -97,7 +97,7 @@ def test_the_gate_moves_the_champion_alias_only_for_a_better_model(digits_workdi
 
     client = MlflowClient(image_config(workdir).tracking_uri)
     assert str(client.get_model_version_by_alias("digits", "champion").version) == strong["version"]
-    forced = promotion.run(image_config(workdir, registered), spark, force=True)
+    forced = promotion.run(image_config(workdir, registered), spark, override_gate=True)
     assert forced["decision"] == "forced" and forced["forced"] is True
     assert str(client.get_model_version_by_alias("digits", "champion").version) == worse["version"]
     version_tags = client.get_model_version("digits", worse["version"]).tags
