@@ -122,8 +122,8 @@ def stage_keys(stage: str, config: PipelineConfig) -> dict:
 
 def source_digest(source: str) -> dict:
     """Files, bytes and a digest of the listing of ``source`` (path, size, and the modification time
-    where the file system is local); the listing ``storage.list_files`` makes for ingest."""
-    listing = storage.list_files(source)
+    where the file system is local); the listing ingest makes."""
+    listing = storage.list_source(source)
     _, root, prefix = storage.filesystem(source)
     folder = None if prefix != "file:" else (os.path.dirname(root) if os.path.isfile(root) else root)
     digest = hashlib.sha256()

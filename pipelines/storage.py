@@ -474,6 +474,18 @@ def list_files(root: str | Path) -> pa.Table:
     return pa.concat_tables(chunks).sort_by("relpath").combine_chunks()
 
 
+def list_source(source: str | Path) -> pa.Table:
+    """``list_files`` of a pipeline's ``data.source``.
+
+    Raises:
+        DataError: naming ``source`` when it does not exist.
+    """
+    try:
+        return list_files(source)
+    except FileNotFoundError:
+        raise DataError(str(source), "data.source does not exist") from None
+
+
 def visible_files(listing: pa.Table) -> pa.Table:
     """Drop hidden files and folders (a path part starting with '.' or '_'), as Spark's readers do."""
     relpaths = listing.column("relpath").to_pylist()

@@ -275,10 +275,7 @@ def list_images(
 ) -> tuple[pa.Table, str, int]:
     """List the visible files under ``source`` in class-mixing order and write the listing in one part
     per planned Spark task to ``location``. Returns (listing, listing URI, number of tasks)."""
-    try:
-        listing = storage.visible_files(storage.list_files(source))
-    except FileNotFoundError:
-        raise DataError(source, "data.source does not exist") from None
+    listing = storage.visible_files(storage.list_source(source))
     if listing.num_rows == 0:
         raise DataError(source, "no files found (hidden files and folders are ignored)")
     listing = mix_classes(listing)

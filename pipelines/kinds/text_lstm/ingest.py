@@ -234,10 +234,7 @@ def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIng
     records seen are the rows of both (read from the footers).
     """
     catalog = Catalog.for_workdir(config.workdir)
-    try:
-        listing = storage.visible_files(storage.list_files(source))  # the files Spark reads
-    except FileNotFoundError:
-        raise DataError(source, "data.source does not exist") from None
+    listing = storage.visible_files(storage.list_source(source))  # the files Spark reads
     sizes = listing.column("size").to_numpy()
     megabytes = int(sizes.sum() // 1_000_000)
     records = label_records(read_records(spark, config.data, source), config.data)
