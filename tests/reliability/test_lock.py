@@ -1,5 +1,5 @@
 """One run per workdir: a second run refuses in one line naming the holder; a killed holder's lock
-is taken over; runs in different workdirs do not wait for each other."""
+is taken over; runs in different workdirs go at once, each in its own Spark application."""
 
 from __future__ import annotations
 
@@ -48,3 +48,20 @@ def test_the_lock_of_a_killed_run_is_taken_over(tmp_path):
         assert json.loads(path.read_text())["stage"] == "ingest"
     assert time.monotonic() - started < 1
     assert (workdir / LOCK_NAME).is_file()
+
+
+def test_runs_in_different_workdirs_go_at_once(tmp_path):
+    from PIL import Image
+
+    source = tmp_path / "raw"
+    for label in ("a", "b"):
+        (source / label).mkdir(parents=True)
+        for index in range(20):
+            Image.new("RGB", (8, 8), (index * 10, 0, 0)).save(source / label / f"{index}.png")
+    runs = [
+        Dlfusion("ingest", "conf/image_cnn.yaml", f"workdir={tmp_path / name}", f"data.source={source}")
+        for name in ("one", "two")
+    ]
+    assert [run.finish(timeout=300) for run in runs] == [0, 0], [run.lines[-5:] for run in runs]
+    for run in runs:
+        assert "  files seen 40 = written 40 + quarantined 0" in run.lines
