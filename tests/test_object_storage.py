@@ -28,9 +28,9 @@ from pipelines import cli, runner, storage
 from pipelines.catalog import Catalog
 from pipelines.errors import ConfigError, DataError, explain_spark_failure
 from tests.conftest import IMAGE_CONFIG, ROOT, image_config
+from tests.test_storage import SCHEMA, _batches
 
 BUCKET = "dlfusion"
-SCHEMA = pa.schema([("key", pa.string()), ("payload", pa.binary())])
 
 
 def _free_port() -> int:
@@ -180,16 +180,6 @@ def test_json_records_on_s3_are_single_objects(s3):
     storage.write_json_atomically({"run_id": "b"}, record)
     assert storage.is_file(record) and storage.read_json(record) == {"run_id": "b"}
     assert _keys("records") == ["runs/image_cnn.json"]  # no temporary object left
-
-
-def _batches():
-    schema = SCHEMA
-
-    def batch(task: int, rows: int) -> pa.RecordBatch:
-        keys = [f"t{task}-{i}" for i in range(rows)]
-        return pa.RecordBatch.from_arrays([pa.array(keys), pa.array([b"x" * 1000] * rows)], schema=schema)
-
-    return batch
 
 
 def test_spark_tasks_write_parquet_to_s3_and_commit_with_a_marker(spark, s3):
