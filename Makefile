@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 CONFIG ?= conf/image_cnn.yaml
 
-.PHONY: run run-text run-gan mlflow browser test test-fast lint bench bench-full clean
+.PHONY: run run-text run-gan mlflow browser test test-fast lint bench bench-full clean airflow-test
 
 # Re-installs only when the pinned requirements, the package metadata or the install script change.
 $(STAMP): requirements.txt setup.cfg pyproject.toml scripts/install.sh
@@ -54,3 +54,9 @@ bench-full: $(STAMP)
 
 clean:
 	rm -rf work .pytest_cache
+
+# The Airflow DAG (jobs/airflow/dlfusion_dag.py) under a real Airflow 2.10 in its own venv
+# (.venv-airflow, created when missing), a throwaway AIRFLOW_HOME and SQLite: import, task chain,
+# an end-to-end `airflow dags test` on the demo, retries by exit code (README, "Scheduling").
+airflow-test: $(STAMP)
+	bash jobs/airflow/test.sh $(PYTEST_ARGS)
