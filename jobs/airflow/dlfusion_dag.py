@@ -20,8 +20,10 @@ import json
 import os
 import re
 import shlex
+import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from airflow import DAG
 from airflow.exceptions import AirflowException, AirflowFailException, AirflowSkipException
@@ -43,9 +45,17 @@ HOME = _home()
 
 
 def summary_file(params: dict, run_id: str, stage: str) -> str:
-    """Where a stage's summary JSON goes: WORKDIR/summaries/RUN_ID/STAGE.json (one per DAG run)."""
+    """Where a stage's summary JSON goes: WORKDIR/summaries/RUN_ID/STAGE.json (one per DAG run);
+    under the temporary folder when the workdir is not a local path (dlfusion refuses those)."""
     run = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
-    return str(Path(params["workdir"]) / "summaries" / run / f"{stage}.json")
+    location = urlsplit(params["workdir"])
+    if location.scheme == "file":
+        base = Path(location.path)
+    elif location.scheme and "://" in params["workdir"]:
+        base = Path(tempfile.gettempdir()) / "dlfusion"
+    else:
+        base = Path(params["workdir"])
+    return str(base / "summaries" / run / f"{stage}.json")
 
 
 def dlfusion_command(params: dict, stage: str, run_id: str) -> str:

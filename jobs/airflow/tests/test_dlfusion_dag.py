@@ -11,6 +11,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -141,6 +142,10 @@ def test_command_quotes_every_argument_and_takes_a_stage_placeholder():
     )
     assert plain[:4] == ["exec", "/venv/bin/dlfusion", "ingest", "/opt/dl fusion/conf/image_cnn.yaml"]
     assert not any(word.startswith("data.source=") for word in plain)
+    on_s3 = shlex.split(command({**params, "workdir": "s3://bucket/work"}, "ingest", "r"))
+    assert on_s3[-1] == f"{tempfile.gettempdir()}/dlfusion/summaries/r/ingest.json"  # dlfusion refuses it
+    as_file_uri = shlex.split(command({**params, "workdir": "file:///data/work"}, "ingest", "r"))
+    assert as_file_uri[-1] == "/data/work/summaries/r/ingest.json"
 
 
 def test_symlinked_into_a_dags_folder_it_finds_the_repository(tmp_path, monkeypatch):
