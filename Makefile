@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 CONFIG ?= conf/image_cnn.yaml
 
-.PHONY: run run-text run-gan mlflow browser test test-fast lint bench bench-full clean airflow-test
+.PHONY: run run-text run-gan mlflow browser test test-fast lint bench bench-full clean airflow-test image-test compose-check
 
 # Re-installs only when the pinned requirements, the package metadata or the install script change.
 $(STAMP): requirements.txt setup.cfg pyproject.toml scripts/install.sh
@@ -60,3 +60,12 @@ clean:
 # an end-to-end `airflow dags test` on the demo, retries by exit code (README, "Scheduling").
 airflow-test: $(STAMP)
 	bash jobs/airflow/test.sh $(PYTEST_ARGS)
+
+# The container images, built with podman and proved inside their own builds (the digits demo runs in
+# the image; the MLflow server runs against PostgreSQL and S3): docker/README.md. Needs no .venv.
+image-test:
+	bash docker/image-test.sh
+
+# docker/docker-compose.yml validated with docker/.env.example (docker-compose config; starts nothing).
+compose-check:
+	bash docker/compose-check.sh
