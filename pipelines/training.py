@@ -285,9 +285,13 @@ def launch(job: TrainJob) -> list[dict]:
                         processes.stop_tree(child.pid, grace_s=2)
                     raise
     except Exception as err:
-        # A rank killed by a signal first (the others then fail on its broken connection), then a
-        # rank's own exception, then what the launcher said.
-        raise _killed_rank(err) or _first_rank_error(job, started) or _launcher_error(err, train) from err
+        # A rank killed from outside first (the others then fail on its broken connection), then a
+        # rank's own exception, then a rank that aborted (Gloo aborts a rank whose peer is gone),
+        # then what the launcher said.
+        killed = _killed_rank(err)
+        if killed is not None and not _aborted(err):
+            raise killed from err
+        raise _first_rank_error(job, started) or killed or _launcher_error(err, train) from err
     return sorted(results, key=lambda result: result["rank"])
 
 
@@ -295,6 +299,12 @@ def _exited_rank(err: Exception) -> tuple[int, int] | None:
     """(rank, exit code) of the first rank the local launcher saw exit, from its message."""
     exited = re.search(r"Process name: (\d+)\s+Exit code: (-?\d+)", str(err))
     return (int(exited.group(1)), int(exited.group(2))) if exited else None
+
+
+def _aborted(err: Exception) -> bool:
+    """Whether the first rank to exit ended on SIGABRT (-6, or 134 from a shell)."""
+    exited = _exited_rank(err)
+    return exited is not None and exited[1] in (-signal.SIGABRT, 128 + signal.SIGABRT)
 
 
 def _killed_rank(err: Exception) -> TrainingError | None:

@@ -195,7 +195,8 @@ def test_a_failing_rank_reports_its_own_exception(trainable_workdir, spark):
     started = time.monotonic()
     with pytest.raises(TrainingError) as caught:
         training.run(config)
-    assert time.monotonic() - started < 60
+    # Bounded (the stall timeout plus start-up, slower on a loaded machine), not a hang.
+    assert time.monotonic() - started < 150
     assert caught.value.rank in (0, 1)
     assert "reshape" in caught.value.detail.lower() or "InvalidArgument" in caught.value.detail
     run_id = json.loads(catalog.latest_run("image_cnn").read_text())["run_id"]
