@@ -13,6 +13,7 @@
 # Settings: DLFUSION_BASE_IMAGE (use this base, e.g. python:3.11-slim-bookworm, instead of the stand-in),
 # IMAGE (default localhost/dlfusion), MLFLOW_IMAGE (default localhost/dlfusion-mlflow),
 # CA_BUNDLE (default $PIP_CERT or $SSL_CERT_FILE: passed as the optional build secret `ca`),
+# SMOKE_AGAIN=1 (run the smoke steps even if their layers are cached),
 # NICE (default `nice -n 10`: the builds share the machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,11 +72,14 @@ fi
 mark "base image ($base)" "$t"
 
 build=(podman build --isolation=chroot --layers --build-arg BASE_IMAGE="$base")
+# SMOKE_AGAIN=1: run the smoke steps again even when no layer changed (else podman reuses their cached
+# layers, which stand for the earlier run on the same image layers).
+if [ "${SMOKE_AGAIN:-0}" = 1 ]; then build+=(--build-arg "SMOKE_RUN=$(date +%s)"); fi
 ca=${CA_BUNDLE:-${PIP_CERT:-${SSL_CERT_FILE:-}}}
 if [ -n "$ca" ] && [ -f "$ca" ]; then build+=(--secret "id=ca,src=$ca"); fi
 
-# The build context: a snapshot of the checkout (tracked and untracked files, without what git ignores),
-# so that edits made while the images build do not reach one build and not the next.
+# The build context and the Dockerfiles: a snapshot of the checkout (tracked and untracked files, without
+# what git ignores), so that edits made while the images build do not reach one build and not the next.
 context=.
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
   context=$(mktemp -d "${TMPDIR:-/tmp}/dlfusion-image-context.XXXXXX")
@@ -96,19 +100,19 @@ same_image() {  # IMAGE SMOKE: the image's layers are the first layers of the sm
 # -- 3. dlfusion image -----------------------------------------------------------------------------------
 t=$SECONDS
 echo "== $IMAGE:cpu (docker/Dockerfile)"
-"${nice[@]}" "${build[@]}" -f docker/Dockerfile --target runtime -t "$IMAGE:cpu" "$context"
+"${nice[@]}" "${build[@]}" -f "$context/docker/Dockerfile" --target runtime -t "$IMAGE:cpu" "$context"
 mark "dlfusion image (docker/Dockerfile)" "$t"
 t=$SECONDS
 echo "== $IMAGE:smoke (its smoke stage: --help, no compilers, the demo in local mode and on a Spark cluster)"
-"${nice[@]}" "${build[@]}" -f docker/Dockerfile --target smoke -t "$IMAGE:smoke" "$context"
+"${nice[@]}" "${build[@]}" -f "$context/docker/Dockerfile" --target smoke -t "$IMAGE:smoke" "$context"
 same_image "$IMAGE:cpu" "$IMAGE:smoke"
 mark "dlfusion smoke stage" "$t"
 
 # -- 4. MLflow server image ------------------------------------------------------------------------------
 t=$SECONDS
 echo "== $MLFLOW_IMAGE:3.17.2 (docker/Dockerfile.mlflow) and its smoke stage (PostgreSQL + S3 + server)"
-"${nice[@]}" "${build[@]}" -f docker/Dockerfile.mlflow --target server -t "$MLFLOW_IMAGE:3.17.2" "$context"
-"${nice[@]}" "${build[@]}" -f docker/Dockerfile.mlflow --target smoke -t "$MLFLOW_IMAGE:smoke" "$context"
+"${nice[@]}" "${build[@]}" -f "$context/docker/Dockerfile.mlflow" --target server -t "$MLFLOW_IMAGE:3.17.2" "$context"
+"${nice[@]}" "${build[@]}" -f "$context/docker/Dockerfile.mlflow" --target smoke -t "$MLFLOW_IMAGE:smoke" "$context"
 same_image "$MLFLOW_IMAGE:3.17.2" "$MLFLOW_IMAGE:smoke"
 mark "mlflow image + smoke (docker/Dockerfile.mlflow)" "$t"
 

@@ -11,7 +11,7 @@ set -Eeuo pipefail
 logs=/tmp/mlflow-smoke
 mkdir -p "$logs"
 pids=()
-pg_version=$(ls /usr/lib/postgresql | sort -n | tail -n1)
+pg_version=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -n | tail -n1)
 
 cleanup() {
   for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
