@@ -60,6 +60,7 @@ class Check:
     skip: bool
     reason: str
     inputs: dict
+    summary: dict | None = None  # the recorded success's summary, when skipped
 
 
 def check(stage: str, config: PipelineConfig, source: str | None = None, force: bool = False) -> Check:
@@ -81,12 +82,8 @@ def check(stage: str, config: PipelineConfig, source: str | None = None, force: 
         return Check(False, changed, inputs)
     if _output_digest(stage, catalog, config.pipeline, record["summary"]) != record["outputs"]:
         return Check(False, "its outputs changed or are missing", inputs)
-    return Check(True, f"unchanged since {record['finished']} (same inputs and config)", inputs)
-
-
-def skipped_summary(stage: str, config: PipelineConfig) -> dict:
-    """The summary the stage's recorded success returned."""
-    return _read_record(Catalog.for_workdir(config.workdir), stage, config.pipeline)["summary"]
+    reason = f"unchanged since {record['finished']} (same inputs and config)"
+    return Check(True, reason, inputs, record["summary"])
 
 
 def record_success(stage: str, config: PipelineConfig, inputs: dict, summary: dict) -> None:
@@ -215,7 +212,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value and not dotted.startswith("spark.conf"):
+        if isinstance(value, dict) and value:
             flat.update(_flatten(value, dotted + "."))
         else:
             flat[dotted] = value

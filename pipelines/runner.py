@@ -94,7 +94,7 @@ def run_stage(stage: str, config: PipelineConfig, force: bool = False, **options
     check = freshness.check(stage, config, source=options.get("source"), force=force)
     if check.skip:
         log.info("%s: skipped, %s; --force redoes it", stage, check.reason)
-        return {**freshness.skipped_summary(stage, config), "skipped": [stage]}
+        return {**check.summary, "skipped": [stage]}
     log.info("%s: running (%s)", stage, check.reason)
     freshness.forget(stage, config)
     summary = STAGE_RUNNERS[stage](config, **options)
