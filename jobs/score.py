@@ -8,4 +8,4 @@ import sys
 from pipelines.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["score", *sys.argv[1:]]))
+    sys.exit(main(["score", *sys.argv[1:]], quiet_console=True))

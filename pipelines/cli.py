@@ -98,7 +98,15 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2  # interrupted: 128 + the signal (13
 EXIT_BUSY = 75  # another run holds the workdir (EX_TEMPFAIL: try again later)
 
 
-def main(argv: list[str] | None = None) -> int:
+def console() -> int:
+    """The ``dlfusion`` command: ``main`` with the libraries' start-up lines kept off the console."""
+    return main(quiet_console=True)
+
+
+def main(argv: list[str] | None = None, *, quiet_console: bool = False) -> int:
+    """Run ``dlfusion ARGV``; returns the exit code. ``quiet_console``: filter this process's stderr,
+    which every process it starts shares (``logs.filter_startup_noise``): for a command's own
+    process only, never for a caller that owns the console (a test runner)."""
     args = build_parser().parse_args(argv)
     # MLflow's client retries an unreachable server for minutes by default; seconds are enough
     # to ride out a blip, and the pipeline says what to do when it stays down.
@@ -113,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["DLFUSION_VERBOSE"] = "1"
     from pipelines import logs
 
+    if quiet_console:
+        logs.filter_startup_noise()
     logs.setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     logs.send_thread_errors_to_trace()
     summary: dict = {"stage": args.stage, "status": "failed"}
@@ -265,4 +275,4 @@ def _print_summary(summary: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

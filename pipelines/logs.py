@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import re
+import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -34,6 +38,63 @@ def quiet_library_warnings() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # MLflow prints "View run ... at: URI" when a run ends, with any password the URI holds.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
+# Start-up lines that native code writes straight to file descriptor 2 before any log level applies
+# (TensorFlow's absl and oneDNN lines, measured: TF_CPP_MIN_LOG_LEVEL does not reach them), and the
+# JVM's notice about its incubator module. Horovod's launcher prefixes a rank's lines with
+# ``[N]<stderr>:``, so the patterns are searched for, not anchored.
+_STARTUP_NOISE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|I0000 .*\] oneDNN custom operations are on"
+    r"|I0000 .* cpu_feature_guard\.cc:\d+\] "
+    r"|This TensorFlow binary is optimized to use available CPU instructions"
+    r"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags"
+    r"|^WARNING: Using incubator modules: jdk\.incubator\.vector"
+)
+_END_OF_CONSOLE = b"\0dlfusion-console-end\0\n"
+
+
+def is_startup_noise(line: str) -> bool:
+    """Whether ``line`` is one of the libraries' known start-up lines (nothing else is)."""
+    return _STARTUP_NOISE.search(line) is not None
+
+
+def filter_startup_noise() -> None:
+    """Unless ``--verbose``, drop the libraries' known start-up lines (``is_startup_noise``) from this
+    process's file descriptor 2, and so from every process started from here that shares it: the
+    Spark JVM and its Python workers, the Horovod launcher and its ranks. Every other line passes
+    through unchanged and in order. Call once, before anything is started."""
+    if verbose() or getattr(filter_startup_noise, "installed", False):
+        return
+    filter_startup_noise.installed = True
+    sys.stderr.flush()
+    console = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward() -> None:
+        with os.fdopen(read_end, "rb") as lines:
+            for line in iter(lines.readline, b""):
+                last = line.endswith(_END_OF_CONSOLE)
+                line = line.removesuffix(_END_OF_CONSOLE) if last else line
+                if line and not is_startup_noise(line.decode("utf-8", "replace")):
+                    os.write(console, line)
+                if last:
+                    return
+
+    forwarder = threading.Thread(target=forward, name="dlfusion-console", daemon=True)
+    forwarder.start()
+
+    def finish() -> None:
+        # Whatever this process wrote reaches the console before it exits; then fd 2 is the console's.
+        sys.stderr.flush()
+        os.write(2, _END_OF_CONSOLE)
+        forwarder.join(timeout=5)
+        os.dup2(console, 2)
+
+    atexit.register(finish)
 
 
 def drop_type_hint_advice() -> None:

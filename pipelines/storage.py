@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from pipelines import faults
 from pipelines.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -248,7 +249,8 @@ def write_from_tasks(
         for batch in batches:
             for task in batch.column("id").to_pylist():
                 name = f"part-{task:05d}-{attempt}"
-                files = _write_task(produce(task), name, staging, schema, wanted, row_group_bytes, settings)
+                pairs = _dying_mid_task(produce(task), task, attempt)
+                files = _write_task(pairs, name, staging, schema, wanted, row_group_bytes, settings)
                 yield pa.RecordBatch.from_pylist(files, schema=_WRITTEN)
 
     from pyspark.sql.pandas.types import from_arrow_schema
@@ -257,6 +259,15 @@ def write_from_tasks(
     files = [(row["value"], row["file"], row["rows"]) for row in written.collect()]
     _commit_staged(staging, files, locations, schema)
     return files
+
+
+def _dying_mid_task(pairs: Iterator, task: int, attempt: int) -> Iterator:
+    """``pairs``, with the fault point ``mid-task`` (``faults.die_if_armed``) once the writer has
+    taken the first: the task has decoded its data and not yet closed its file."""
+    for number, pair in enumerate(pairs):
+        yield pair
+        if number == 0:
+            faults.die_if_armed("mid-task", task, attempt)
 
 
 def _staging_uri(place: str | Path | Uri) -> str:

@@ -13,15 +13,16 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.cli import DLFUSION, ROOT, clean_env
 
 
 class Dlfusion:
     """A running ``dlfusion`` command; its console lines are collected as they come."""
 
-    def __init__(self, *args: str, max_file_bytes: int | None = None):
-        """``max_file_bytes``: no file it (or anything it starts) writes may grow past this, as on a
-        full disk (RLIMIT_FSIZE; Python ignores SIGXFSZ, so the write fails with EFBIG)."""
+    def __init__(self, *args: str, max_file_bytes: int | None = None, env: dict[str, str] | None = None):
+        """Started in a clean environment (``clean_env``) plus ``env``. ``max_file_bytes``: no file it
+        (or anything it starts) writes may grow past this, as on a full disk (RLIMIT_FSIZE; Python
+        ignores SIGXFSZ, so the write fails with EFBIG)."""
 
         def limit() -> None:
             import resource
@@ -29,8 +30,9 @@ class Dlfusion:
             resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
 
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.cli", *args],
+            [DLFUSION, *args],
             cwd=ROOT,
+            env=clean_env(**(env or {})),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -59,6 +61,18 @@ class Dlfusion:
             if re.search(pattern, line):
                 return line
         raise AssertionError(f"no line matched {pattern!r} in {timeout} s:\n" + "\n".join(self.lines[-30:]))
+
+    def wait_until_staged(self, folder: Path, timeout: float = 120) -> None:
+        """Block until a Spark task has written a file into a staging folder (``.tmp-*``) under
+        ``folder``: the stage is writing its new output and has not committed it. A condition on
+        disk, not a timer-driven progress line that a fast run may never print."""
+        deadline = time.monotonic() + timeout
+        while not list(folder.glob(".tmp-*/*/part-*.parquet")):
+            assert self.process.poll() is None, "dlfusion ended before it staged a file:\n" + "\n".join(
+                self.lines[-30:]
+            )
+            assert time.monotonic() < deadline, f"no staged file under {folder} in {timeout} s"
+            time.sleep(0.02)
 
     def descendants(self) -> list[psutil.Process]:
         return psutil.Process(self.process.pid).children(recursive=True)

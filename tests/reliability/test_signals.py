@@ -58,7 +58,7 @@ def test_a_signal_during_ingest_stops_spark_and_keeps_the_previous_output(
     # ingest.task_files=2: hundreds of Spark tasks, so the job is still running when signalled
     command, workdir, summary = _start("ingest", digits_workdir, tmp_path, "ingest.task_files=2")
     catalog = Catalog.for_workdir(workdir)
-    command.wait_for(r"ingest: [\d,]+/1,797 files", timeout=120)
+    command.wait_until_staged(workdir / "ingest")
 
     code, seconds, left = _stop(command, signum)
 

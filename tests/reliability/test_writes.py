@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import time
 from pathlib import Path
 
 import psutil
@@ -14,6 +13,7 @@ import pytest
 
 from pipelines import storage
 from pipelines.catalog import Catalog
+from pipelines.faults import FAULT_VARIABLE
 from tests.reliability.conftest import Dlfusion, alive
 
 
@@ -27,7 +27,7 @@ def test_a_driver_killed_mid_write_leaves_the_previous_output_and_the_rerun_comp
     before = pq.read_table(str(catalog.ingested), columns=["relpath"]).column("relpath").to_pylist()
     args = ("ingest", "conf/image_cnn.yaml", f"workdir={workdir}", "spark.master=local[2]")
     command = Dlfusion(*args, "ingest.task_files=2")
-    command.wait_for(r"ingest: [\d,]+/1,797 files", timeout=120)
+    command.wait_until_staged(workdir / "ingest")  # the new output is being written, not committed
     started = command.descendants()
 
     command.process.send_signal(signal.SIGKILL)
@@ -52,34 +52,13 @@ def test_a_spark_task_whose_worker_dies_is_retried_and_the_output_has_no_duplica
         "ingest", "conf/image_cnn.yaml", f"workdir={workdir}",
         "spark.master=local[2,4]",  # two cores, a task may fail up to 4 times
         "ingest.task_files=20",
+        env={FAULT_VARIABLE: "mid-task:3"},  # task 3's Python worker dies (SIGKILL) in its first attempt
     )  # fmt: skip
-    command.wait_for(r"ingest: [\d,]+/1,797 files", timeout=120)
-    kills = 0
-    for _ in range(40):  # kill one busy Python worker (forked by the daemon for a task)...
-        busy = [p for p in _python_workers(command) if p.cpu_percent(interval=0.05) > 0]
-        if busy and kills < 3:  # at most 3 in all: no task can reach Spark's 4 failures
-            busy[0].send_signal(signal.SIGKILL)
-            kills += 1
-        time.sleep(0.5)
-        if list((workdir / "ingest").glob(".tmp-*/*/part-*-[1-9].parquet")):  # ...until a retry wrote
-            break
 
     assert command.finish(timeout=300) == 0, "\n".join(command.lines[-20:])
     relpaths = pq.read_table(str(catalog.ingested), columns=["relpath"]).column("relpath").to_pylist()
     assert len(relpaths) == len(set(relpaths)) == 1797
-    attempts = {int(Path(file).stem.rsplit("-", 1)[1]) for file in storage.data_files(catalog.ingested)}
-    assert max(attempts) >= 1  # some task's first attempt died; only the retry's file was kept
+    kept = {Path(file).stem for file in storage.data_files(catalog.ingested)}
+    assert "part-00003-1" in kept and "part-00003-0" not in kept  # the retry's file, not the dead one's
+    assert {name.rsplit("-", 1)[1] for name in kept - {"part-00003-1"}} == {"0"}
 
-
-def _python_workers(command: Dlfusion) -> list:
-    """The Python workers running Spark tasks: the daemon's forked children (not the daemon)."""
-    workers = []
-    for process in command.descendants():
-        try:
-            if "pipelines.spark_daemon" in " ".join(process.cmdline()) and not process.children():
-                parent = process.parent()
-                if parent is not None and "pipelines.spark_daemon" in " ".join(parent.cmdline()):
-                    workers.append(process)
-        except psutil.Error:  # ended meanwhile
-            continue
-    return workers

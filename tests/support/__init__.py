@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: running the command as a user does."""
