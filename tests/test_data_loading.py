@@ -11,7 +11,15 @@ import pytest
 
 from pipelines import storage
 from pipelines.catalog import Catalog
-from pipelines.data_loading import ShardPlan, _row_group_batches, plan_shards, split_dataset
+from pipelines.data_loading import (
+    InputStall,
+    ShardPlan,
+    _read_ahead,
+    _row_group_batches,
+    batches,
+    plan_shards,
+    split_dataset,
+)
 from pipelines.errors import DataError
 from pipelines.transforms import load_transform
 
@@ -75,3 +83,48 @@ def test_row_group_order_changes_every_pass_and_is_reproducible(digits_workdir):
     assert first == again  # same seed, same order: a run is reproducible
     assert first[0] != first[1] != first[2]  # yet each pass is shuffled anew
     assert sorted(first[0]) == sorted(first[1])  # the same row groups each pass
+
+
+def _row_groups(sizes: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Row groups of 2x2x3 uint8 "images" whose every pixel is the row's label (0, 1, 2, ...)."""
+    groups, start = [], 0
+    for size in sizes:
+        labels = np.arange(start, start + size, dtype=np.int32)
+        groups.append((np.repeat(labels.astype(np.uint8), 12).reshape(size, 2, 2, 3), labels))
+        start += size
+    return groups
+
+
+def test_batches_are_full_and_keep_every_row_once_in_order_without_shuffle():
+    cut = list(batches(_row_groups([5, 7, 3]), 4))
+    assert [len(labels) for _, labels in cut] == [4, 4, 4]  # 15 rows: the remainder is dropped
+    assert np.concatenate([labels for _, labels in cut]).tolist() == list(range(12))
+    kept = list(batches(_row_groups([5, 7, 3]), 4, drop_remainder=False))
+    assert [len(labels) for _, labels in kept] == [4, 4, 4, 3]
+
+
+def test_shuffled_batches_mix_row_groups_keep_rows_with_their_labels_and_repeat_by_seed():
+    def run(seed: int) -> list[np.ndarray]:
+        cut = list(batches(_row_groups([8] * 6), 4, shuffle_rows=16, seed=seed, drop_remainder=False))
+        for features, labels in cut:  # every image still carries its own label
+            assert (features[:, 0, 0, 0] == labels).all()
+        return [labels for _, labels in cut]
+
+    first = run(3)
+    assert sorted(np.concatenate(first).tolist()) == list(range(48))
+    assert [labels.tolist() for labels in first] == [labels.tolist() for labels in run(3)]
+    assert [labels.tolist() for labels in first] != [labels.tolist() for labels in run(4)]
+    assert any(len({int(label) // 8 for label in labels}) > 1 for labels in first)  # across row groups
+
+
+def test_read_ahead_hands_over_every_item_and_raises_the_producers_error():
+    stall = InputStall()
+    assert list(_read_ahead(iter(range(10)), 2, stall)) == list(range(10))
+    assert stall.take() >= 0 and stall.take() == 0
+
+    def failing():
+        yield 1
+        raise DataError("part-0.parquet", "unreadable")
+
+    with pytest.raises(DataError, match="unreadable"):
+        list(_read_ahead(failing(), 2, None))

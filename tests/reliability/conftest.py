@@ -6,7 +6,6 @@ from __future__ import annotations
 import queue
 import re
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path

@@ -61,4 +61,3 @@ def test_a_spark_task_whose_worker_dies_is_retried_and_the_output_has_no_duplica
     kept = {Path(file).stem for file in storage.data_files(catalog.ingested)}
     assert "part-00003-1" in kept and "part-00003-0" not in kept  # the retry's file, not the dead one's
     assert {name.rsplit("-", 1)[1] for name in kept - {"part-00003-1"}} == {"0"}
-
