@@ -28,7 +28,18 @@ def plan(full: bool) -> list[tuple[str, list[str], Path]]:
     """(name, command arguments after the script, JSON it writes) for each benchmark."""
     tag = "" if full else "_quick"
     quick_args = {
-        "read_throughput": ["--rows", "8000", "--passes", "10"],
+        "read_throughput": [
+            "--rows",
+            "8000",
+            "--size",
+            "224",
+            "--row-group-size",
+            "128",
+            "--passes",
+            "6",
+            "--repeats",
+            "2",
+        ],
         "train_throughput": ["--quick"],
         "ingest_image": ["--kind", "image", "--quick"],
         "ingest_text": ["--kind", "text", "--quick"],
@@ -36,7 +47,7 @@ def plan(full: bool) -> list[tuple[str, list[str], Path]]:
         "score_scale": ["--quick"],
     }
     full_args = {
-        "read_throughput": [],
+        "read_throughput": ["--rows", "8000", "--size", "224", "--row-group-size", "128"],
         "train_throughput": [],
         "ingest_image": ["--kind", "image", "--small-heap"],
         "ingest_text": ["--kind", "text", "--small-heap"],

@@ -1,4 +1,5 @@
-"""Keras callbacks that rank 0 runs: atomic checkpoints and per-epoch metrics to MLflow.
+"""Keras callbacks of the ranks: the input-stall meter (every rank), atomic checkpoints and
+per-epoch metrics to MLflow (rank 0).
 
 Imported only inside the ranks, so that the driver and the launcher never import TensorFlow.
 """
@@ -13,6 +14,28 @@ import keras
 from pipelines import tracking
 
 log = logging.getLogger("dlfusion.train")
+
+
+class InputStallMeter(keras.callbacks.Callback):
+    """Add ``input_stall`` to each epoch's logs: the fraction of the epoch's time this rank's
+    training steps waited for the loader's next batch (``data_loading.InputStall``). Near 0, the
+    loader keeps ahead; a large value means the loader, not the model, bounds training."""
+
+    def __init__(self, stall):
+        super().__init__()
+        self.stall, self.started = stall, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        import time
+
+        self.stall.take()
+        self.started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        import time
+
+        if logs is not None:
+            logs["input_stall"] = self.stall.take() / max(time.monotonic() - self.started, 1e-9)
 
 
 class Checkpoint(keras.callbacks.Callback):

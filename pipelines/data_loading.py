@@ -11,7 +11,7 @@ import itertools
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,8 @@ from pipelines.transforms import Transform
 # they bound a rank's loader memory.
 READ_AHEAD_ROW_GROUPS = 4
 READ_AHEAD_BATCHES = 4
+# What a loader's data error says inside TensorFlow's error, which wraps it in a trace of its own.
+LOADER_ERROR = "dlfusion loader: "
 # TensorFlow's CPU kernels want 64-byte aligned buffers (EIGEN_MAX_ALIGN_BYTES).
 _ALIGNMENT = 64
 
@@ -140,64 +142,60 @@ def _aligned_empty(rows: int, row_shape: tuple[int, ...], dtype: np.dtype) -> np
     return raw[start : start + nbytes].view(dtype).reshape((rows, *row_shape))
 
 
-def _flat_rows(raw: Sequence[bytes], row_shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """A row group's per-row byte strings as one array of rows (one copy, into aligned memory)."""
-    rows = _aligned_empty(len(raw), row_shape, dtype)
-    flat = rows.reshape(-1).view(np.uint8)
-    row_bytes = flat.size // max(len(raw), 1)
-    for index, value in enumerate(raw):
-        if len(value) != row_bytes:
-            raise DataError("loader", f"a row has {len(value)} bytes of features, expected {row_bytes}")
-        flat[index * row_bytes : (index + 1) * row_bytes] = np.frombuffer(value, np.uint8)
-    return rows
-
-
 def batches(
-    row_groups: Iterable[tuple[np.ndarray, np.ndarray]],
+    row_groups: Iterable[tuple[Sequence[bytes], np.ndarray]],
     batch_size: int,
+    row_shape: tuple[int, ...],
+    dtype: np.dtype,
     *,
     shuffle_rows: int = 0,
     seed: int = 0,
     drop_remainder: bool = True,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Cut a stream of (features, labels) row groups into batches of ``batch_size`` rows.
+    """Turn a stream of row groups, (per-row byte strings, labels), into (features, labels) batches
+    of ``batch_size`` rows, features as ``dtype`` arrays of ``row_shape`` per row.
 
-    With ``shuffle_rows``, rows are shuffled within windows of whole row groups holding at least
-    that many rows (one gather per window, seeded): with the row-group order shuffled every pass,
-    that mixes rows across row groups at memory speed, where a per-row shuffle buffer in tf.data
-    costs a Python-level step per row. Batches are views of the window (no copy); only the rows
-    left over at a window's end are copied into the next. Without ``drop_remainder`` the last,
+    Each row's bytes are copied once, straight into its batch (64-byte aligned, so that TensorFlow
+    can take the batch without another copy). With ``shuffle_rows``, rows are shuffled within
+    windows of whole row groups holding at least that many rows, seeded: with the row-group order
+    shuffled every pass, that mixes rows across row groups for the cost of permuting references,
+    where a shuffle buffer in tf.data costs a step per row. Without ``drop_remainder`` the last,
     smaller batch is kept.
+
+    Raises:
+        DataError: when a row does not hold exactly one ``row_shape`` of ``dtype``.
     """
     rng = np.random.default_rng(seed)
-    window_rows = max(shuffle_rows, 1)
-    pending: list[tuple[np.ndarray, np.ndarray]] = []
+    row_bytes = int(np.prod(row_shape)) * dtype.itemsize
+    window: list[bytes] = []
+    window_labels: list[np.ndarray] = []
     held = 0
 
-    def cut(last: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        nonlocal pending, held
-        features = pending[0][0] if len(pending) == 1 else np.concatenate([f for f, _ in pending])
-        labels = pending[0][1] if len(pending) == 1 else np.concatenate([lab for _, lab in pending])
-        if shuffle_rows:
-            order = rng.permutation(len(labels))
-            shuffled = _aligned_empty(len(labels), features.shape[1:], features.dtype)
-            np.take(features, order, axis=0, out=shuffled)
-            features, labels = shuffled, labels[order]
-        whole = len(labels) - len(labels) % batch_size
-        for start in range(0, whole, batch_size):
-            yield features[start : start + batch_size], labels[start : start + batch_size]
-        rest = (features[whole:], labels[whole:])
-        if last and not drop_remainder and len(rest[1]):
-            yield rest
-        pending, held = ([rest] if len(rest[1]) else []), len(rest[1])
+    def cut(count: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        nonlocal window, window_labels, held
+        labels = np.concatenate(window_labels) if len(window_labels) > 1 else window_labels[0]
+        order = rng.permutation(held) if shuffle_rows else np.arange(held)
+        for start in range(0, count, batch_size):
+            rows = order[start : start + batch_size]
+            features = _aligned_empty(len(rows), row_shape, dtype)
+            flat = features.reshape(len(rows), -1).view(np.uint8)
+            for slot, row in enumerate(rows):
+                value = window[row]
+                if len(value) != row_bytes:
+                    raise DataError("loader", f"a row holds {len(value)} bytes of features, not {row_bytes}")
+                flat[slot] = np.frombuffer(value, np.uint8)
+            yield features, labels[rows]
+        rest = order[count:]
+        window, window_labels, held = [window[row] for row in rest], [labels[rest]], len(rest)
 
-    for features, labels in row_groups:
-        pending.append((features, labels))
-        held += len(labels)
-        if held >= window_rows and held >= batch_size:
-            yield from cut(last=False)
-    if held:
-        yield from cut(last=True)
+    for raw, labels in row_groups:
+        window.extend(raw)
+        window_labels.append(np.asarray(labels, np.int32))
+        held += len(raw)
+        if held >= max(shuffle_rows, batch_size):
+            yield from cut(held - held % batch_size)
+    if held and not drop_remainder:
+        yield from cut(held)
 
 
 def _read_ahead(source: Iterator, depth: int, stall: InputStall | None) -> Iterator:
@@ -242,7 +240,10 @@ def _read_ahead(source: Iterator, depth: int, stall: InputStall | None) -> Itera
             yield item
     finally:
         stop.set()
-        while thread.is_alive():  # let a producer blocked on a full queue see the stop
+        # Garbage collection may close this generator on any thread, the producer's own included.
+        while (
+            thread.is_alive() and thread is not threading.current_thread()
+        ):  # let a producer blocked on a full queue see the stop
             try:
                 ready.get_nowait()
             except queue.Empty:
@@ -281,25 +282,55 @@ def split_dataset(
     dtype, shape = np.dtype(transform.feature_dtype).newbyteorder("<"), tuple(transform.feature_shape)
     native = dtype.newbyteorder("=")
 
-    def generate():
-        row_groups = (
-            (_flat_rows(raw, shape, dtype).view(native), np.asarray(labels, np.int32))
-            for raw, labels in _row_group_batches(
-                url, rank, size, seed, passes, first_pass, transform.feature_column
-            )
-        )
+    def feed() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        row_groups = _row_group_batches(url, rank, size, seed, passes, first_pass, transform.feature_column)
         ready = batches(
-            row_groups, batch_size, shuffle_rows=shuffle_buffer, seed=_pass_seed(seed + rank, first_pass),
-            drop_remainder=repeat,
+            row_groups, batch_size, shape, dtype, shuffle_rows=shuffle_buffer,
+            seed=_pass_seed(seed + rank, first_pass), drop_remainder=repeat,
         )  # fmt: skip
-        yield from _read_ahead(ready, READ_AHEAD_BATCHES, stall)
+        return _read_ahead(((f.view(native), labels) for f, labels in ready), READ_AHEAD_BATCHES, stall)
 
-    batch = batch_size if repeat else None
-    dataset = tf.data.Dataset.from_generator(
-        generate,
-        output_signature=(
-            tf.TensorSpec((batch, *shape), tf.as_dtype(native)),
-            tf.TensorSpec((batch,), tf.int32),
-        ),
-    )
-    return dataset.prefetch(2)
+    return _hand_over(feed, (batch_size if repeat else None, *shape), tf.as_dtype(native), str(location))
+
+
+# Python iterators of the live iterations of loader data sets, by id (``_hand_over``).
+_FEEDS: dict[int, Iterator] = {}
+_FEED_IDS = itertools.count()
+
+
+def _hand_over(feed: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]], shape: tuple, dtype, where: str):
+    """A tf.data set of the (features, labels) batches that ``feed()`` yields, one fresh ``feed()``
+    per iteration of the data set; a ``DataError`` of the feed names ``where``.
+
+    ``tf.data.Dataset.from_generator`` copies every array it is handed (twice, measured: a third of
+    the reader's rate at 224x224); here each batch crosses as a DLPack tensor that shares the
+    array's memory, so the hand-over copies nothing.
+    """
+    import tensorflow as tf
+
+    def start() -> np.int64:
+        key = next(_FEED_IDS)
+        _FEEDS[key] = feed()
+        return np.int64(key)
+
+    def next_batch(key):
+        key = int(key.numpy())
+        try:
+            features, labels = next(_FEEDS[key])
+        except StopIteration:
+            del _FEEDS[key]
+            return tf.zeros((0, *shape[1:]), dtype), tf.zeros((0,), tf.int32)
+        except DataError as err:  # marked, so that the rank's report can find it in TensorFlow's
+            raise tf.errors.InvalidArgumentError(None, None, f"{LOADER_ERROR}{where}: {err.problem}") from err
+        return tf.experimental.dlpack.from_dlpack(features.__dlpack__()), tf.constant(labels)
+
+    def batches_of(key):
+        pulled = tf.data.Dataset.from_tensors(key).repeat()
+        pulled = pulled.map(lambda key: tf.py_function(next_batch, [key], (dtype, tf.int32)))
+        pulled = pulled.take_while(lambda _, labels: tf.shape(labels)[0] > 0)
+        return pulled.map(
+            lambda features, labels: (tf.ensure_shape(features, shape), tf.ensure_shape(labels, shape[:1]))
+        )
+
+    iteration = tf.data.Dataset.from_tensors(0).map(lambda _: tf.numpy_function(start, [], tf.int64))
+    return iteration.flat_map(batches_of).prefetch(2)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from pipelines import processes, storage, tracking
 from pipelines.catalog import Catalog
 from pipelines.config import PipelineConfig
-from pipelines.data_loading import ShardPlan, plan_shards
+from pipelines.data_loading import LOADER_ERROR, InputStall, ShardPlan, plan_shards
 from pipelines.errors import DataError, Interrupted, TrackingError, TrainingError
 
 if TYPE_CHECKING:
@@ -68,6 +68,9 @@ def train_worker(job: TrainJob) -> dict:
         errors = catalog.rank_errors(job.run_id)
         errors.mkdir(parents=True, exist_ok=True)
         detail = f"{type(err).__name__}: {err}".splitlines()[0]
+        cause = re.search(f"{LOADER_ERROR}.*", str(err))  # inside TensorFlow's "Graph execution error"
+        if cause:
+            detail = cause.group(0)
         (errors / f"rank-{hvd.rank()}.txt").write_text(detail + "\n\n" + traceback.format_exc())
         raise
 
@@ -132,7 +135,7 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict:
     import tensorflow as tf
 
     from pipelines import horovod_keras as hk
-    from pipelines.callbacks import Checkpoint, EpochLogger
+    from pipelines.callbacks import Checkpoint, EpochLogger, InputStallMeter
     from pipelines.kinds import kind_of
     from pipelines.logs import setup_logging, verbose
     from pipelines.transforms import load_transform
@@ -164,10 +167,18 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict:
         log.info("resuming from %s at epoch %d", checkpoint, initial_epoch + 1)
     initial_epoch = hvd.broadcast_object(initial_epoch, root_rank=0, name="initial_epoch")
 
-    train_data = ctx.dataset("train", shuffle_buffer=train.shuffle_buffer, first_pass=initial_epoch)
+    stall = InputStall()
+    train_data = ctx.dataset(
+        "train", shuffle_buffer=train.shuffle_buffer, first_pass=initial_epoch, stall=stall
+    )
     # Order matters: metrics are averaged over ranks before the kind's callbacks add global figures
     # (validation), and all of that happens before rank 0 checkpoints and logs.
-    callbacks = [hk.BroadcastInitialState(), hk.AverageEpochMetrics(), *task.callbacks(ctx)]
+    callbacks = [
+        hk.BroadcastInitialState(),
+        InputStallMeter(stall),
+        hk.AverageEpochMetrics(),
+        *task.callbacks(ctx),
+    ]
     if rank == 0:
         callbacks += task.rank0_callbacks(ctx)
     stopping = None

@@ -85,36 +85,48 @@ def test_row_group_order_changes_every_pass_and_is_reproducible(digits_workdir):
     assert sorted(first[0]) == sorted(first[1])  # the same row groups each pass
 
 
-def _row_groups(sizes: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Row groups of 2x2x3 uint8 "images" whose every pixel is the row's label (0, 1, 2, ...)."""
+def _row_groups(sizes: list[int]) -> list[tuple[list[bytes], np.ndarray]]:
+    """Row groups of 2x2x3 uint8 "images" as Petastorm hands them over (one byte string per row),
+    each pixel equal to the row's label (0, 1, 2, ...)."""
     groups, start = [], 0
     for size in sizes:
         labels = np.arange(start, start + size, dtype=np.int32)
-        groups.append((np.repeat(labels.astype(np.uint8), 12).reshape(size, 2, 2, 3), labels))
+        groups.append(([bytes([label]) * 12 for label in labels], labels))
         start += size
     return groups
 
 
+def _batches(sizes: list[int], batch_size: int, **options) -> list[tuple[np.ndarray, np.ndarray]]:
+    return list(batches(_row_groups(sizes), batch_size, (2, 2, 3), np.dtype(np.uint8), **options))
+
+
 def test_batches_are_full_and_keep_every_row_once_in_order_without_shuffle():
-    cut = list(batches(_row_groups([5, 7, 3]), 4))
+    cut = _batches([5, 7, 3], 4)
     assert [len(labels) for _, labels in cut] == [4, 4, 4]  # 15 rows: the remainder is dropped
     assert np.concatenate([labels for _, labels in cut]).tolist() == list(range(12))
-    kept = list(batches(_row_groups([5, 7, 3]), 4, drop_remainder=False))
+    assert all(features.ctypes.data % 64 == 0 and features.shape[1:] == (2, 2, 3) for features, _ in cut)
+    kept = _batches([5, 7, 3], 4, drop_remainder=False)
     assert [len(labels) for _, labels in kept] == [4, 4, 4, 3]
 
 
 def test_shuffled_batches_mix_row_groups_keep_rows_with_their_labels_and_repeat_by_seed():
-    def run(seed: int) -> list[np.ndarray]:
-        cut = list(batches(_row_groups([8] * 6), 4, shuffle_rows=16, seed=seed, drop_remainder=False))
+    def run(seed: int) -> list[list[int]]:
+        cut = _batches([8] * 6, 4, shuffle_rows=16, seed=seed, drop_remainder=False)
         for features, labels in cut:  # every image still carries its own label
             assert (features[:, 0, 0, 0] == labels).all()
-        return [labels for _, labels in cut]
+        return [labels.tolist() for _, labels in cut]
 
     first = run(3)
-    assert sorted(np.concatenate(first).tolist()) == list(range(48))
-    assert [labels.tolist() for labels in first] == [labels.tolist() for labels in run(3)]
-    assert [labels.tolist() for labels in first] != [labels.tolist() for labels in run(4)]
-    assert any(len({int(label) // 8 for label in labels}) > 1 for labels in first)  # across row groups
+    assert sorted(sum(first, [])) == list(range(48))
+    assert first == run(3) and first != run(4)
+    assert any(len({label // 8 for label in labels}) > 1 for labels in first)  # across row groups
+
+
+def test_a_row_of_the_wrong_size_is_a_clear_error():
+    groups = _row_groups([4])
+    groups[0][0][2] = b"\0" * 5
+    with pytest.raises(DataError, match="5 bytes of features, not 12"):
+        list(batches(groups, 4, (2, 2, 3), np.dtype(np.uint8)))
 
 
 def test_read_ahead_hands_over_every_item_and_raises_the_producers_error():

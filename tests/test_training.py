@@ -198,6 +198,7 @@ def test_a_failing_rank_reports_its_own_exception(trainable_workdir, spark):
     # Bounded (the stall timeout plus start-up, slower on a loaded machine), not a hang.
     assert time.monotonic() - started < 150
     assert caught.value.rank in (0, 1)
-    assert "reshape" in caught.value.detail.lower() or "InvalidArgument" in caught.value.detail
+    # The loader's own words, out of TensorFlow's wrapping: which split, and what is wrong with it.
+    assert "train.parquet: a row holds 3072 bytes of features, not 768" in caught.value.detail
     run_id = json.loads(catalog.latest_run("image_cnn").read_text())["run_id"]
     assert MlflowClient(config.tracking_uri).get_run(run_id).info.status == "FAILED"
