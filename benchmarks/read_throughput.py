@@ -157,12 +157,13 @@ def read_pyarrow(root: Path, shape: tuple[int, int, int]) -> int:
     return rows
 
 
-def read_petastorm(root: Path) -> int:
-    """(r) The petastorm generator that feeds (b) and (c), alone: where the tf.data boundary costs."""
+def read_petastorm(root: Path, readers: int = 1) -> int:
+    """(r) The petastorm generator that feeds (b) and (c), alone: where the tf.data boundary costs.
+    With ``readers`` > 1, that many readers in parallel (``train.reader_workers``)."""
     from pipelines.data_loading import _row_group_batches
 
     rows = 0
-    for pixels, labels in _row_group_batches(root.resolve().as_uri(), 0, 1, 0, 1, 0):
+    for pixels, labels in _row_group_batches(root.resolve().as_uri(), 0, 1, 0, 1, 0, readers=readers):
         if len(pixels) != len(labels):
             raise ValueError(f"{len(pixels)} pixel rows for {len(labels)} labels")
         rows += len(labels)
@@ -176,7 +177,7 @@ def count_rows(dataset: Iterable) -> int:
     return rows
 
 
-def loader_dataset(root: Path, transform, batch_size: int, shuffle_buffer: int):
+def loader_dataset(root: Path, transform, batch_size: int, shuffle_buffer: int, readers: int = 1):
     """(b) The project's loader as training uses it (rows shuffled in windows of ``shuffle_buffer``),
     one pass per iteration (``repeat=False``)."""
     from pipelines.data_loading import split_dataset
@@ -190,6 +191,7 @@ def loader_dataset(root: Path, transform, batch_size: int, shuffle_buffer: int):
         seed=0,
         shuffle_buffer=shuffle_buffer,
         repeat=False,
+        readers=readers,
     )
 
 
@@ -344,6 +346,8 @@ def format_table(figures: dict, ratios: dict) -> str:
         "a_pyarrow": "(a) pyarrow read_row_group + np.frombuffer",
         "r_reader": "(r) petastorm reader alone, no tf.data",
         "b_loader": "(b) split_dataset (the training loader)",
+        "r2_readers": "(r2) two petastorm readers alone",
+        "b2_loader": "(b2) split_dataset, train.reader_workers=2",
         "c_per_row": "(c) same reader, per-row decode",
     }
     lines = [f"{'method':<50} {'rows/s':>10} {'MB/s':>8}", "-" * 70]
@@ -418,6 +422,16 @@ def run(args: argparse.Namespace) -> dict:
         # No warm-up: the first pass is part of the memory record (it includes importing TF).
         b_passes = timed_passes("(b)", lambda: count_rows(loader), args.passes, rows, warm_up=False)
         figures["b_loader"] = summarize(b_passes, row_bytes)
+
+        log.info(
+            "(r2) two petastorm readers alone, (b2) the loader with two readers, %d passes", args.repeats
+        )
+        r2_passes = timed_passes("(r2)", lambda: read_petastorm(root, readers=2), args.repeats, rows)
+        figures["r2_readers"] = summarize(r2_passes, row_bytes)
+        loader2 = loader_dataset(root, transform, args.batch_size, args.shuffle_buffer, readers=2)
+        figures["b2_loader"] = summarize(
+            timed_passes("(b2)", lambda: count_rows(loader2), args.repeats, rows), row_bytes
+        )
         figures["b_loader"]["memory"] = memory_summary(b_passes)
 
         log.info("(c) per-row decode, %d passes", args.repeats)
@@ -461,6 +475,15 @@ def run(args: argparse.Namespace) -> dict:
                 f"{figures['b_loader']['mb_per_s']:,.0f} vs {figures['r_reader']['mb_per_s']:,.0f} MB/s at "
                 f"{args.size}x{args.size}, shuffle buffer {args.shuffle_buffer} rows; pyarrow "
                 f"{figures['a_pyarrow']['mb_per_s']:,.0f} MB/s",
+            ),
+            ratio(
+                "P1.readers",
+                "reader stage rate, 2 petastorm readers / 1 (consumer measured apart: (b2) vs (b))",
+                figures["r2_readers"]["rows_per_s"] / figures["r_reader"]["rows_per_s"],
+                1.0,
+                f"readers {figures['r2_readers']['mb_per_s']:,.0f} vs {figures['r_reader']['mb_per_s']:,.0f} "
+                f"MB/s; loader {figures['b2_loader']['mb_per_s']:,.0f} vs "
+                f"{figures['b_loader']['mb_per_s']:,.0f} MB/s",
             ),
             ratio(
                 "P1.rate",

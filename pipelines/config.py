@@ -86,7 +86,12 @@ class TrainConfig(Section):
     )
     learning_rate: float = Field(0.001, gt=0, description="learning rate for one rank")
     warmup_epochs: float = Field(1.0, ge=0, description="epochs to ramp the lr to lr * num_proc")
-    shuffle_buffer: int = Field(512, ge=0, description="rows in the in-memory shuffle buffer")
+    shuffle_buffer: int = Field(
+        512, ge=0, description="rows shuffled together: whole row groups, at least this many rows"
+    )
+    reader_workers: int = Field(
+        1, ge=1, description="Petastorm readers per rank, each reading its part of the rank's row groups"
+    )
     seed: int = Field(42, description="seed for weights and row-group shuffling")
     resume: bool = Field(False, description="continue from the last checkpoint in workdir")
     class_weight: Literal["none", "balanced"] = Field(

@@ -100,6 +100,7 @@ class RankContext:
             rank=self.rank,
             size=self.size,
             seed=train.seed,
+            readers=train.reader_workers,
             **options,
         )
 

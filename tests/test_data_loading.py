@@ -12,6 +12,7 @@ import pytest
 from pipelines import storage
 from pipelines.catalog import Catalog
 from pipelines.data_loading import (
+    BatchBuffers,
     InputStall,
     ShardPlan,
     _read_ahead,
@@ -140,3 +141,36 @@ def test_read_ahead_hands_over_every_item_and_raises_the_producers_error():
 
     with pytest.raises(DataError, match="unreadable"):
         list(_read_ahead(failing(), 2, None))
+
+
+@pytest.mark.parametrize("readers", [1, 2, 3])
+def test_parallel_readers_cover_each_ranks_row_groups_once_per_pass(tmp_path, readers):
+    folder = tmp_path / "ids.parquet"
+    folder.mkdir()
+    table = pa.table({"pixels": [b"\0" * 3] * 36, "label": pa.array(range(36), pa.int32())})
+    pq.write_table(table, folder / "part-0.parquet", row_group_size=4)  # 9 row groups
+    seen: list[int] = []
+    for rank in (0, 1):
+        row_groups = list(_row_group_batches(folder.as_uri(), rank, 2, 5, 2, 0, readers=readers))
+        half = len(row_groups) // 2
+        passes = [
+            sorted(int(label) for _, labels in part for label in labels)
+            for part in (row_groups[:half], row_groups[half:])
+        ]
+        assert passes[0] == passes[1]  # every pass: the same rows of this rank, each once
+        seen += passes[0]
+    assert sorted(seen) == list(range(36))  # the ranks' shards together: every row once
+
+
+def test_batch_buffers_reuse_an_array_only_when_nothing_holds_it_or_a_view_of_it():
+    pool = BatchBuffers(limit=2)
+    first = pool.take(2, (3,), np.dtype(np.uint8))
+    assert first.ctypes.data % 64 == 0
+    held = id(first)
+    assert id(pool.take(2, (3,), np.dtype(np.uint8))) != held  # still held here
+    view = first.view(np.dtype("<u1"))  # as handed to TensorFlow
+    del first
+    assert id(pool.take(2, (3,), np.dtype(np.uint8))) != held  # a view of it is still alive
+    del view
+    assert id(pool.take(2, (3,), np.dtype(np.uint8))) == held  # free again: reused
+    assert pool.take(4, (3,), np.dtype(np.uint8)).shape == (4, 3)  # another shape: a fresh one
