@@ -31,6 +31,9 @@ def quiet_library_warnings() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not verbose():
         drop_type_hint_advice()
+        # The project logs its models with a signature and no input example, on purpose
+        # (``tracking.log_model``); MLflow's advice to add one is not for the user.
+        warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # MLflow's usage telemetry calls out to the internet on first use; these machines have none and
