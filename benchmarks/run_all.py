@@ -45,6 +45,7 @@ def plan(full: bool) -> list[tuple[str, list[str], Path]]:
         "ingest_text": ["--kind", "text", "--quick"],
         "fit_vs_peer": ["--rounds", "1"],
         "score_scale": ["--quick"],
+        "demo_overhead": [],
     }
     full_args = {
         "read_throughput": ["--rows", "8000", "--size", "224", "--row-group-size", "128"],
@@ -53,6 +54,7 @@ def plan(full: bool) -> list[tuple[str, list[str], Path]]:
         "ingest_text": ["--kind", "text", "--small-heap"],
         "fit_vs_peer": ["--rounds", "2"],
         "score_scale": [],
+        "demo_overhead": [],
     }
     scripts = {
         "read_throughput": "read_throughput.py",
@@ -61,6 +63,7 @@ def plan(full: bool) -> list[tuple[str, list[str], Path]]:
         "ingest_text": "ingest_scale.py",
         "fit_vs_peer": "fit_vs_peer.py",
         "score_scale": "score_scale.py",
+        "demo_overhead": "demo_overhead.py",
     }
     chosen = full_args if full else quick_args
     return [

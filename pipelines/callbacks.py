@@ -16,6 +16,31 @@ from pipelines import tracking
 log = logging.getLogger("dlfusion.train")
 
 
+class EpochClock(keras.callbacks.Callback):
+    """Append ``time.time()`` to ``marks[at_begin]`` when an epoch begins and to ``marks[at_end]``
+    when it ends. Placed between other callbacks, clocks split an epoch into the training steps and
+    each callback's epoch-end work (validation, averaging, checkpoint, MLflow)."""
+
+    def __init__(self, marks: dict[str, list[float]], at_begin: str | None = None, at_end: str | None = None):
+        super().__init__()
+        self.marks, self.at_begin, self.at_end = marks, at_begin, at_end
+        for name in (at_begin, at_end):
+            if name:
+                marks.setdefault(name, [])
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.at_begin:
+            import time
+
+            self.marks[self.at_begin].append(time.time())
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.at_end:
+            import time
+
+            self.marks[self.at_end].append(time.time())
+
+
 class InputStallMeter(keras.callbacks.Callback):
     """Add ``input_stall`` to each epoch's logs: the fraction of the epoch's time this rank's
     training steps waited for the loader's next batch (``data_loading.InputStall``). Near 0, the

@@ -7,6 +7,7 @@ rank waits forever in an allreduce for a rank that ran out of data.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import queue
 import sys
@@ -125,16 +126,9 @@ def _row_group_batches(
         finally:  # not ``with``: its exit prints to stdout on every pass
             for reader in opened:
                 reader.stop()
-            # Joining a stopped reader's threads takes up to a second (their polling intervals):
-            # the next pass, or the end of this one, does not wait for it.
-            threading.Thread(
-                target=_join_all, args=(opened,), name="dlfusion-reader-join", daemon=True
-            ).start()
+            for reader in opened:
+                reader.join()
 
-
-def _join_all(readers: list) -> None:
-    for reader in readers:
-        reader.join()
 
 
 def _pass_seed(seed: int, index: int, worker: int = 0) -> int:
@@ -369,6 +363,19 @@ def split_dataset(
 # Python iterators of the live iterations of loader data sets, by id (``_hand_over``).
 _FEEDS: dict[int, Iterator] = {}
 _FEED_IDS = itertools.count()
+
+
+@atexit.register
+def _close_feeds() -> None:
+    """Close every feed still open (a training's never-ending one, those of a rank that failed):
+    that stops its thread and its Petastorm readers. At exit, while threads still run: a feed left
+    to the interpreter's final clean-up would wait there forever for threads that no longer do."""
+    while _FEEDS:
+        _, feed = _FEEDS.popitem()
+        try:
+            feed.close()
+        except ValueError:  # running in another thread right now: its daemon thread ends with us
+            pass
 
 
 def _hand_over(feed: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]], shape: tuple, dtype, where: str):

@@ -181,19 +181,29 @@ class DistributedValidation(keras.callbacks.Callback):
     def __init__(self, dataset):
         super().__init__()
         self.dataset = dataset
+        self._batch_totals = None
+
+    def _totals_of(self, features, labels):
+        """(loss sum, correct, rows) of one batch, as one traced function: per batch in eager mode
+        the model call, the loss and the counts cost several dispatches each."""
+        predicted = self.model(features, training=False)
+        count = tf.cast(tf.shape(labels)[0], tf.float64)
+        loss = tf.cast(self.model.compute_loss(x=features, y=labels, y_pred=predicted), tf.float64)
+        if predicted.shape[-1] == 1:
+            guesses = tf.cast(tf.reshape(predicted, (-1,)) > 0.5, labels.dtype)
+        else:
+            guesses = tf.cast(tf.argmax(predicted, axis=-1), labels.dtype)
+        return tf.stack([loss * count, tf.reduce_sum(tf.cast(guesses == labels, tf.float64)), count])
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._batch_totals is None:
+            self._batch_totals = tf.function(self._totals_of, reduce_retracing=True)
         loss_sum = correct = rows = 0.0
         for features, labels in self.dataset:
-            predicted = self.model(features, training=False)
-            count = int(labels.shape[0])
-            loss_sum += float(self.model.compute_loss(x=features, y=labels, y_pred=predicted)) * count
-            if predicted.shape[-1] == 1:
-                guesses = tf.cast(tf.reshape(predicted, (-1,)) > 0.5, labels.dtype)
-            else:
-                guesses = tf.cast(tf.argmax(predicted, axis=-1), labels.dtype)
-            correct += float(tf.reduce_sum(tf.cast(guesses == labels, tf.float64)))
-            rows += count
+            batch_loss, batch_correct, count = (
+                float(x) for x in self._batch_totals(features, labels).numpy()
+            )
+            loss_sum, correct, rows = loss_sum + batch_loss, correct + batch_correct, rows + count
         hvd = _hvd()
         totals = tf.constant([loss_sum, correct, rows], dtype=tf.float64)
         if hvd.size() > 1:

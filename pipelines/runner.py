@@ -7,6 +7,7 @@ inputs and config did not change since its last success is skipped (``pipelines.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict
 
 from pipelines import freshness
@@ -50,6 +51,8 @@ def run_train(config: PipelineConfig) -> dict:
     result = training.run(config)
     final = {key: values[-1] for key, values in result.history.items() if values}
     summary = {"run_id": result.run_id, "model_uri": result.model_uri, "final_epoch_metrics": final}
+    if result.timing:
+        summary["train_timing"] = result.timing
     if result.early_stopping:
         summary["early_stopping"] = result.early_stopping
     return summary
@@ -97,9 +100,10 @@ def run_stage(stage: str, config: PipelineConfig, force: bool = False, **options
         return {**check.summary, "skipped": [stage]}
     log.info("%s: running (%s)", stage, check.reason)
     freshness.forget(stage, config)
+    started = time.perf_counter()
     summary = STAGE_RUNNERS[stage](config, **options)
     freshness.record_success(stage, config, check.inputs, summary)
-    return summary
+    return {**summary, "stage_seconds": {stage: round(time.perf_counter() - started, 2)}}
 
 
 def run_all(config: PipelineConfig, force: bool = False) -> dict:
@@ -112,6 +116,7 @@ def run_all(config: PipelineConfig, force: bool = False) -> dict:
     for stage in stages:
         result = run_stage(stage, config, force=force)
         summary["skipped"] += result.pop("skipped", [])
+        summary.setdefault("stage_seconds", {}).update(result.pop("stage_seconds", {}))
         summary.update(result)
     current_stage = None
     return summary

@@ -50,6 +50,7 @@ class TrainResult:
     history: dict[str, list[float]]
     rank_digests: list[str]
     early_stopping: dict | None = None
+    timing: dict[str, float] | None = None
 
 
 # ---------------------------------------------------------------- on every rank
@@ -57,12 +58,13 @@ class TrainResult:
 
 def train_worker(job: TrainJob) -> dict:
     """Train on this rank's shard. Returns a digest of the final weights (and on rank 0 the history)."""
+    started = time.time()  # the rank's process is up and has this function
     import horovod.tensorflow as hvd
 
     hvd.init()
     catalog = Catalog.for_workdir(job.config.workdir)
     try:
-        return _train(job, hvd, catalog)
+        return _train(job, hvd, catalog, started)
     except BaseException as err:
         # Keep the first real exception where the driver can find it, not just "rank exited".
         errors = catalog.rank_errors(job.run_id)
@@ -130,13 +132,13 @@ class TrainingTask:
         raise NotImplementedError
 
 
-def _train(job: TrainJob, hvd, catalog: Catalog) -> dict:
+def _train(job: TrainJob, hvd, catalog: Catalog, started: float) -> dict:
     import keras
     import numpy as np
     import tensorflow as tf
 
     from pipelines import horovod_keras as hk
-    from pipelines.callbacks import Checkpoint, EpochLogger, InputStallMeter
+    from pipelines.callbacks import Checkpoint, EpochClock, EpochLogger, InputStallMeter
     from pipelines.kinds import kind_of
     from pipelines.logs import setup_logging, verbose
     from pipelines.transforms import load_transform
@@ -174,11 +176,15 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict:
     )
     # Order matters: metrics are averaged over ranks before the kind's callbacks add global figures
     # (validation), and all of that happens before rank 0 checkpoints and logs.
+    marks: dict[str, list[float]] = {"worker_start": [started]}
     callbacks = [
+        EpochClock(marks, at_begin="epoch_begin", at_end="steps_end"),
         hk.BroadcastInitialState(),
         InputStallMeter(stall),
         hk.AverageEpochMetrics(),
+        EpochClock(marks, at_end="validation_begin"),
         *task.callbacks(ctx),
+        EpochClock(marks, at_end="validation_end"),
     ]
     if rank == 0:
         callbacks += task.rank0_callbacks(ctx)
@@ -196,6 +202,7 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict:
     if rank == 0:
         pending = catalog.pending_metrics(job.run_id)
         callbacks += [Checkpoint(checkpoint), EpochLogger(config.tracking_uri, job.run_id, pending)]
+    callbacks.append(EpochClock(marks, at_end="epoch_end"))
 
     with tracking.system_metrics(config.tracking_uri, job.run_id, enabled=rank == 0):
         history = model.fit(
@@ -218,8 +225,9 @@ def _train(job: TrainJob, hvd, catalog: Catalog) -> dict:
         return outcome
     target = catalog.trained_model(job.run_id)
     storage.write_atomically(target, task.export(ctx, model).save)
+    marks["exported"] = [time.time()]
     early = stopping.summary() if stopping else None
-    return {**outcome, "history": history.history, "early_stopping": early}
+    return {**outcome, "history": history.history, "early_stopping": early, "marks": marks}
 
 
 def _digest(arrays) -> str:
@@ -407,6 +415,7 @@ def run(config: PipelineConfig) -> TrainResult:
     try:
         tracking.mark_running(config.tracking_uri, run_id)
         tracking.flush_pending_metrics(config.tracking_uri, run_id, catalog.pending_metrics(run_id))
+        launched = time.time()
         results = launch(TrainJob(config, run_id, train_plan, validate, weights))
         digests = [result["weights_digest"] for result in results]
         if len(set(digests)) != 1:  # data parallelism must leave every rank with the same model
@@ -431,6 +440,43 @@ def run(config: PipelineConfig) -> TrainResult:
             f"{catalog.trained_model(run_id).parent}: when the server answers, log them with "
             "dlfusion train CONFIG train.resume=true"
         ) from err
+    timing = stage_timing(launched, first["marks"], time.time())
+    log.info(
+        "train: epochs' steps %.1f s (the first, with tracing, %.1f s); validation %.1f s; outside "
+        "the epochs: ranks start %.1f s, their set-up %.1f s, epoch-end work %.1f s, export %.1f s, "
+        "MLflow %.1f s",
+        timing["epoch_steps_s"] + timing["first_epoch_steps_s"], timing["first_epoch_steps_s"],
+        timing["validation_s"], timing["ranks_start_s"], timing["rank_setup_s"], timing["epoch_end_work_s"],
+        timing["export_s"], timing["mlflow_s"],
+    )  # fmt: skip
     return TrainResult(
-        run_id, model_uri, first["initial_epoch"], first["history"], digests, first.get("early_stopping")
+        run_id,
+        model_uri,
+        first["initial_epoch"],
+        first["history"],
+        digests,
+        first.get("early_stopping"),
+        timing,
     )
+
+
+def stage_timing(launched: float, marks: dict[str, list[float]], finished: float) -> dict[str, float]:
+    """Where the train stage's time went, in seconds, from rank 0's clock marks (``EpochClock``):
+    starting the ranks (launcher, interpreters), their set-up (imports, ``hvd.init``, the model,
+    the readers), the first epoch's steps (tracing the step) and the others', validation, the
+    rest of the epoch-end work (averaging, checkpoint, MLflow), export, and what follows on the
+    driver (ranks exit, the model is logged to MLflow)."""
+    steps = [end - begin for begin, end in zip(marks["epoch_begin"], marks["steps_end"], strict=True)]
+    validation = [e - b for b, e in zip(marks["validation_begin"], marks["validation_end"], strict=True)]
+    epochs = [e - b for b, e in zip(marks["epoch_begin"], marks["epoch_end"], strict=True)]
+    timing = {
+        "ranks_start_s": marks["worker_start"][0] - launched,
+        "rank_setup_s": marks["epoch_begin"][0] - marks["worker_start"][0] if steps else 0.0,
+        "first_epoch_steps_s": steps[0] if steps else 0.0,
+        "epoch_steps_s": sum(steps[1:]),
+        "validation_s": sum(validation),
+        "epoch_end_work_s": sum(epochs) - sum(steps) - sum(validation),
+        "export_s": marks["exported"][0] - (marks["epoch_end"][-1] if epochs else marks["worker_start"][0]),
+        "mlflow_s": finished - marks["exported"][0],
+    }
+    return {key: round(value, 2) for key, value in timing.items()}

@@ -49,7 +49,7 @@ def test_demo_pipeline_reaches_the_accuracy_target(tmp_path):
     console = (result.stderr + result.stdout).splitlines()
     assert len(console) <= 40, "\n".join(console)
     epochs = [line for line in console if "dlfusion.train: epoch " in line]
-    assert len(epochs) == 12 and "val_accuracy" in epochs[-1]
+    assert len(epochs) == 12 and "val_accuracy" in epochs[-1] and "input_stall" in epochs[-1]
     assert any("ingest: 1797 files seen, 1797 rows written, 0 quarantined" in line for line in console)
     assert any("preprocess: 1797 images in" in line for line in console)
     assert "dlfusion run: succeeded" in console

@@ -56,6 +56,8 @@ def test_run_records_config_data_metrics_and_transform(trained):
     assert "plots/learning_curves.png" in {a.path for a in client.list_artifacts(result.run_id, "plots")}
     history = client.get_metric_history(result.run_id, "val_accuracy")
     assert sorted(m.step for m in history) == [1, 2]  # per epoch, logged once (rank 0 only)
+    stalls = client.get_metric_history(result.run_id, "input_stall")  # averaged over the ranks
+    assert sorted(m.step for m in stalls) == [1, 2] and all(0 <= m.value < 1 for m in stalls)
     inputs = {i.dataset.name: i.dataset for i in run.inputs.dataset_inputs}
     report = storage.read_json(Catalog.for_workdir(config.workdir).preprocess_report)
     assert inputs["image_cnn-train"].digest == report["splits"]["train"]["digest"]
