@@ -246,7 +246,7 @@ def analyse(kind: str, rows: list[dict]) -> dict:
                 f"image ingest+preprocess marginal rate / single-process Pillow loop ({mid['count']:,}->"
                 f"{large['count']:,} {unit})",
                 marginal / ceiling,
-                1.7,
+                1.5,
                 f"{marginal:,.0f} vs {ceiling:,.0f} {unit}/s",
             )
         )

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             "S1",
             "score: marginal files/s vs one plain Python process (decode + predict)",
             round(score_rate / plain_rate, 2),
-            1.0,
+            1.5,
             f"{score_rate:,.0f} vs {plain_rate:,.0f} files/s, "
             f"between {small['count']:,} and {large['count']:,} files",
         ),
