@@ -130,7 +130,6 @@ def _row_group_batches(
                 reader.join()
 
 
-
 def _pass_seed(seed: int, index: int, worker: int = 0) -> int:
     """A distinct non-zero seed per pass and reader (petastorm treats seed 0 as "not seeded")."""
     entropy = [seed & 0xFFFFFFFF, index, *([worker] if worker else [])]
