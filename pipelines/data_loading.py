@@ -172,11 +172,11 @@ class BatchBuffers:
     """Aligned batch arrays (``_aligned_empty``), each reused once nothing outside holds it.
 
     A batch handed to TensorFlow stays referenced (through its DLPack capsule) until TensorFlow
-    frees the tensor, so an array only this pool refers to is free to fill again. Reuse keeps a
-    rank's memory flat across epochs: fresh arrays of tens of MB, allocated in one thread and freed
-    in another, made the resident size drift up by about 30 MiB per pass (measured at 224x224),
-    and page faults on fresh memory cost more than the copy into it. At most ``limit`` arrays are
-    kept; past that, batches get fresh arrays.
+    frees the tensor, so an array only this pool refers to is free to fill again. Reuse spares a
+    fresh allocation of tens of MB per batch (allocated in one thread, freed in another) and its
+    page faults; it did not stop the resident size drifting up over the first passes (measured at
+    224x224: benchmarks/README.md). At most ``limit`` arrays are kept; past that, batches get
+    fresh arrays.
     """
 
     def __init__(self, limit: int = 16):
