@@ -7,6 +7,7 @@ Imported only inside the ranks, so that the driver and the launcher never import
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import keras
@@ -30,14 +31,10 @@ class EpochClock(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.at_begin:
-            import time
-
             self.marks[self.at_begin].append(time.time())
 
     def on_epoch_end(self, epoch, logs=None):
         if self.at_end:
-            import time
-
             self.marks[self.at_end].append(time.time())
 
 
@@ -51,14 +48,10 @@ class InputStallMeter(keras.callbacks.Callback):
         self.stall, self.started = stall, 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        import time
-
         self.stall.take()
         self.started = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
-        import time
-
         if logs is not None:
             logs["input_stall"] = self.stall.take() / max(time.monotonic() - self.started, 1e-9)
 
@@ -98,8 +91,6 @@ class EpochLogger(keras.callbacks.Callback):
         self.started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        import time
-
         self.started = time.monotonic()
 
     def on_train_begin(self, logs=None):
@@ -109,8 +100,6 @@ class EpochLogger(keras.callbacks.Callback):
             self.unsent = read_json(self.pending)
 
     def on_epoch_end(self, epoch, logs=None):
-        import time
-
         import psutil
 
         if logs is not None:  # rank 0's resident memory, per epoch: growth shows in the run's charts

@@ -302,10 +302,9 @@ def _read_ahead(source: Iterator, depth: int, stall: InputStall | None) -> Itera
             yield item
     finally:
         stop.set()
-        # Garbage collection may close this generator on any thread, the producer's own included.
-        while (
-            thread.is_alive() and thread is not threading.current_thread()
-        ):  # let a producer blocked on a full queue see the stop
+        # Empty the queue until a producer blocked on a full one has seen the stop. Garbage
+        # collection may close this generator on any thread, the producer's own included.
+        while thread.is_alive() and thread is not threading.current_thread():
             try:
                 ready.get_nowait()
             except queue.Empty:
@@ -333,10 +332,10 @@ def split_dataset(
 
     With ``repeat`` the data never ends (the caller sets steps per epoch); without it, each
     iteration is one pass over the shard (for validation). The Petastorm reader reads row groups;
-    a background thread turns each into one array (one copy), shuffles rows within windows of
-    ``shuffle_buffer`` rows and cuts batches, a few ahead; tf.data receives whole, ready batches
-    and wraps them without a copy. ``readers`` Petastorm readers read this shard's row groups in
-    parallel. Time the consumer waits for a batch goes to ``stall``.
+    a background thread copies each row once into its batch (``batches``: rows shuffled within
+    windows of at least ``shuffle_buffer`` rows), a few batches ahead; tf.data receives whole,
+    ready batches without a copy (``_hand_over``). ``readers`` Petastorm readers read this shard's
+    row groups in parallel. Time the consumer waits for a batch goes to ``stall``.
     """
     import tensorflow as tf
 
@@ -381,8 +380,8 @@ def _hand_over(feed: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]], shap
     """A tf.data set of the (features, labels) batches that ``feed()`` yields, one fresh ``feed()``
     per iteration of the data set; a ``DataError`` of the feed names ``where``.
 
-    ``tf.data.Dataset.from_generator`` copies every array it is handed (twice, measured: a third of
-    the reader's rate at 224x224); here each batch crosses as a DLPack tensor that shares the
+    ``tf.data.Dataset.from_generator`` copies every array it is handed (measured: 0.37 GB/s out of
+    a 0.99 GB/s feed at 224x224); here each batch crosses as a DLPack tensor that shares the
     array's memory, so the hand-over copies nothing.
     """
     import tensorflow as tf
