@@ -87,9 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--horovod-env",
         choices=["as-launched", "repaired"],
-        default="as-launched",
-        help="P3: the ranks' environment as horovod.run exports it (as pipelines/training.py runs "
-        "today), or with its HOROVOD_CYCLE_TIME/HOROVOD_CACHE_CAPACITY='(None,)' removed",
+        default="repaired",
+        help="P3: the ranks' environment with HOROVOD_CYCLE_TIME/HOROVOD_CACHE_CAPACITY='(None,)' "
+        "removed (as pipelines/training.py's ranks do), or as horovod.run exports it",
     )
     parser.add_argument(
         "--identity-baseline",
@@ -310,19 +310,6 @@ def _reset_after_first_epoch(totals: dict):
     return Reset()
 
 
-def _repair_horovod_env() -> None:
-    """Undo what ``horovod.run`` (0.28.1) exports for the knobs it was not given.
-
-    Its argument holder sets ``cycle_time_ms = None,`` and ``cache_capacity = None,`` (tuples), so
-    every rank gets ``HOROVOD_CYCLE_TIME=(None,)`` and ``HOROVOD_CACHE_CAPACITY=(None,)``, which the
-    C++ side parses with ``strtof``/``strtol`` as 0: a background thread that never sleeps between
-    cycles and no response cache. Removing them before ``hvd.init()`` restores Horovod's defaults.
-    """
-    for key in ("HOROVOD_CYCLE_TIME", "HOROVOD_CACHE_CAPACITY"):
-        if os.environ.get(key) == "(None,)":
-            del os.environ[key]
-
-
 def rank_worker(root: str, args: argparse.Namespace, threads: int, allreduce: bool = True) -> dict:
     """One Horovod rank of P3: train on this rank's shard with the project's adapter.
 
@@ -339,7 +326,9 @@ def rank_worker(root: str, args: argparse.Namespace, threads: int, allreduce: bo
     quiet_library_warnings()
     _set_threads(threads)
     if args.horovod_env == "repaired":
-        _repair_horovod_env()
+        from pipelines.training import restore_horovod_defaults
+
+        restore_horovod_defaults()
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
     totals = _timed_allreduce(hvd)

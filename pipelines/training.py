@@ -61,6 +61,7 @@ def train_worker(job: TrainJob) -> dict:
     started = time.time()  # the rank's process is up and has this function
     import horovod.tensorflow as hvd
 
+    restore_horovod_defaults()
     hvd.init()
     catalog = Catalog.for_workdir(job.config.workdir)
     try:
@@ -75,6 +76,20 @@ def train_worker(job: TrainJob) -> dict:
             detail = cause.group(0)
         (errors / f"rank-{hvd.rank()}.txt").write_text(detail + "\n\n" + traceback.format_exc())
         raise
+
+
+def restore_horovod_defaults() -> None:
+    """Undo what the launcher exports for the knobs it was not given, before ``hvd.init()``.
+
+    ``horovod.run`` and ``horovod.spark.run`` (0.28.1) export ``HOROVOD_CYCLE_TIME=(None,)`` and
+    ``HOROVOD_CACHE_CAPACITY=(None,)`` (their settings hold one-element tuples). Horovod's C++ side
+    reads both as 0: a background thread that never sleeps between cycles and no response cache.
+    On 2 cores that thread took one core from TensorFlow: the demo's ranks trained 1.4x slower
+    (``benchmarks/train_throughput.py --horovod-env as-launched``).
+    """
+    for key in ("HOROVOD_CYCLE_TIME", "HOROVOD_CACHE_CAPACITY"):
+        if os.environ.get(key) == "(None,)":
+            del os.environ[key]
 
 
 @dataclass
