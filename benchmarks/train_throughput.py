@@ -12,7 +12,7 @@ P2 (one spawned process, TF intra/inter op threads set to ``--threads``): two mo
         training default), one by (m) the same rows as numpy arrays in memory (``model.fit(x, y,
         shuffle=True)``); after an untimed warm-up epoch each, ``--p2-pairs`` pairs of one-epoch fits,
         (m) and (s) in turn. Target: median over pairs of (s)/(m) samples/s >= 0.95.
-P3 (Horovod, gloo, launched with ``horovod.run`` from a spawned interpreter as the pipeline does):
+P3 (Horovod, gloo, the ranks started by ``pipelines.local_ranks`` as the pipeline starts them):
     2 ranks x 1 TF thread each at ``--batch-size`` / 2 per rank vs 1 rank x ``--threads`` threads at
     ``--batch-size``, both fed by ``split_dataset`` and trained with the project's adapter
     (``pipelines.horovod_keras.distributed(Adam)`` + ``BroadcastInitialState``); the two launches
@@ -84,13 +84,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--rounds", type=int, default=2, help="P3: launches of each configuration, alternating"
     )
     parser.add_argument("--p2-pairs", type=int, default=6, help="P2: pairs of timed one-epoch fits")
-    parser.add_argument(
-        "--horovod-env",
-        choices=["as-launched", "repaired"],
-        default="repaired",
-        help="P3: the ranks' environment with HOROVOD_CYCLE_TIME/HOROVOD_CACHE_CAPACITY='(None,)' "
-        "removed (as pipelines/training.py's ranks do), or as horovod.run exports it",
-    )
     parser.add_argument(
         "--identity-baseline",
         action=argparse.BooleanOptionalAction,
@@ -325,10 +318,6 @@ def rank_worker(root: str, args: argparse.Namespace, threads: int, allreduce: bo
 
     quiet_library_warnings()
     _set_threads(threads)
-    if args.horovod_env == "repaired":
-        from pipelines.training import restore_horovod_defaults
-
-        restore_horovod_defaults()
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
     totals = _timed_allreduce(hvd)
@@ -380,23 +369,17 @@ def rank_worker(root: str, args: argparse.Namespace, threads: int, allreduce: bo
 def _launch(
     root: str, args: argparse.Namespace, ranks: int, threads: int, allreduce: bool = True
 ) -> list[dict]:
-    """Run ``rank_worker`` on ``ranks`` local gloo ranks (in a spawned interpreter, as the pipeline)."""
-    import horovod
+    """Run ``rank_worker`` on ``ranks`` local gloo ranks, started as the pipeline starts them."""
     import train_throughput
+
+    from pipelines import local_ranks
 
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(REPO_ROOT), str(BENCH_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
     )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
-    results = horovod.run(
-        train_throughput.rank_worker,
-        args=(root, args, threads, allreduce),
-        np=ranks,
-        hosts=f"localhost:{ranks}",
-        use_gloo=True,
-        verbose=0,
-    )
+    results = local_ranks.run(train_throughput.rank_worker, (root, args, threads, allreduce), ranks, {})
     return sorted(results, key=lambda result: result["rank"])
 
 
@@ -464,8 +447,7 @@ def run_p3(root: Path, args: argparse.Namespace) -> tuple[dict, dict]:
         f"2x1 {two:,.0f} vs 1x{args.threads} {one:,.0f} samples/s (medians); per round "
         f"{[round(r, 3) for r in ratios]}; global batch {args.batch_size} (2x{args.batch_size // 2} vs "
         f"1x{args.batch_size}); per 2-rank step of {step_ms:.0f} ms, timed in the graph: grouped allreduce "
-        f"{transfer:.1f} ms after {wait:.1f} ms waiting for the other rank (medians over ranks and rounds); "
-        f"Horovod environment {args.horovod_env}"
+        f"{transfer:.1f} ms after {wait:.1f} ms waiting for the other rank (medians over ranks and rounds)"
     )
     if args.identity_baseline:
         alone = rate("two_ranks_no_allreduce")

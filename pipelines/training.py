@@ -7,17 +7,15 @@ with plain data (a TrainJob); the ranks train; rank 0 alone checkpoints and logs
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import re
 import signal
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipelines import processes, storage, tracking
+from pipelines import local_ranks, storage, tracking
 from pipelines.catalog import Catalog
 from pipelines.config import PipelineConfig
 from pipelines.data_loading import LOADER_ERROR, InputStall, ShardPlan, plan_shards
@@ -61,7 +59,6 @@ def train_worker(job: TrainJob) -> dict:
     started = time.time()  # the rank's process is up and has this function
     import horovod.tensorflow as hvd
 
-    restore_horovod_defaults()
     hvd.init()
     catalog = Catalog.for_workdir(job.config.workdir)
     try:
@@ -76,20 +73,6 @@ def train_worker(job: TrainJob) -> dict:
             detail = cause.group(0)
         (errors / f"rank-{hvd.rank()}.txt").write_text(detail + "\n\n" + traceback.format_exc())
         raise
-
-
-def restore_horovod_defaults() -> None:
-    """Undo what the launcher exports for the knobs it was not given, before ``hvd.init()``.
-
-    ``horovod.run`` and ``horovod.spark.run`` (0.28.1) export ``HOROVOD_CYCLE_TIME=(None,)`` and
-    ``HOROVOD_CACHE_CAPACITY=(None,)`` (their settings hold one-element tuples). Horovod's C++ side
-    reads both as 0: a background thread that never sleeps between cycles and no response cache.
-    On 2 cores that thread took one core from TensorFlow: the demo's ranks trained 1.4x slower
-    (``benchmarks/train_throughput.py --horovod-env as-launched``).
-    """
-    for key in ("HOROVOD_CYCLE_TIME", "HOROVOD_CACHE_CAPACITY"):
-        if os.environ.get(key) == "(None,)":
-            del os.environ[key]
 
 
 @dataclass
@@ -309,16 +292,7 @@ def launch(job: TrainJob) -> list[dict]:
                 get_spark(job.config.spark).sparkContext.cancelAllJobs()
                 raise
         else:
-            # horovod.run forks its launcher from this process; a fork of a live Spark driver
-            # corrupts its py4j connection, so launch from a clean spawned interpreter.
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=1, mp_context=context) as launcher:
-                try:
-                    results = launcher.submit(_launch_local, job, env).result()
-                except Interrupted:  # stop the launcher and its ranks, or leaving the block waits for them
-                    for child in multiprocessing.active_children():
-                        processes.stop_tree(child.pid, grace_s=2)
-                    raise
+            results = local_ranks.run(train_worker, (job,), train.num_proc, env)
     except Exception as err:
         # A rank killed from outside first (the others then fail on its broken connection), then a
         # rank's own exception, then a rank that aborted (Gloo aborts a rank whose peer is gone),
@@ -331,9 +305,12 @@ def launch(job: TrainJob) -> list[dict]:
 
 
 def _exited_rank(err: Exception) -> tuple[int, int] | None:
-    """(rank, exit code) of the first rank the local launcher saw exit, from its message."""
-    exited = re.search(r"Process name: (\d+)\s+Exit code: (-?\d+)", str(err))
-    return (int(exited.group(1)), int(exited.group(2))) if exited else None
+    """(rank, exit code) of the rank the local launcher saw exit first; of those seen at once, one
+    that did not abort (Gloo aborts a rank whose peer is gone: the peer is the cause)."""
+    if not isinstance(err, local_ranks.RankExited):
+        return None
+    aborts = (-signal.SIGABRT, 128 + signal.SIGABRT)
+    return next((exit for exit in err.exits if exit[1] not in aborts), err.exits[0])
 
 
 def _aborted(err: Exception) -> bool:
@@ -369,16 +346,6 @@ def _launcher_error(err: Exception, train) -> TrainingError:
     if exited is not None:
         return TrainingError(exited[0], f"the process exited with code {exited[1]}")
     return TrainingError(-1, text.strip().splitlines()[0] if text.strip() else type(err).__name__)
-
-
-def _launch_local(job: TrainJob, env: dict[str, str]) -> list:
-    import horovod
-
-    os.environ.update(env)
-    num_proc = job.config.train.num_proc
-    return horovod.run(
-        train_worker, args=(job,), np=num_proc, hosts=f"localhost:{num_proc}", use_gloo=True, verbose=0
-    )
 
 
 def _first_rank_error(job: TrainJob, since: float) -> TrainingError | None:
