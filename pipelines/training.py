@@ -6,6 +6,7 @@ with plain data (a TrainJob); the ranks train; rank 0 alone checkpoints and logs
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -252,14 +253,8 @@ def _pin_devices(tf, hvd) -> None:
 # ---------------------------------------------------------------- on the driver
 
 
-def launch(job: TrainJob) -> list[dict]:
-    """Run ``train_worker`` on ``train.num_proc`` ranks with the configured launcher.
-
-    Raises:
-        TrainingError: with the first failing rank's own exception.
-    """
-    train = job.config.train
-    env = {
+def _rank_environment(train) -> dict[str, str]:
+    return {
         # A stalled rank turns into a failure after stall_timeout_s instead of hanging forever.
         "HOROVOD_STALL_CHECK_TIME_SECONDS": str(max(5, train.stall_timeout_s // 4)),
         "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS": str(train.stall_timeout_s),
@@ -270,6 +265,26 @@ def launch(job: TrainJob) -> list[dict]:
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # an integer to MLflow
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
     }
+
+
+def start_ranks(train) -> local_ranks.LocalRanks | contextlib.nullcontext:
+    """The local launcher's ranks, started now so that their imports (TensorFlow, 3-4 s) overlap
+    what the driver does before training (the MLflow run); nothing for the Spark launcher, whose
+    ranks are Spark tasks started by ``launch``."""
+    if train.launcher != "local":
+        return contextlib.nullcontext()
+    preload = ("pipelines.training", "horovod.tensorflow", "keras")
+    return local_ranks.LocalRanks(train.num_proc, _rank_environment(train), preload)
+
+
+def launch(job: TrainJob, ranks: local_ranks.LocalRanks | None = None) -> list[dict]:
+    """Run ``train_worker`` on ``train.num_proc`` ranks with the configured launcher (the local
+    launcher's on ``ranks`` when they were started ahead, ``start_ranks``).
+
+    Raises:
+        TrainingError: with the first failing rank's own exception.
+    """
+    train = job.config.train
     started = time.time()
     try:
         if train.launcher == "spark":
@@ -285,14 +300,16 @@ def launch(job: TrainJob) -> list[dict]:
                     args=(job,),
                     num_proc=train.num_proc,
                     start_timeout=train.start_timeout_s,
-                    env={**os.environ, **env},
+                    env={**os.environ, **_rank_environment(train)},
                     verbose=0,
                 )
             except Exception:  # ranks that did start wait for the others: end their tasks
                 get_spark(job.config.spark).sparkContext.cancelAllJobs()
                 raise
         else:
-            results = local_ranks.run(train_worker, (job,), train.num_proc, env)
+            with contextlib.ExitStack() as own:
+                ranks = ranks or own.enter_context(start_ranks(train))
+                results = ranks.run(train_worker, (job,))
     except Exception as err:
         # A rank killed from outside first (the others then fail on its broken connection), then a
         # rank's own exception, then a rank that aborted (Gloo aborts a rank whose peer is gone),
@@ -380,37 +397,38 @@ def run(config: PipelineConfig) -> TrainResult:
     weights = None
     if train.class_weight == "balanced":
         weights = class_weights(preprocessed["splits"]["train"]["label_counts"])
-    resumed_id = tracking.resume_run(config) if train.resume else None
-    run_id = resumed_id or tracking.start_run(config, preprocessed)
-    storage.write_json_atomically({"run_id": run_id}, catalog.latest_run(config.pipeline))
-    if resumed_id is None:
-        tracking.log_data(config, run_id, storage.read_json(catalog.ingest_report), preprocessed)
-        tracking.log_transform(run_id, catalog.transform)
-    log.info(
-        "training %d epochs on %d ranks (%s launcher), %d steps per epoch; MLflow run %s",
-        train.epochs,
-        train.num_proc,
-        train.launcher,
-        train_plan.steps_per_epoch,
-        run_id,
-    )
-    try:
-        tracking.mark_running(config.tracking_uri, run_id)
-        tracking.flush_pending_metrics(config.tracking_uri, run_id, catalog.pending_metrics(run_id))
-        launched = time.time()
-        results = launch(TrainJob(config, run_id, train_plan, validate, weights))
-        digests = [result["weights_digest"] for result in results]
-        if len(set(digests)) != 1:  # data parallelism must leave every rank with the same model
-            raise TrainingError(-1, f"ranks finished with different weights: {digests}")
-        epochs_run = [result["epochs_run"] for result in results]
-        if len(set(epochs_run)) != 1:  # early stopping must stop every rank at the same epoch
-            raise TrainingError(-1, f"ranks ran different numbers of epochs: {epochs_run}")
-        first = results[0]
-    except BaseException as err:
-        tracking.mark_failed(
-            config.tracking_uri, run_id, "KILLED" if isinstance(err, Interrupted) else "FAILED"
+    with start_ranks(train) as ranks:
+        resumed_id = tracking.resume_run(config) if train.resume else None
+        run_id = resumed_id or tracking.start_run(config, preprocessed)
+        storage.write_json_atomically({"run_id": run_id}, catalog.latest_run(config.pipeline))
+        if resumed_id is None:
+            tracking.log_data(config, run_id, storage.read_json(catalog.ingest_report), preprocessed)
+            tracking.log_transform(run_id, catalog.transform)
+        log.info(
+            "training %d epochs on %d ranks (%s launcher), %d steps per epoch; MLflow run %s",
+            train.epochs,
+            train.num_proc,
+            train.launcher,
+            train_plan.steps_per_epoch,
+            run_id,
         )
-        raise
+        try:
+            tracking.mark_running(config.tracking_uri, run_id)
+            tracking.flush_pending_metrics(config.tracking_uri, run_id, catalog.pending_metrics(run_id))
+            launched = ranks.started if ranks else time.time()
+            results = launch(TrainJob(config, run_id, train_plan, validate, weights), ranks)
+            digests = [result["weights_digest"] for result in results]
+            if len(set(digests)) != 1:  # data parallelism must leave every rank with the same model
+                raise TrainingError(-1, f"ranks finished with different weights: {digests}")
+            epochs_run = [result["epochs_run"] for result in results]
+            if len(set(epochs_run)) != 1:  # early stopping must stop every rank at the same epoch
+                raise TrainingError(-1, f"ranks ran different numbers of epochs: {epochs_run}")
+            first = results[0]
+        except BaseException as err:
+            tracking.mark_failed(
+                config.tracking_uri, run_id, "KILLED" if isinstance(err, Interrupted) else "FAILED"
+            )
+            raise
     try:
         tracking.flush_pending_metrics(config.tracking_uri, run_id, catalog.pending_metrics(run_id))
         tracking.log_training_outcome(config, run_id, first.get("early_stopping"))

@@ -1,0 +1,14 @@
+"""Functions the launcher tests run on local ranks (importable by the ranks' interpreters)."""
+
+from __future__ import annotations
+
+import os
+
+
+def rank_and_size() -> tuple[str, str]:
+    return os.environ["HOROVOD_RANK"], os.environ["HOROVOD_SIZE"]
+
+
+def fail_on_rank_one() -> None:
+    if os.environ["HOROVOD_RANK"] == "1":
+        raise SystemExit(3)

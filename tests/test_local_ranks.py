@@ -1,0 +1,38 @@
+"""The local launcher's ranks: real processes, rendezvous on loopback, exits reported by rank."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+import psutil
+import pytest
+
+from pipelines import local_ranks
+from tests.support.rank_functions import fail_on_rank_one, rank_and_size
+
+
+def test_each_rank_runs_the_function_with_its_horovod_environment():
+    assert local_ranks.run(rank_and_size, (), num_proc=3, env={}) == [("0", "3"), ("1", "3"), ("2", "3")]
+
+
+def test_a_rank_that_exits_non_zero_is_named_with_its_code_and_no_rank_is_left():
+    with local_ranks.LocalRanks(2, {}) as ranks:
+        with pytest.raises(local_ranks.RankExited) as caught:
+            ranks.run(fail_on_rank_one, ())
+        pids = [process.pid for process in ranks._ranks]
+    assert caught.value.exits == ((1, 3),)
+    assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+
+
+def test_the_rendezvous_server_listens_on_loopback_only():
+    _, server = local_ranks._rank_environments(2)
+    try:
+        addresses = [
+            c.laddr.ip
+            for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.pid == os.getpid()
+        ]
+    finally:
+        server.stop()
+    assert addresses and all(ipaddress.ip_address(a).is_loopback for a in addresses)
