@@ -12,6 +12,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from pipelines import tracking
 from pipelines.logs import drop_type_hint_advice
 from pipelines.training import RankContext, TrainingTask
 
@@ -106,8 +107,10 @@ def predict_split(df: DataFrame, model_uri: str, tracking_uri: str, transform: T
     """Score rows of a split with the logged model, in Spark: adds ``prediction`` and ``confidence``.
 
     The model gets the same raw input a user would give it (images, or text); it is loaded once
-    per partition on the executors, and only plain strings and the transform cross to them.
+    per partition on the executors, from its files (``tracking.model_files``, resolved here), and
+    only plain strings and the transform cross to them.
     """
+    files = tracking.model_files(model_uri, tracking_uri)
 
     def predict_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import mlflow
@@ -116,7 +119,7 @@ def predict_split(df: DataFrame, model_uri: str, tracking_uri: str, transform: T
 
         quiet_library_warnings()
         mlflow.set_tracking_uri(tracking_uri)
-        model = mlflow.pyfunc.load_model(model_uri)
+        model = mlflow.pyfunc.load_model(files)
         for batch in batches:
             if batch.empty:
                 continue

@@ -462,8 +462,9 @@ def run(config: PipelineConfig) -> TrainResult:
 
 def stage_timing(launched: float, marks: dict[str, list[float]], finished: float) -> dict[str, float]:
     """Where the train stage's time went, in seconds, from rank 0's clock marks (``EpochClock``):
-    starting the ranks (launcher, interpreters), their set-up (imports, ``hvd.init``, the model,
-    the readers), the first epoch's steps (tracing the step) and the others', validation, the
+    starting the ranks until their job starts (interpreters and TensorFlow's import, while the
+    driver opens the MLflow run; for the Spark launcher, its tasks), their set-up (``hvd.init``,
+    the model, the readers), the first epoch's steps (tracing the step) and the others', validation, the
     rest of the epoch-end work (averaging, checkpoint, MLflow), export, and what follows on the
     driver (ranks exit, the model is logged to MLflow)."""
     steps = [end - begin for begin, end in zip(marks["epoch_begin"], marks["steps_end"], strict=True)]
