@@ -197,3 +197,23 @@ def test_the_classifier_trains_on_the_gans_workdir_without_ingesting_again(gan_t
     runs = {path.stem for path in (config.workdir / "runs").glob("*.json")}
     assert runs == {"image_cnn", "image_gan"}
     assert catalog.trained_model(result.run_id).is_file() and catalog.trained_model(gan.run_id).is_file()
+
+
+@pytest.mark.slow
+def test_a_gan_promotes_twice_the_second_time_against_the_champion_from_the_registry(gan_trained, spark):
+    from pipelines import promotion
+
+    config, first = gan_trained
+    named = ("monitor.quality_samples=500", "mlflow.registered_model=gan-digits")
+    assert (
+        promotion.run(gan_config(config.workdir, *named), spark, run_id=first.run_id)["decision"]
+        == "promoted"
+    )
+
+    second = training.run(gan_config(config.workdir, "train.epochs=1", *named))
+    result = promotion.run(gan_config(config.workdir, *named), spark)
+
+    assert result["version"] == "2" and result["champion_version"] == "1"
+    assert np.isfinite(result["champion_score"]) and np.isfinite(result["score"])
+    assert result["decision"] in ("promoted", "kept")
+    assert MlflowClient(config.tracking_uri).get_run(second.run_id).data.tags["dlfusion.promotion.decision"]

@@ -60,9 +60,9 @@ def evaluate(config, spark, model_uri: str, catalog, artifacts: Path) -> dict[st
 
     from pipelines.transforms import load_transform
 
-    run_id = model_uri.split("/")[1]
-    transform = load_transform(catalog.transform)
     mlflow.set_tracking_uri(config.tracking_uri)
+    run_id = mlflow.models.get_model_info(model_uri).run_id  # runs:/ from evaluate, models:/ from promote
+    transform = load_transform(catalog.transform)
     extractor_file = quality.feature_extractor_file(catalog, run_id)
     if not extractor_file.is_file():  # evaluated elsewhere than trained: the run's copy
         extractor_file = Path(
