@@ -6,9 +6,12 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
 from tests.support.cli import DLFUSION, ROOT, clean_env
+
+pytestmark = pytest.mark.slow  # whole demo runs of the installed command
 
 
 def _dlfusion_run(config: str, workdir: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, dict]:

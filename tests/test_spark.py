@@ -17,6 +17,7 @@ def test_session_has_arrow_on_and_the_configured_master(spark):
     assert spark.conf.get("spark.sql.execution.arrow.pyspark.enabled") == "true"
 
 
+@pytest.mark.slow
 def test_spark_submit_master_is_never_overridden(tmp_path):
     spark_submit = Path(sys.executable).with_name("spark-submit")
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}

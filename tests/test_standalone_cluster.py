@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # a Spark standalone cluster and spark-submit
+
 
 def _free_port() -> int:
     with socket.socket() as sock:

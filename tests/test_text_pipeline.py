@@ -18,6 +18,8 @@ from pipelines.demo import write_reviews
 from pipelines.transforms import load_transform
 from tests.conftest import text_config
 
+pytestmark = pytest.mark.slow  # every test here uses a text model trained on Horovod ranks
+
 
 @pytest.fixture(scope="module")
 def trained_text(tmp_path_factory, spark):

@@ -50,6 +50,7 @@ def _dlfusion(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_training_logs_to_an_mlflow_server_over_http(mlflow_server, trainable_workdir, spark):
     config = image_config(trainable_workdir, "train.epochs=1", f"mlflow.tracking_uri={mlflow_server}")
     result = training.run(config)

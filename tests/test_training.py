@@ -19,6 +19,8 @@ from pipelines.errors import TrainingError
 from pipelines.transforms import load_transform
 from tests.conftest import IMAGE_CONFIG, image_config
 
+pytestmark = pytest.mark.slow  # every test here trains on Horovod ranks, or uses a model trained so
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, digits_workdir, spark):
