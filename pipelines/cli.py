@@ -165,7 +165,7 @@ def _run_stage(args: argparse.Namespace, summary: dict) -> int:
 
         summary.update(workdir=str(config.workdir.resolve()), tracking_uri=redact(config.tracking_uri))
         summary["log_file"] = str(logs.log_to_file(config.workdir, args.stage))
-        os.environ["DLFUSION_LOG_FILE"] = summary["log_file"]  # the Spark JVM logs its errors there too
+        os.environ[logs.LOG_FILE_VARIABLE] = summary["log_file"]  # the Spark JVM logs its errors there too
         if args.debug:
             os.environ["DLFUSION_DEBUG"] = "1"
         from pipelines.runner import run_one

@@ -135,6 +135,23 @@ class _Py4jRetryFilter(logging.Filter):
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 TRACE_LOGGER = "dlfusion.trace"
+LOG_FILE_VARIABLE = "DLFUSION_LOG_FILE"  # the run's log file, for the processes it starts
+
+
+class ConsoleFormatter(logging.Formatter):
+    """What a user reads on the console: the message, with ``warning:`` or ``error:`` before those
+    that need attention. Times and logger names are in the run's log file (``--verbose``: here too)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return f"{record.levelname.lower()}: {message}" if record.levelno >= logging.WARNING else message
+
+
+def _console_formatter() -> logging.Formatter:
+    return logging.Formatter(_FORMAT) if verbose() else ConsoleFormatter()
 
 
 def trace_logger(to_console: bool = False) -> logging.Logger:
@@ -146,7 +163,7 @@ def trace_logger(to_console: bool = False) -> logging.Logger:
         trace.removeHandler(handler)
     if to_console:
         console = logging.StreamHandler()
-        console.setFormatter(logging.Formatter(_FORMAT))
+        console.setFormatter(_console_formatter())
         console.dlfusion_console = True
         trace.addHandler(console)
     return trace
@@ -192,6 +209,12 @@ def log_to_file(workdir: Path, stage: str) -> Path:
         raise DataError(
             str(Path(workdir).resolve()), f"the workdir is not writable ({err.strerror})"
         ) from None
+    _attach_file(handler)
+    return path
+
+
+def _attach_file(handler: logging.FileHandler) -> None:
+    """``handler`` as the log file of the root and trace loggers, in place of an earlier one."""
     handler.setFormatter(logging.Formatter(_FORMAT))
     handler.dlfusion_file = True
     for logger in (logging.getLogger(), logging.getLogger(TRACE_LOGGER)):
@@ -199,7 +222,6 @@ def log_to_file(workdir: Path, stage: str) -> Path:
             logger.removeHandler(old)
             old.close()
         logger.addHandler(handler)
-    return path
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -208,9 +230,14 @@ def setup_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(_FORMAT))
+        handler.setFormatter(_console_formatter())
         handler.addFilter(_Py4jRetryFilter())
         root.addHandler(handler)
+        if os.environ.get(LOG_FILE_VARIABLE):  # a process the command started (a rank): its log too
+            try:
+                _attach_file(logging.FileHandler(os.environ[LOG_FILE_VARIABLE], encoding="utf-8"))
+            except OSError:
+                pass  # the console still has every line
     root.setLevel(level)
     for noisy in ("py4j", "petastorm", "mlflow.store.db", "alembic", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
