@@ -277,9 +277,9 @@ def start_ranks(train) -> local_ranks.LocalRanks | contextlib.nullcontext:
     return local_ranks.LocalRanks(train.num_proc, _rank_environment(train), preload)
 
 
-def launch(job: TrainJob, ranks: local_ranks.LocalRanks | None = None) -> list[dict]:
-    """Run ``train_worker`` on ``train.num_proc`` ranks with the configured launcher (the local
-    launcher's on ``ranks`` when they were started ahead, ``start_ranks``).
+def launch(job: TrainJob, ranks: local_ranks.LocalRanks | None) -> list[dict]:
+    """Run ``train_worker`` on ``train.num_proc`` ranks with the configured launcher: the local
+    launcher's ``ranks``, started ahead by ``start_ranks``, or Spark tasks (``ranks`` is None).
 
     Raises:
         TrainingError: with the first failing rank's own exception.
@@ -307,9 +307,7 @@ def launch(job: TrainJob, ranks: local_ranks.LocalRanks | None = None) -> list[d
                 get_spark(job.config.spark).sparkContext.cancelAllJobs()
                 raise
         else:
-            with contextlib.ExitStack() as own:
-                ranks = ranks or own.enter_context(start_ranks(train))
-                results = ranks.run(train_worker, (job,))
+            results = ranks.run(train_worker, (job,))
     except Exception as err:
         # A rank killed from outside first (the others then fail on its broken connection), then a
         # rank's own exception, then a rank that aborted (Gloo aborts a rank whose peer is gone),

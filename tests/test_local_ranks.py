@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 
 import psutil
 import pytest
@@ -26,12 +25,13 @@ def test_a_rank_that_exits_non_zero_is_named_with_its_code_and_no_rank_is_left()
 
 
 def test_the_rendezvous_server_listens_on_loopback_only():
-    _, server = local_ranks._rank_environments(2)
+    environments, server = local_ranks._rank_environments(2)
+    port = int(environments[0]["HOROVOD_GLOO_RENDEZVOUS_PORT"])
     try:
         addresses = [
             c.laddr.ip
             for c in psutil.net_connections(kind="tcp")
-            if c.status == psutil.CONN_LISTEN and c.pid == os.getpid()
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port
         ]
     finally:
         server.stop()
