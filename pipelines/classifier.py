@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from pipelines.catalog import Catalog
     from pipelines.config import PipelineConfig
+    from pipelines.local_ranks import LocalRanks
     from pipelines.transforms import Transform
 
 
@@ -197,24 +198,51 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path) -> No
     plt.close(fig)
 
 
+def score_shard(files: str, split: str, transform: Transform) -> list[tuple[int, int, int]]:
+    """On one of the local ranks: score its share of the split's row groups with the logged model
+    (loaded from its ``files``, as ``predict_split``'s tasks do); (label, prediction, count) triples."""
+    import os
+    from collections import Counter
+
+    from pipelines import storage
+
+    model = mlflow.pyfunc.load_model(files)
+    counts: Counter = Counter()
+    shard, shards = int(os.environ["HOROVOD_RANK"]), int(os.environ["HOROVOD_SIZE"])
+    for group in storage.row_groups(split, shard, shards):
+        rows = group.to_pandas()
+        probabilities = np.asarray(model.predict(transform.model_input(rows)))
+        counts.update(zip(rows["label"].tolist(), probabilities.argmax(axis=1).tolist(), strict=True))
+    return [(label, prediction, count) for (label, prediction), count in counts.items()]
+
+
 def evaluate(
-    config: PipelineConfig, spark: SparkSession, model_uri: str, catalog: Catalog, artifacts: Path
+    config: PipelineConfig,
+    spark: SparkSession,
+    model_uri: str,
+    catalog: Catalog,
+    artifacts: Path,
+    ranks: LocalRanks | None = None,
 ) -> dict[str, float]:
-    """Score the test split in Spark: accuracy and macro averages; the confusion matrix and per-class
-    table into ``artifacts``."""
+    """Score the test split, on ``ranks`` when given (they have TensorFlow already) or in Spark:
+    accuracy and macro averages; the confusion matrix and per-class table into ``artifacts``."""
     import json
 
     from pipelines.spark import size_batches
     from pipelines.transforms import load_transform
 
     transform = load_transform(catalog.transform)
-    size_batches(spark, int(np.prod(transform.feature_shape)) * 4 + 400)
-    test = spark.read.parquet(str(catalog.split("test")))
-    scored = predict_split(test, model_uri, config.tracking_uri, transform)
-    pairs = scored.groupBy("label", "prediction").count().collect()
-    matrix = confusion_matrix(
-        [(r["label"], r["prediction"], r["count"]) for r in pairs], len(transform.class_names)
-    )
+    if ranks is not None:  # processes that have TensorFlow already
+        files = tracking.model_files(model_uri, config.tracking_uri)
+        shards = ranks.run(score_shard, (files, str(catalog.split("test")), transform))
+        pairs = [pair for shard in shards for pair in shard]
+    else:
+        size_batches(spark, int(np.prod(transform.feature_shape)) * 4 + 400)
+        test = spark.read.parquet(str(catalog.split("test")))
+        scored = predict_split(test, model_uri, config.tracking_uri, transform)
+        counted = scored.groupBy("label", "prediction").count().collect()
+        pairs = [(r["label"], r["prediction"], r["count"]) for r in counted]
+    matrix = confusion_matrix(pairs, len(transform.class_names))
     metrics = classification_metrics(matrix, transform.class_names)
     metrics["test_rows"] = float(matrix.sum())
     plot_confusion(matrix, transform.class_names, artifacts / "confusion_matrix.png")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyspark.sql import SparkSession
 
@@ -13,6 +14,9 @@ from pipelines.catalog import Catalog
 from pipelines.config import PipelineConfig
 from pipelines.errors import DataError
 from pipelines.kinds import kind_of
+
+if TYPE_CHECKING:
+    from pipelines.training import RankPool
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +33,22 @@ def latest_run_id(config: PipelineConfig) -> str:
     return storage.read_json(latest)["run_id"]
 
 
-def run(config: PipelineConfig, spark: SparkSession, run_id: str | None = None) -> dict[str, float]:
-    """Evaluate the model of ``run_id`` (default: this kind's latest training) on the test split."""
+def run(
+    config: PipelineConfig, spark: SparkSession, run_id: str | None = None, pool: RankPool | None = None
+) -> dict[str, float]:
+    """Evaluate the model of ``run_id`` (default: this kind's latest training) on the test split.
+
+    With a local Spark master, Spark's tasks would run on this machine too: the test split is then
+    scored on ``pool``'s local ranks, which have TensorFlow already when training just used them."""
     import mlflow
 
     kind = kind_of(config)
     catalog = Catalog.for_workdir(config.workdir)
     run_id = run_id or latest_run_id(config)
+    ranks = pool.get() if pool is not None and spark.sparkContext.master.startswith("local") else None
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = kind.part("evaluate")(config, spark, f"runs:/{run_id}/model", catalog, Path(tmp))
+        model_uri = f"runs:/{run_id}/model"
+        metrics = kind.part("evaluate")(config, spark, model_uri, catalog, Path(tmp), ranks=ranks)
         mlflow.set_tracking_uri(config.tracking_uri)
         with mlflow.start_run(run_id=run_id):
             mlflow.log_metrics(metrics)

@@ -12,13 +12,16 @@ Gloo launcher exports) and starts each rank with one ``subprocess.Popen`` (fork 
 a live Spark driver, unlike a plain fork). Ranks inherit this process's standard streams.
 
 ``python -m pipelines.local_ranks FOLDER RANK [MODULE...]`` is one rank: it imports the modules,
-waits for FOLDER/job.pickle, unpickles ``(function, args)`` from it, calls it, pickles the return
-value to FOLDER/result-RANK.pickle and ends.
+then for N = 0, 1, ... waits for FOLDER/job-N.pickle, unpickles ``(function, args)`` from it, calls
+it and pickles the return value to FOLDER/result-N-RANK.pickle, until FOLDER/close appears. A rank
+kept between jobs keeps what it imported: a later job (evaluating the trained model) does not pay
+for TensorFlow's import again.
 """
 
 from __future__ import annotations
 
 import importlib
+import itertools
 import logging
 import os
 import pickle
@@ -74,9 +77,11 @@ def _rank_environments(num_proc: int) -> tuple[list[dict[str, str]], Any]:
 
 class LocalRanks:
     """``num_proc`` local Horovod ranks, started ahead of their work: each imports ``preload`` (the
-    rank's TensorFlow, 3-4 s) while the caller prepares the job, then runs one ``run`` call.
+    rank's TensorFlow, 3-4 s) while the caller prepares the first job, then runs ``run`` calls one
+    after the other.
 
-    Use as a context manager: leaving it stops every rank still alive and the rendezvous server.
+    Use as a context manager: leaving it ends the ranks and the rendezvous server. Ranks still
+    alive 2 s later are stopped, and at once when leaving on an exception or before any job.
     """
 
     def __init__(self, num_proc: int, env: dict[str, str], preload: tuple[str, ...] = ()):
@@ -91,25 +96,32 @@ class LocalRanks:
             )
             for rank, rank_env in enumerate(environments)
         ]
+        self._jobs = 0
 
     def run(self, function: Callable[..., Any], args: tuple) -> list[Any]:
         """Call ``function(*args)`` on every rank; their return values, by rank.
 
-        When a rank exits with a non-zero code, ``RankExited`` names the first one (leaving the
-        context then stops the others, as Horovod's launcher does: they would wait for it).
+        When a rank exits before its result is written, ``RankExited`` names the first one (leaving
+        the context then stops the others, as Horovod's launcher does: they would wait for it).
         """
-        partial = self._folder / "job.pickle.tmp"
-        partial.write_bytes(pickle.dumps((function, args)))
-        partial.rename(self._folder / _JOB)
-        _wait(self._ranks)
-        return [pickle.loads((self._folder / _result(rank)).read_bytes()) for rank in range(len(self._ranks))]
+        job, self._jobs = self._jobs, self._jobs + 1
+        _write_atomically(self._folder / _job(job), pickle.dumps((function, args)))
+        results = [self._folder / _result(job, rank) for rank in range(len(self._ranks))]
+        _wait(self._ranks, results)
+        return [pickle.loads(result.read_bytes()) for result in results]
 
     def __enter__(self) -> LocalRanks:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, error_type, *exc) -> None:
+        (self._folder / _CLOSE).touch()
+        # After a failure the other ranks may wait on a collective that never completes, and ranks
+        # that had no job may still be importing: stop them.
+        deadline = time.monotonic() + (2 if self._jobs and not error_type else 0)
         for process in self._ranks:
-            if process.poll() is None:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 processes.stop_tree(process.pid, grace_s=2)
         self._server.stop()
         shutil.rmtree(self._folder, ignore_errors=True)
@@ -121,47 +133,55 @@ def run(function: Callable[..., Any], args: tuple, num_proc: int, env: dict[str,
         return ranks.run(function, args)
 
 
-_JOB = "job.pickle"
+_CLOSE = "close"
 
 
-def _result(rank: int) -> str:
-    return f"result-{rank}.pickle"
+def _job(job: int) -> str:
+    return f"job-{job}.pickle"
 
 
-def _wait(ranks: list[subprocess.Popen], poll_s: float = 0.05) -> None:
-    """Wait until every rank exits; at the first non-zero exit, raise ``RankExited`` (the caller
-    stops the others, as Horovod's launcher does: they would wait on the missing rank)."""
-    running = dict(enumerate(ranks))
-    while running:
-        exits = {rank: process.poll() for rank, process in running.items()}
-        failed = tuple((rank, code) for rank, code in exits.items() if code not in (None, 0))
-        if failed:
-            raise RankExited(failed)
-        running = {rank: running[rank] for rank, code in exits.items() if code is None}
+def _result(job: int, rank: int) -> str:
+    return f"result-{job}-{rank}.pickle"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_bytes(data)
+    partial.rename(path)
+
+
+def _wait(ranks: list[subprocess.Popen], results: list[Path], poll_s: float = 0.02) -> None:
+    """Wait until every rank has written its result; when a rank exits first, raise ``RankExited``
+    (the caller stops the others, as Horovod's launcher does: they would wait on the missing rank)."""
+    while not all(result.exists() for result in results):
+        exits = [(rank, process.poll()) for rank, process in enumerate(ranks) if not results[rank].exists()]
+        gone = tuple((rank, code) for rank, code in exits if code is not None)
+        if gone:
+            raise RankExited(gone)
         time.sleep(poll_s)
 
 
 def _main(folder: str, rank: str, *preload: str) -> None:
-    """One rank: import ``preload``, wait for the job (ending if the launcher is gone), run it,
-    write its result."""
+    """One rank: import ``preload``, then run each job handed over and write its result, until the
+    launcher closes (or is gone)."""
     for module in preload:
         importlib.import_module(module)
-    job, launcher = Path(folder) / _JOB, os.getppid()
-    while not job.exists():
-        if os.getppid() != launcher:  # the launcher died before handing over a job
-            sys.exit(1)
-        time.sleep(0.02)
-    function, args = pickle.loads(job.read_bytes())
-    result = function(*args)
-    partial = Path(folder) / f"{_result(int(rank))}.tmp"
-    partial.write_bytes(pickle.dumps(result))
-    partial.rename(Path(folder) / _result(int(rank)))
-    _leave()
+    folder_path, launcher = Path(folder), os.getppid()
+    for job in itertools.count():
+        handed = folder_path / _job(job)
+        while not handed.exists():
+            if (folder_path / _CLOSE).exists():
+                _leave()
+            if os.getppid() != launcher:  # the launcher died without closing
+                sys.exit(1)
+            time.sleep(0.02)
+        function, args = pickle.loads(handed.read_bytes())
+        _write_atomically(folder_path / _result(job, int(rank)), pickle.dumps(function(*args)))
 
 
 def _leave() -> None:
-    """End the rank as soon as its result is written: leave Horovod (a peer still at work sees a
-    clean shutdown, not a lost connection), flush the streams, and skip the interpreter's teardown,
+    """End the rank when the launcher closes: leave Horovod (a peer still at work sees a clean
+    shutdown, not a lost connection), flush the streams, and skip the interpreter's teardown,
     which took 1.8 s with TensorFlow loaded (the demo's ranks)."""
     hvd = sys.modules.get("horovod.tensorflow")
     if hvd is not None and hvd.is_initialized():

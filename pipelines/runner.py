@@ -44,11 +44,11 @@ def run_preprocess(config: PipelineConfig) -> dict:
     }
 
 
-def run_train(config: PipelineConfig) -> dict:
+def run_train(config: PipelineConfig, pool=None) -> dict:
     # TensorFlow and MLflow take seconds to import: only the stages that need them load them.
     from pipelines import training
 
-    result = training.run(config)
+    result = training.run(config, pool)
     final = {key: values[-1] for key, values in result.history.items() if values}
     summary = {"run_id": result.run_id, "model_uri": result.model_uri, "final_epoch_metrics": final}
     if result.timing:
@@ -58,11 +58,11 @@ def run_train(config: PipelineConfig) -> dict:
     return summary
 
 
-def run_evaluate(config: PipelineConfig) -> dict:
+def run_evaluate(config: PipelineConfig, pool=None) -> dict:
     from pipelines import evaluation
 
     kind = kind_of(config)
-    metrics = evaluation.run(config, get_spark(config.spark))
+    metrics = evaluation.run(config, get_spark(config.spark), pool=pool)
     return {"test_metrics": metrics, "primary_metric": {kind.primary_metric: metrics[kind.primary_metric]}}
 
 
@@ -85,6 +85,9 @@ STAGE_RUNNERS = {
     "evaluate": run_evaluate,
     "promote": run_promote,
 }
+
+# The stages that run on the local launcher's ranks, shared between them within one run.
+RANK_STAGES = ("train", "evaluate")
 
 
 def run_stage(stage: str, config: PipelineConfig, force: bool = False, **options) -> dict:
@@ -110,14 +113,18 @@ def run_all(config: PipelineConfig, force: bool = False) -> dict:
     """Every stage the kind declares, top to bottom; then the promotion gate if ``promote.enabled``.
     Stages that are unchanged since their last success are skipped, so a re-run continues where
     an earlier one stopped."""
+    from pipelines.training import RankPool
+
     global current_stage
     summary: dict = {"skipped": []}
     stages = [*kind_of(config).stages, *(["promote"] if config.promote.enabled else [])]
-    for stage in stages:
-        result = run_stage(stage, config, force=force)
-        summary["skipped"] += result.pop("skipped", [])
-        summary.setdefault("stage_seconds", {}).update(result.pop("stage_seconds", {}))
-        summary.update(result)
+    with RankPool(config.train) as pool:  # evaluate reuses the ranks training started
+        for stage in stages:
+            options = {"pool": pool} if stage in RANK_STAGES else {}
+            result = run_stage(stage, config, force=force, **options)
+            summary["skipped"] += result.pop("skipped", [])
+            summary.setdefault("stage_seconds", {}).update(result.pop("stage_seconds", {}))
+            summary.update(result)
     current_stage = None
     return summary
 

@@ -630,6 +630,20 @@ def row_group_sizes(location: str | Path | Uri) -> list[int]:
     return [group.num_rows for fragment in fragments for group in fragment.row_groups]
 
 
+def row_groups(location: str | Path | Uri, shard: int = 0, shards: int = 1) -> Iterator[pa.Table]:
+    """Every ``shards``-th row group of a Parquet data set from the ``shard``-th, in the sorted file
+    order of ``row_group_sizes``; on an object store only a committed one (``COMMIT_MARKER``)."""
+    import pyarrow.dataset as ds
+
+    fs, root, _ = filesystem(location)
+    _require_committed(fs, root, location)
+    dataset = ds.dataset(root, filesystem=fs, format="parquet", exclude_invalid_files=True)
+    fragments = sorted(dataset.get_fragments(), key=lambda fragment: fragment.path)
+    groups = [group for fragment in fragments for group in fragment.split_by_row_group()]
+    for group in groups[shard::shards]:
+        yield group.to_table()
+
+
 def column_batches(location: str | Path | Uri, columns: list[str]) -> Iterator[pa.RecordBatch]:
     """The ``columns`` of a Parquet data set, batch by batch (only those columns' chunks are read);
     on an object store only a committed one (``COMMIT_MARKER``)."""

@@ -267,19 +267,39 @@ def _rank_environment(train) -> dict[str, str]:
     }
 
 
-def start_ranks(train) -> local_ranks.LocalRanks | contextlib.nullcontext:
-    """The local launcher's ranks, started now so that their imports (TensorFlow, 3-4 s) overlap
-    what the driver does before training (the MLflow run); nothing for the Spark launcher, whose
-    ranks are Spark tasks started by ``launch``."""
-    if train.launcher != "local":
-        return contextlib.nullcontext()
-    preload = ("pipelines.training", "horovod.tensorflow", "keras")
-    return local_ranks.LocalRanks(train.num_proc, _rank_environment(train), preload)
+class RankPool:
+    """The local launcher's ranks for the stages of one run: started when a stage first asks for
+    them, kept for the next. Training asks before it opens the MLflow run, so that the ranks'
+    imports (TensorFlow, 3-4 s) overlap it; evaluate then scores the test split on processes that
+    have TensorFlow already. The Spark launcher has none (its ranks are Spark tasks, per launch).
+
+    Use as a context manager: leaving it ends the ranks it started.
+    """
+
+    def __init__(self, train) -> None:
+        self._train = train
+        self._ranks: local_ranks.LocalRanks | None = None
+
+    def get(self) -> local_ranks.LocalRanks | None:
+        """The ranks, started at the first call; None for the Spark launcher."""
+        if self._ranks is None and self._train.launcher == "local":
+            preload = ("pipelines.training", "horovod.tensorflow", "keras")
+            env = _rank_environment(self._train)
+            self._ranks = local_ranks.LocalRanks(self._train.num_proc, env, preload)
+        return self._ranks
+
+    def __enter__(self) -> RankPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._ranks is not None:
+            self._ranks.__exit__(*exc)
+            self._ranks = None
 
 
 def launch(job: TrainJob, ranks: local_ranks.LocalRanks | None) -> list[dict]:
     """Run ``train_worker`` on ``train.num_proc`` ranks with the configured launcher: the local
-    launcher's ``ranks``, started ahead by ``start_ranks``, or Spark tasks (``ranks`` is None).
+    launcher's ``ranks``, started ahead (``RankPool``), or Spark tasks (``ranks`` is None).
 
     Raises:
         TrainingError: with the first failing rank's own exception.
@@ -379,8 +399,9 @@ def class_weights(label_counts: list[int]) -> dict[int, float]:
     return {label: total / (len(present) * count) for label, count in present.items()}
 
 
-def run(config: PipelineConfig) -> TrainResult:
-    """Plan, open (or resume) the MLflow run, train on the ranks, log the model."""
+def run(config: PipelineConfig, pool: RankPool | None = None) -> TrainResult:
+    """Plan, open (or resume) the MLflow run, train on the ranks, log the model. The local ranks come
+    from ``pool`` (and stay in it) when given; else they are started here and ended with training."""
     storage.require_local(config.workdir, "training (Keras and numpy write its checkpoints as local files)")
     catalog = Catalog.for_workdir(config.workdir)
     if not catalog.transform.is_file():
@@ -395,7 +416,8 @@ def run(config: PipelineConfig) -> TrainResult:
     weights = None
     if train.class_weight == "balanced":
         weights = class_weights(preprocessed["splits"]["train"]["label_counts"])
-    with start_ranks(train) as ranks:
+    with contextlib.ExitStack() as own:
+        ranks = (pool or own.enter_context(RankPool(train))).get()
         resumed_id = tracking.resume_run(config) if train.resume else None
         run_id = resumed_id or tracking.start_run(config, preprocessed)
         storage.write_json_atomically({"run_id": run_id}, catalog.latest_run(config.pipeline))

@@ -8,11 +8,18 @@ import psutil
 import pytest
 
 from pipelines import local_ranks
-from tests.support.rank_functions import fail_on_rank_one, rank_and_size
+from tests.support.rank_functions import fail_on_rank_one, rank_and_size, recall, remember
 
 
 def test_each_rank_runs_the_function_with_its_horovod_environment():
     assert local_ranks.run(rank_and_size, (), num_proc=3, env={}) == [("0", "3"), ("1", "3"), ("2", "3")]
+
+
+def test_the_same_ranks_run_one_job_after_another_and_end_when_closed():
+    with local_ranks.LocalRanks(2, {}) as ranks:
+        ranks.run(remember, ("warm",))
+        assert ranks.run(recall, ()) == ["0:warm", "1:warm"]
+    assert [process.returncode for process in ranks._ranks] == [0, 0]
 
 
 def test_a_rank_that_exits_non_zero_is_named_with_its_code_and_no_rank_is_left():

@@ -105,6 +105,15 @@ def test_evaluate_logs_test_metrics_to_the_same_run(trained, spark):
     assert table[0] == "class,precision,recall,f1,support" and len(table) == 11
 
 
+def test_evaluate_on_the_local_ranks_scores_the_test_split_as_spark_does(trained, spark):
+    config, result = trained
+    with training.RankPool(config.train) as pool:
+        on_ranks = evaluation.run(config, spark, pool=pool)
+        ranks = pool.get()
+    assert on_ranks == evaluation.run(config, spark)
+    assert [process.returncode for process in ranks._ranks] == [0, 0]  # the pool ended them
+
+
 def test_score_predicts_a_new_folder_with_spark_udf_and_quarantines_a_bad_file(trained, tmp_path):
     import shutil
 

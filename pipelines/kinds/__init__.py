@@ -38,7 +38,7 @@ class Kind:
     demo: str  # (catalog) -> path: writes the demo raw data used when data.source is unset
     task: str  # TrainingTask subclass, instantiated on every rank (pipelines.training)
     served_model: str  # (transform, model config) -> (mlflow PythonModel, input example)
-    evaluate: str  # (config, spark, model_uri, catalog) -> Evaluation (pipelines.evaluation)
+    evaluate: str  # (config, spark, model_uri, catalog, artifacts, ranks) -> metrics (pipelines.evaluation)
     primary_metric: str  # the test metric that ranks this kind's models
     # (config, spark, source, transform, locations) -> ScoreInputs: new raw data -> model input
     # (pipelines.scoring); None when the kind's model takes no input data (a generator)

@@ -52,9 +52,9 @@ def served_model(transform, model_config):
     return ImageGenerator(), None, None
 
 
-def evaluate(config, spark, model_uri: str, catalog, artifacts: Path) -> dict[str, float]:
+def evaluate(config, spark, model_uri: str, catalog, artifacts: Path, ranks=None) -> dict[str, float]:
     """The Fréchet distance between the test split and as many generated images, in the run's feature
-    space; a grid of generated samples into ``artifacts``."""
+    space; a grid of generated samples into ``artifacts`` (on the driver: ``ranks`` are not used)."""
     import keras
     import mlflow
 
