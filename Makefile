@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 CONFIG ?= conf/image_cnn.yaml
 
-.PHONY: run run-text run-gan mlflow browser test test-fast lint bench bench-full clean airflow-test image-test compose-check
+.PHONY: run run-text run-gan mlflow browser test test-fast coverage lint bench bench-full clean airflow-test image-test compose-check
 
 # Re-installs only when the pinned requirements, the package metadata or the install script change.
 $(STAMP): requirements.txt setup.cfg pyproject.toml scripts/install.sh
@@ -39,6 +39,14 @@ browser:
 # The fast set: everything not marked slow (minutes of Spark/Horovod work), for the edit-test loop.
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The whole suite under coverage.py, subprocesses included (setup.cfg [coverage:run]); the total line
+# coverage is the report's last line.
+coverage: $(STAMP) browser
+	rm -rf work/coverage && mkdir -p work/coverage
+	$(VENV)/bin/coverage run -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/coverage combine -q
+	$(VENV)/bin/coverage report
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipelines models jobs tests benchmarks

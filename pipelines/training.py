@@ -216,7 +216,7 @@ def _train(job: TrainJob, hvd, catalog: Catalog, started: float) -> dict:
         )
     outcome = {
         "rank": rank,
-        "weights_digest": _digest(model.get_weights()),
+        "weights_digest": weights_digest(model.get_weights()),
         "initial_epoch": initial_epoch,
         "epochs_run": len(history.epoch),
     }
@@ -229,7 +229,8 @@ def _train(job: TrainJob, hvd, catalog: Catalog, started: float) -> dict:
     return {**outcome, "history": history.history, "early_stopping": early, "marks": marks}
 
 
-def _digest(arrays) -> str:
+def weights_digest(arrays) -> str:
+    """SHA-256 of a model's weight arrays, in order: equal digests, equal models."""
     import hashlib
 
     digest = hashlib.sha256()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ import pytest
 from pipelines.config import load_config
 from pipelines.errors import ConfigError, DataError, TrainingError
 from tests.conftest import IMAGE_CONFIG, ROOT
+from tests.support.cli import dlfusion
 
 
 def test_shipped_config_loads_with_base_defaults_merged():
@@ -60,14 +59,8 @@ def test_errors_survive_pickling_across_processes():
         assert type(copy) is type(error) and str(copy) == str(error)
 
 
-def _dlfusion(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-
-
 def test_cli_bad_key_is_one_line_and_exit_code_2():
-    result = _dlfusion("train", "conf/image_cnn.yaml", "train.epochz=2")
+    result = dlfusion("train", "conf/image_cnn.yaml", "train.epochz=2")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "dlfusion: error: config error: train.epochz: unknown key (valid keys here: batch_size, "
@@ -77,13 +70,13 @@ def test_cli_bad_key_is_one_line_and_exit_code_2():
 
 
 def test_cli_missing_config_file_exits_2(tmp_path):
-    result = _dlfusion("ingest", str(tmp_path / "nope.yaml"))
+    result = dlfusion("ingest", str(tmp_path / "nope.yaml"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "no such config file" in result.stderr
 
 
 def test_cli_help_lists_the_stages():
-    result = _dlfusion("--help")
+    result = dlfusion("--help")
     assert result.returncode == 0
     for stage in ("ingest", "preprocess", "train", "evaluate", "promote", "run", "mlflow-server"):
         assert stage in result.stdout
@@ -105,7 +98,7 @@ def test_jobs_are_thin_entry_points():
 
 
 def test_cli_data_error_is_one_line_exit_1(tmp_path):
-    result = _dlfusion("ingest", "conf/image_cnn.yaml", f"workdir={tmp_path}", f"data.source={tmp_path}/none")
+    result = dlfusion("ingest", "conf/image_cnn.yaml", f"workdir={tmp_path}", f"data.source={tmp_path}/none")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         f"dlfusion: error: {tmp_path}/none: data.source does not exist"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.support.cli import DLFUSION, ROOT, clean_env
+from tests.support.cli import dlfusion
 
 pytestmark = pytest.mark.slow  # whole demo runs of the installed command
 
@@ -18,22 +18,7 @@ def _dlfusion_run(config: str, workdir: Path, *overrides: str) -> tuple[subproce
     """`dlfusion run CONFIG workdir=WORKDIR [KEY=VALUE...]` as a user types it, from a clean environment;
     returns the finished process and its summary."""
     summary_path = workdir.parent / "summary.json"
-    result = subprocess.run(
-        [
-            DLFUSION,
-            "run",
-            config,
-            f"workdir={workdir}",
-            *overrides,
-            "--summary-json",
-            str(summary_path),
-        ],
-        cwd=ROOT,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    result = dlfusion("run", config, f"workdir={workdir}", *overrides, "--summary-json", str(summary_path))
     assert result.returncode == 0, result.stderr[-3000:]
     return result, json.loads(summary_path.read_text())
 

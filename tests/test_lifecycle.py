@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 
 import numpy as np
@@ -12,13 +11,6 @@ from mlflow import MlflowClient
 from pipelines import promotion, runner, training
 from pipelines.catalog import Catalog
 from tests.conftest import image_config
-
-
-def _digest(arrays) -> str:
-    digest = hashlib.sha256()
-    for array in arrays:
-        digest.update(np.asarray(array).tobytes())
-    return digest.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +56,7 @@ def test_early_stopping_stops_all_ranks_at_one_epoch_and_keeps_the_best_model(no
         assert int(best["__epoch__"]) == early["best_epoch"]
         best_weights = [best[f"w{i:05d}"] for i in range(len(best.files) - 2)]
     exported = keras.models.load_model(catalog.trained_model(result.run_id), compile=False)
-    assert _digest(exported.get_weights()) == _digest(best_weights)
+    assert training.weights_digest(exported.get_weights()) == training.weights_digest(best_weights)
 
     tags = MlflowClient(config.tracking_uri).get_run(result.run_id).data.tags
     assert tags["dlfusion.early_stopping.best_epoch"] == str(early["best_epoch"])

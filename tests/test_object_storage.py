@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,15 +27,10 @@ from pipelines import cli, runner, storage
 from pipelines.catalog import Catalog
 from pipelines.errors import ConfigError, DataError, explain_spark_failure
 from tests.conftest import IMAGE_CONFIG, ROOT, image_config
+from tests.support.cli import free_port
 from tests.test_storage import SCHEMA, _batches
 
 BUCKET = "dlfusion"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +39,7 @@ def s3(spark):
     starts and the shared Spark session's Python workers are pointed at it (``AWS_*`` variables).
 
     Returns the environment variables that reach it."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

@@ -4,8 +4,6 @@ accounted for (at this size the earlier ingest ran out of JVM heap)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ import pytest
 from pipelines import storage
 from pipelines.catalog import SPLITS, Catalog
 from pipelines.demo import write_synthetic_images
+from tests.support.cli import dlfusion
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = 32_000
@@ -21,10 +20,8 @@ FILES = 32_000
 def _dlfusion(stage: str, workdir: Path, *overrides: str) -> dict:
     """Run a stage the way a user does (its own process, the shipped config, default settings)."""
     summary = workdir / f"{stage}-summary.json"
-    command = [sys.executable, "-m", "pipelines.cli", stage, "conf/image_cnn.yaml", f"workdir={workdir}"]
-    done = subprocess.run(
-        [*command, *overrides, "--summary-json", str(summary)], cwd=ROOT, capture_output=True, text=True
-    )
+    args = (stage, "conf/image_cnn.yaml", f"workdir={workdir}", *overrides, "--summary-json", str(summary))
+    done = dlfusion(*args, timeout=3600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return json.loads(summary.read_text())
 

@@ -13,14 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.support.cli import free_port
 
 pytestmark = pytest.mark.slow  # a Spark standalone cluster and spark-submit
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, seconds: float = 90) -> None:
@@ -48,7 +43,7 @@ def cluster(tmp_path_factory):
         "PYSPARK_PYTHON": sys.executable,
         "SPARK_WORKER_DIR": str(logs / "work"),
     }
-    port, ui = _free_port(), _free_port()
+    port, ui = free_port(), free_port()
     spark_class = str(home / "bin" / "spark-class")
     master = subprocess.Popen(
         [
@@ -70,7 +65,7 @@ def cluster(tmp_path_factory):
         _wait_for_port(port, master)
         url = f"spark://127.0.0.1:{port}"
         for _ in range(2):
-            worker_ui = _free_port()
+            worker_ui = free_port()
             processes.append(
                 subprocess.Popen(
                     [

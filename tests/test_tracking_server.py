@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,14 +17,9 @@ from mlflow import MlflowClient
 from pipelines import mlflow_server as mlflow_server_module
 from pipelines import tracking, training
 from tests.conftest import ROOT, image_config
+from tests.support.cli import dlfusion, free_port
 
 QUIET = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 SECRET = "s3cret-token-7f2a"
@@ -34,20 +28,10 @@ SECRET = "s3cret-token-7f2a"
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real ``mlflow server`` (the one ``make mlflow`` starts) on a free loopback port."""
-    port = _free_port()
+    port = free_port()
     server = mlflow_server_module.start(tmp_path_factory.mktemp("mlflow-server"), port=port, **QUIET)
     yield f"http://127.0.0.1:{port}"
     mlflow_server_module.stop(server)
-
-
-def _dlfusion(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-    )
 
 
 @pytest.mark.slow
@@ -68,7 +52,7 @@ def test_training_logs_to_an_mlflow_server_over_http(mlflow_server, trainable_wo
 def test_metric_logging_to_a_dead_server_warns_instead_of_raising(monkeypatch, caplog):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     started = time.time()
     assert tracking.log_metrics(dead, "0" * 32, {"loss": 1.0}, step=1) is False
     assert time.time() - started < 30
@@ -82,7 +66,7 @@ def http_run(mlflow_server, tmp_path_factory) -> dict:
     summary = tmp_path / "summary.json"
     # The URI holds credentials, as a proxied server's may: they must never be written anywhere.
     with_secret = mlflow_server.replace("http://", f"http://alice:{SECRET}@")
-    result = _dlfusion(
+    result = dlfusion(
         "run",
         "conf/image_cnn.yaml",
         f"workdir={tmp_path / 'work'}",
@@ -140,10 +124,10 @@ def test_a_whole_run_over_http_is_findable_in_the_server(mlflow_server, http_run
 
 
 def test_a_server_that_is_down_fails_the_run_in_seconds_before_any_work(tmp_path):
-    dead = f"http://user:hunter2@127.0.0.1:{_free_port()}"
+    dead = f"http://user:hunter2@127.0.0.1:{free_port()}"
     started = time.time()
     summary = tmp_path / "summary.json"
-    result = _dlfusion(
+    result = dlfusion(
         "run",
         "conf/image_cnn.yaml",
         f"workdir={tmp_path / 'work'}",
@@ -167,7 +151,7 @@ def test_a_server_that_is_down_fails_the_run_in_seconds_before_any_work(tmp_path
 def test_training_outlives_a_server_outage_and_logs_everything_once_it_is_back(trainable_workdir, tmp_path):
     """The server stops after epoch 1: training finishes, says how to log later; after a restart that
     command sends the kept metrics and the model."""
-    port, root = _free_port(), tmp_path / "server"
+    port, root = free_port(), tmp_path / "server"
     url = f"http://127.0.0.1:{port}"
     server = mlflow_server_module.start(root, port=port, **QUIET)
     args = ["train", "conf/image_cnn.yaml", f"workdir={trainable_workdir}", "spark.master=local[2]"]
@@ -205,7 +189,7 @@ def test_training_outlives_a_server_outage_and_logs_everything_once_it_is_back(t
 
     server = mlflow_server_module.start(root, port=port, **QUIET)  # the same store, back again
     try:
-        again = _dlfusion(*args, "train.resume=true")
+        again = dlfusion(*args, "train.resume=true")
         assert again.returncode == 0, again.stderr[-3000:]
         assert [m.step for m in client.get_metric_history(run_id, "loss")] == [1, 2, 3, 4]
         assert not (checkpoints / "unsent_metrics.json").exists()
