@@ -81,7 +81,9 @@ class EpochLogger(keras.callbacks.Callback):
     """Send each epoch's (rank-averaged) metrics to the MLflow run; never fails training.
 
     Metrics the server does not take are kept in ``pending`` (JSON, rewritten atomically) and sent
-    with the next epoch's, at the end, or by the driver when the server answers again.
+    with the next epoch's, at the end, or by the driver when the server answers again. Once a send
+    has failed, later ones try once instead of retrying (9 s an epoch here): nothing is lost, the
+    metrics wait with the kept ones, and the driver retries in full after the ranks.
     """
 
     def __init__(self, tracking_uri: str, run_id: str, pending: Path):
@@ -118,7 +120,8 @@ class EpochLogger(keras.callbacks.Callback):
     def _send(self):
         from pipelines.storage import write_json_atomically
 
-        if tracking.send_metrics(self.tracking_uri, self.run_id, [(step, m) for step, m in self.unsent]):
+        attempts = 1 if self.pending.is_file() else 3  # the server did not answer the last time
+        if tracking.send_metrics(self.tracking_uri, self.run_id, list(self.unsent), attempts):
             self.unsent = []
             self.pending.unlink(missing_ok=True)
         else:

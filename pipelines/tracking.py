@@ -158,8 +158,11 @@ def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float], step:
     return send_metrics(tracking_uri, run_id, [(step or 0, metrics)])
 
 
-def send_metrics(tracking_uri: str, run_id: str, epochs: list[tuple[int, dict[str, float]]]) -> bool:
-    """Log (step, metrics) pairs in one batch, with a few retries; on failure warn and return False."""
+def send_metrics(
+    tracking_uri: str, run_id: str, epochs: list[tuple[int, dict[str, float]]], attempts: int = 3
+) -> bool:
+    """Log (step, metrics) pairs in one batch, in up to ``attempts`` tries; on failure warn and
+    return False."""
     import time
 
     from mlflow.entities import Metric
@@ -169,7 +172,7 @@ def send_metrics(tracking_uri: str, run_id: str, epochs: list[tuple[int, dict[st
         Metric(key, float(value), stamp, step) for step, metrics in epochs for key, value in metrics.items()
     ]
 
-    @retry(stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.5, max=4), reraise=True)
+    @retry(stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.5, max=4), reraise=True)
     def send():
         _client(tracking_uri).log_batch(run_id, metrics=batch)
 
