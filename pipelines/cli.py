@@ -11,25 +11,12 @@ from pathlib import Path
 
 from pipelines.errors import ConfigError, DlfusionError, Interrupted, describe, explain_spark_failure
 from pipelines.locking import WorkdirBusy, workdir_lock
+from pipelines.stages import BY_NAME, STAGES
 
 log = logging.getLogger("dlfusion")
 
-STAGE_HELP = {
-    "ingest": "read the raw data (image folders, text files) into Parquet; bad input is quarantined",
-    "preprocess": "split, fit the transform on train, write Parquet for streaming",
-    "train": "train with Horovod on Petastorm-streamed data, log to MLflow",
-    "evaluate": "evaluate the model on the test split and log to the training's MLflow run",
-    "promote": "register the model; move the 'champion' alias only if it beats the champion",
-    "score": "predict new raw data with a logged model (default: the champion) into Parquet",
-    "run": "ingest, preprocess, train, evaluate (and promote when promote.enabled), in order",
-}
-
 # Short forms of the score stage's keys: dlfusion score CONFIG model_uri=URI output=PATH
 SCORE_SHORTHANDS = ("model_uri", "output")
-
-
-# Stages that talk to MLflow: they check the tracking server before doing any work.
-TRACKED_STAGES = ("train", "evaluate", "promote", "score", "run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,8 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Deep-learning pipelines: Spark -> Parquet -> Petastorm -> Horovod -> MLflow.",
     )
     stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
-    for name, text in STAGE_HELP.items():
-        stage = stages.add_parser(name, help=text, description=text)
+    for entry in STAGES:
+        name = entry.name
+        stage = stages.add_parser(name, help=entry.help, description=entry.help)
         stage.add_argument("config", metavar="CONFIG", help="pipeline YAML, e.g. conf/image_cnn.yaml")
         stage.add_argument(
             "overrides", nargs="*", metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=2"
@@ -53,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="print a failure's full trace (always in the log file)",
         )
-        if name != "score":  # score always runs
+        if not entry.always_runs:
             stage.add_argument(
                 "--force", action="store_true", help="run even if nothing changed since the last success"
             )
@@ -170,7 +158,7 @@ def _run_stage(args: argparse.Namespace, summary: dict) -> int:
             os.environ["DLFUSION_DEBUG"] = "1"
         from pipelines.runner import run_one
 
-        if args.stage in TRACKED_STAGES:
+        if BY_NAME[args.stage].tracked:
             from pipelines.tracking import check_reachable
 
             check_reachable(config.tracking_uri)

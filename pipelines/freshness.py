@@ -21,19 +21,14 @@ from datetime import UTC, datetime
 from pipelines import storage
 from pipelines.catalog import SPLITS, Catalog
 from pipelines.config import PipelineConfig
+from pipelines.stages import BY_NAME, CHAIN
 
 log = logging.getLogger(__name__)
 
-# Each stage reads the output of the one before it.
-CHAIN = ("ingest", "preprocess", "train", "evaluate", "promote")
-# The model stages keep one record per kind: kinds sharing one preprocessed data set train their own.
-PER_KIND = ("train", "evaluate", "promote")
-# The config sections each stage depends on; train depends on every key no other stage owns.
+# The config sections each stage depends on (the stage table's); the one with None (train) depends
+# on every key no other stage owns.
 OWN_KEYS: dict[str, tuple[str, ...]] = {
-    "ingest": ("data", "ingest"),
-    "preprocess": ("preprocess",),
-    "evaluate": (),
-    "promote": ("promote",),
+    name: BY_NAME[name].config_sections for name in CHAIN if BY_NAME[name].config_sections is not None
 }
 # Keys that say how or where to run, not what to compute: changing them redoes nothing.
 NOT_INPUTS = (
@@ -111,7 +106,7 @@ def forget(stage: str, config: PipelineConfig) -> None:
 def stage_keys(stage: str, config: PipelineConfig) -> dict:
     """The config keys (dotted) and values ``stage`` depends on."""
     flat = _flatten(config.model_dump(mode="json"))
-    if stage == "train":
+    if BY_NAME[stage].config_sections is None:
         owned = [prefix for keys in OWN_KEYS.values() for prefix in keys] + list(NOT_INPUTS)
         return {key: value for key, value in flat.items() if not _under(key, owned)}
     return {key: value for key, value in flat.items() if _under(key, OWN_KEYS[stage])}
@@ -205,7 +200,7 @@ def _read_record(catalog: Catalog, stage: str, kind: str) -> dict | None:
 
 
 def _record_name(stage: str, kind: str) -> str:
-    return f"{kind}.{stage}" if stage in PER_KIND else stage
+    return f"{kind}.{stage}" if BY_NAME[stage].per_kind else stage
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

@@ -15,6 +15,7 @@ from pipelines.catalog import Catalog
 from pipelines.config import PipelineConfig
 from pipelines.kinds import kind_of
 from pipelines.spark import get_spark
+from pipelines.stages import BY_NAME, CHAIN
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +87,13 @@ STAGE_RUNNERS = {
     "promote": run_promote,
 }
 
-# The stages that run on the local launcher's ranks, shared between them within one run.
-RANK_STAGES = ("train", "evaluate")
-
 
 def run_stage(stage: str, config: PipelineConfig, force: bool = False, **options) -> dict:
     """Run ``stage``, or skip it when its inputs and config did not change since its last success
     (``force`` runs it anyway); either way one line says which, and why."""
     global current_stage
     current_stage = stage
-    if stage == freshness.CHAIN[0]:  # the first stage reads the raw data: its listing is an input
+    if stage == CHAIN[0]:  # the first stage reads the raw data: its listing is an input
         options["source"] = source_of(config)
     check = freshness.check(stage, config, source=options.get("source"), force=force)
     if check.skip:
@@ -117,10 +115,12 @@ def run_all(config: PipelineConfig, force: bool = False) -> dict:
 
     global current_stage
     summary: dict = {"skipped": []}
-    stages = [*kind_of(config).stages, *(["promote"] if config.promote.enabled else [])]
+    kind_stages = kind_of(config).stages
+    # The kind's stages, and each optional one whose config section enables it (promote.enabled).
+    stages = [s for s in CHAIN if s in kind_stages or not BY_NAME[s].always and getattr(config, s).enabled]
     with RankPool(config.train) as pool:  # evaluate reuses the ranks training started
         for stage in stages:
-            options = {"pool": pool} if stage in RANK_STAGES else {}
+            options = {"pool": pool} if BY_NAME[stage].on_ranks else {}
             result = run_stage(stage, config, force=force, **options)
             summary["skipped"] += result.pop("skipped", [])
             summary.setdefault("stage_seconds", {}).update(result.pop("stage_seconds", {}))
@@ -140,6 +140,3 @@ def run_one(stage: str, config: PipelineConfig, force: bool = False, **options) 
     summary = run_stage(stage, config, force=force, **options)
     summary.setdefault("skipped", [])
     return summary
-
-
-STAGES = (*STAGE_RUNNERS, "score", "run")

@@ -9,7 +9,8 @@ import pytest
 
 from pipelines.config import load_config
 from pipelines.errors import ConfigError
-from pipelines.kinds import REGISTRY, STAGES, kind_named
+from pipelines.kinds import REGISTRY, kind_named
+from pipelines.stages import KIND_STAGES
 from pipelines.training import TrainingTask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +28,7 @@ STAGE_PARTS = {
 def test_kind_supports_every_stage_it_declares(name):
     kind = kind_named(name)
     assert kind.name == name
-    assert kind.stages and set(kind.stages) <= set(STAGES)
+    assert kind.stages and set(kind.stages) <= set(KIND_STAGES)
     for stage in kind.stages:
         for part in STAGE_PARTS[stage]:
             assert callable(kind.part(part)), f"{name}: {stage} needs {part}"

@@ -17,14 +17,13 @@ from typing import Any
 
 from pipelines.config import PipelineBase
 from pipelines.errors import ConfigError
+from pipelines.stages import KIND_STAGES
 
 REGISTRY: dict[str, str] = {
     "image_cnn": "pipelines.kinds.image_cnn",
     "text_lstm": "pipelines.kinds.text_lstm",
     "image_gan": "pipelines.kinds.image_gan",
 }
-
-STAGES = ("ingest", "preprocess", "train", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ class Kind:
     # (pipelines.scoring); None when the kind's model takes no input data (a generator)
     score_input: str | None = None
     higher_is_better: bool = True
-    stages: tuple[str, ...] = STAGES
+    stages: tuple[str, ...] = KIND_STAGES  # the chained stages it runs, in the table's order
 
     def part(self, name: str) -> Any:
         """Import and return the part ``name`` (e.g. ``kind.part("ingest")(config, spark, source)``)."""

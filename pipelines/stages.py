@@ -1,0 +1,86 @@
+"""The stage table: every ``dlfusion`` stage, in the order a run goes through them.
+
+The one place stages are listed. The command line and its help, the runner, freshness, the
+``jobs/`` entry points, the Airflow DAG and the tests all take the names and properties from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    help: str
+    # In the chain a run goes through (each reads the output of the one before it): its success is
+    # recorded, so that an unchanged re-run skips it (``--force`` runs it anyway).
+    chained: bool = True
+    # Every kind runs it in ``dlfusion run``; else only when its config section enables it.
+    always: bool = True
+    # Talks to MLflow: the CLI checks the tracking server before any work.
+    tracked: bool = False
+    # One record per kind (kinds sharing one preprocessed data set train their own models).
+    per_kind: bool = False
+    # The config sections its result depends on; None: every key no other stage owns.
+    config_sections: tuple[str, ...] | None = ()
+    # Runs on the local launcher's Horovod ranks, which the stages of one run share.
+    on_ranks: bool = False
+    # Runs whenever asked, with no success record to skip by (no ``--force``).
+    always_runs: bool = False
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "ingest",
+        "read the raw data (image folders, text files) into Parquet; bad input is quarantined",
+        config_sections=("data", "ingest"),
+    ),
+    Stage(
+        "preprocess",
+        "split, fit the transform on train, write Parquet for streaming",
+        config_sections=("preprocess",),
+    ),
+    Stage(
+        "train",
+        "train with Horovod on Petastorm-streamed data, log to MLflow",
+        tracked=True,
+        per_kind=True,
+        config_sections=None,
+        on_ranks=True,
+    ),
+    Stage(
+        "evaluate",
+        "evaluate the model on the test split and log to the training's MLflow run",
+        tracked=True,
+        per_kind=True,
+        on_ranks=True,
+    ),
+    Stage(
+        "promote",
+        "register the model; move the 'champion' alias only if it beats the champion",
+        always=False,
+        tracked=True,
+        per_kind=True,
+        config_sections=("promote",),
+    ),
+    Stage(
+        "score",
+        "predict new raw data with a logged model (default: the champion) into Parquet",
+        chained=False,
+        tracked=True,
+        always_runs=True,
+    ),
+    Stage(
+        "run",
+        "ingest, preprocess, train, evaluate (and promote when promote.enabled), in order",
+        chained=False,
+        tracked=True,
+    ),
+)
+
+BY_NAME: dict[str, Stage] = {stage.name: stage for stage in STAGES}
+NAMES: tuple[str, ...] = tuple(BY_NAME)
+CHAIN: tuple[str, ...] = tuple(stage.name for stage in STAGES if stage.chained)
+# What a kind runs in ``dlfusion run`` unless it declares fewer.
+KIND_STAGES: tuple[str, ...] = tuple(stage.name for stage in STAGES if stage.chained and stage.always)
