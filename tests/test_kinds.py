@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.config import load_config
 from pipelines.errors import ConfigError
-from pipelines.kinds import REGISTRY, kind_named
+from pipelines.kinds import GROUP, contract, kind_named, registered
 from pipelines.stages import KIND_STAGES
 from pipelines.training import TrainingTask
 
@@ -24,7 +24,25 @@ STAGE_PARTS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", registered())
+def test_kind_is_an_installed_entry_point_whose_parts_keep_the_typed_contract(name):
+    from importlib.metadata import entry_points
+
+    assert name in {point.name for point in entry_points(group=GROUP)}
+    assert contract.check(kind_named(name)) == []
+
+
+def test_a_part_with_the_wrong_parameters_breaks_the_contract():
+    from dataclasses import replace
+
+    kind = replace(kind_named("image_cnn"), evaluate="pipelines.demo:digits_demo", demo="pipelines.demo:nope")
+    problems = contract.check(kind)
+    assert len(problems) == 2
+    assert problems[0].startswith("image_cnn.demo: pipelines.demo:nope does not import")
+    assert problems[1].startswith("image_cnn.evaluate: pipelines.demo:digits_demo must take (config")
+
+
+@pytest.mark.parametrize("name", registered())
 def test_kind_supports_every_stage_it_declares(name):
     kind = kind_named(name)
     assert kind.name == name
@@ -42,14 +60,14 @@ def test_kind_supports_every_stage_it_declares(name):
 def test_scoring_a_kind_whose_model_takes_no_input_is_a_one_line_config_error(tmp_path):
     from pipelines import scoring
 
-    takes_none = [name for name in sorted(REGISTRY) if kind_named(name).score_input is None]
+    takes_none = [name for name in registered() if kind_named(name).score_input is None]
     assert takes_none  # the GAN's generator
     config = load_config(ROOT / "conf" / f"{takes_none[0]}.yaml", [f"workdir={tmp_path}"])
     with pytest.raises(ConfigError, match="models take no input data to score"):
         scoring.run(config, spark=None)
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", registered())
 def test_kind_has_a_shipped_config_that_validates_to_its_class(name):
     config = load_config(ROOT / "conf" / f"{name}.yaml")
     assert config.pipeline == name
@@ -67,7 +85,7 @@ def test_an_unknown_kind_is_a_one_line_config_error(tmp_path):
 
 def test_shared_code_never_compares_a_kind_name():
     """A kind's name appears only in the registry and in its own folder (and nowhere in a shared stage)."""
-    names = re.compile("|".join(re.escape(f'"{name}"') for name in REGISTRY))
+    names = re.compile("|".join(re.escape(f'"{name}"') for name in registered()))
     kinds = ROOT / "pipelines" / "kinds"
     offenders = [
         str(path.relative_to(ROOT))

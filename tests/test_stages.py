@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 
 from pipelines import freshness, runner
-from pipelines.kinds import REGISTRY, kind_named
+from pipelines.kinds import kind_named, registered
 from pipelines.stages import BY_NAME, CHAIN, KIND_STAGES, NAMES
 from tests.support.cli import ROOT, dlfusion
 
@@ -29,7 +29,7 @@ def test_freshness_takes_each_stages_config_sections_from_the_table():
 
 
 def test_every_kind_runs_chained_stages_in_the_tables_order():
-    for name in REGISTRY:
+    for name in registered():
         stages = kind_named(name).stages
         assert list(stages) == [stage for stage in CHAIN if stage in stages]
 

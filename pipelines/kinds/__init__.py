@@ -1,17 +1,21 @@
-"""Pipeline kinds as plug-ins: one folder under ``pipelines/kinds`` and one line in ``REGISTRY``.
+"""Pipeline kinds as plug-ins: a package that exports a ``Kind`` and names it in the entry-point
+group ``dlfusion.kinds`` (``GROUP``) of its distribution; the three built-in kinds register the same
+way, in this project's ``setup.cfg``. A kind outside this repository is one installed package.
 
 A kind declares what its YAML holds, how its raw data is ingested and preprocessed (its own code or
 another kind's, so that kinds over the same data share one workdir), how every rank trains it,
 which MLflow model it serves, how it is evaluated and which metric ranks its models. Shared stages
-take a ``Kind`` and never compare its name; this file is the only place the names appear.
+take a ``Kind`` and never compare its name.
 
 Parts are ``"module:attribute"`` references, imported when a stage needs them: loading a config
-must not import Spark or TensorFlow.
+must not import Spark or TensorFlow. What each part must be is ``pipelines.kinds.contract``.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.metadata
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,28 +23,24 @@ from pipelines.config import PipelineBase
 from pipelines.errors import ConfigError
 from pipelines.stages import KIND_STAGES
 
-REGISTRY: dict[str, str] = {
-    "image_cnn": "pipelines.kinds.image_cnn",
-    "text_lstm": "pipelines.kinds.text_lstm",
-    "image_gan": "pipelines.kinds.image_gan",
-}
+GROUP = "dlfusion.kinds"
 
 
 @dataclass(frozen=True)
 class Kind:
     """One pipeline kind. Each ``str`` part is a ``"module:attribute"`` reference (see ``part``)."""
 
-    name: str
+    name: str  # the name its entry point has, and the ``pipeline:`` of its YAML
     config: type[PipelineBase]
-    ingest: str  # (config, spark, source) -> report dataclass: raw data -> ingested Parquet
-    preprocess: str  # (config, spark) -> report dict: ingested -> split Parquet + fitted transform
-    demo: str  # (catalog) -> path: writes the demo raw data used when data.source is unset
+    # Each part below is a ``contract`` Protocol of the same name (task: a TrainingTask subclass).
+    ingest: str  # raw data -> ingested Parquet (contract.Ingest)
+    preprocess: str  # ingested -> split Parquet + fitted transform (contract.Preprocess)
+    demo: str  # the demo raw data used when data.source is unset (contract.Demo)
     task: str  # TrainingTask subclass, instantiated on every rank (pipelines.training)
-    served_model: str  # (transform, model config) -> (mlflow PythonModel, input example)
-    evaluate: str  # (config, spark, model_uri, catalog, artifacts, ranks) -> metrics (pipelines.evaluation)
+    served_model: str  # the pyfunc logged with the model, and its signature's examples
+    evaluate: str  # the test metrics of a logged model (contract.Evaluate)
     primary_metric: str  # the test metric that ranks this kind's models
-    # (config, spark, source, transform, locations) -> ScoreInputs: new raw data -> model input
-    # (pipelines.scoring); None when the kind's model takes no input data (a generator)
+    # new raw data -> model input (contract.ScoreInput); None when the model takes no input data
     score_input: str | None = None
     higher_is_better: bool = True
     stages: tuple[str, ...] = KIND_STAGES  # the chained stages it runs, in the table's order
@@ -51,16 +51,32 @@ class Kind:
         return getattr(importlib.import_module(module), attribute)
 
 
+@functools.cache
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    return {point.name: point for point in importlib.metadata.entry_points(group=GROUP)}
+
+
+def registered() -> tuple[str, ...]:
+    """The names of the installed kinds (entry points of ``GROUP``), sorted."""
+    return tuple(sorted(_entry_points()))
+
+
 def kind_named(name: object) -> Kind:
-    """The registered kind called ``name``.
+    """The installed kind called ``name`` (its entry point loaded).
 
     Raises:
-        ConfigError: on the ``pipeline`` key when ``name`` is missing or not registered.
+        ConfigError: on the ``pipeline`` key when ``name`` is missing or not installed, or when its
+            entry point is not a ``Kind`` of that name.
     """
-    if name not in REGISTRY:
+    points = _entry_points()
+    if name not in points:
         problem = "required key is missing" if name is None else f"unknown pipeline {name!r}"
-        raise ConfigError("pipeline", f"{problem} (one of: {', '.join(REGISTRY)})")
-    return importlib.import_module(REGISTRY[str(name)]).KIND
+        raise ConfigError("pipeline", f"{problem} (one of: {', '.join(registered())})")
+    point = points[str(name)]
+    kind = point.load()
+    if not isinstance(kind, Kind) or kind.name != name:
+        raise ConfigError("pipeline", f"entry point {name} = {point.value} is not a Kind named {name!r}")
+    return kind
 
 
 def kind_of(config: PipelineBase) -> Kind:

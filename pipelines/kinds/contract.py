@@ -1,0 +1,114 @@
+"""The typed contract of a kind's parts: what each ``Kind`` reference must point at.
+
+Each part is a function (or, for ``task``, a class) that the shared stages call with exactly these
+parameters; ``check`` compares a kind's parts with them, and tests run it on every installed kind.
+Heavy types are named for the reader only: this module imports neither Spark nor TensorFlow.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import mlflow.pyfunc
+    from pyspark.sql import SparkSession
+
+    from pipelines.catalog import Catalog
+    from pipelines.config import PipelineBase
+    from pipelines.kinds import Kind
+    from pipelines.local_ranks import LocalRanks
+    from pipelines.scoring import ScoreInputs
+
+
+class Ingest(Protocol):
+    """Raw data at ``source`` -> the catalog's ingested and quarantine tables; a report dataclass
+    whose counts account for every file (or record) seen."""
+
+    def __call__(self, config: PipelineBase, spark: SparkSession, source: str) -> Any: ...
+
+
+class Preprocess(Protocol):
+    """Ingested -> one Parquet data set per split and the fitted transform; a report dict with
+    ``splits`` (rows per split), ``seconds`` and ``spark_jobs``."""
+
+    def __call__(self, config: PipelineBase, spark: SparkSession) -> dict: ...
+
+
+class Demo(Protocol):
+    """Write the demo raw data under the catalog's workdir (used when ``data.source`` is unset);
+    returns where."""
+
+    def __call__(self, catalog: Catalog) -> Path: ...
+
+
+class ServedModel(Protocol):
+    """The MLflow pyfunc to log with the trained Keras model, and input and output examples for its
+    signature (both None: no signature)."""
+
+    def __call__(self, transform: Any, model_config: Any) -> tuple[mlflow.pyfunc.PythonModel, Any, Any]: ...
+
+
+class Evaluate(Protocol):
+    """Evaluate the logged model at ``model_uri`` on the test split: its metrics (the kind's
+    primary metric among them), files to log into ``artifacts``. ``ranks``, when given, are local
+    processes that have TensorFlow loaded, to score on instead of Spark tasks."""
+
+    def __call__(
+        self,
+        config: PipelineBase,
+        spark: SparkSession,
+        model_uri: str,
+        catalog: Catalog,
+        artifacts: Path,
+        ranks: LocalRanks | None = None,
+    ) -> dict[str, float]: ...
+
+
+class ScoreInput(Protocol):
+    """New raw data at ``source`` -> the model's input columns at ``locations["inputs"]``, what
+    cannot be used at ``locations["quarantined"]``."""
+
+    def __call__(
+        self,
+        config: PipelineBase,
+        spark: SparkSession,
+        source: str,
+        transform: Any,
+        locations: dict[str, str],
+    ) -> ScoreInputs: ...
+
+
+# The function parts, by ``Kind`` field; ``task`` is a ``pipelines.training.TrainingTask`` subclass.
+FUNCTION_PARTS: dict[str, type] = {
+    "ingest": Ingest,
+    "preprocess": Preprocess,
+    "demo": Demo,
+    "served_model": ServedModel,
+    "evaluate": Evaluate,
+    "score_input": ScoreInput,
+}
+
+
+def _shape(signature: inspect.Signature) -> list[tuple[str, Any, bool]]:
+    return [(p.name, p.kind, p.default is inspect.Parameter.empty) for p in signature.parameters.values()]
+
+
+def check(kind: Kind) -> list[str]:
+    """What in ``kind`` breaks the contract (empty when nothing): a part that does not import, is
+    not callable, or whose parameters (names, order, which have defaults) differ from its Protocol's."""
+    problems = []
+    for field, protocol in FUNCTION_PARTS.items():
+        if getattr(kind, field) is None:
+            continue
+        try:
+            part = kind.part(field)
+        except (ImportError, AttributeError) as err:
+            problems.append(f"{kind.name}.{field}: {getattr(kind, field)} does not import ({err})")
+            continue
+        expected = inspect.signature(protocol.__call__)
+        expected = expected.replace(parameters=list(expected.parameters.values())[1:])  # no self
+        if not callable(part) or _shape(inspect.signature(part)) != _shape(expected):
+            problems.append(f"{kind.name}.{field}: {getattr(kind, field)} must take {expected}")
+    return problems
