@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from pipelines import stages as stage_table
 from pipelines.errors import ConfigError, DlfusionError, Interrupted, describe, explain_spark_failure
 from pipelines.locking import WorkdirBusy, workdir_lock
 from pipelines.stages import BY_NAME, STAGES
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None, *, quiet_console: bool = False) -> int:
             summary.update(status="killed", error=f"stopped by {stopping.signal_name}")
             code = stopping.exit_code
         if code != EXIT_OK:
-            summary.setdefault("failed_stage", _current_stage() or args.stage)
+            summary.setdefault("failed_stage", stage_table.running or args.stage)
     for name in ("DLFUSION_LOG_FILE", "DLFUSION_DEBUG"):  # this run's, not a later one's in this process
         os.environ.pop(name, None)
     if args.summary_json:
@@ -190,11 +191,6 @@ def _run_stage(args: argparse.Namespace, summary: dict) -> int:
         if "log_file" in summary:
             summary["error"] += f" (full trace: {summary['log_file']})"
     return EXIT_FAILED
-
-
-def _current_stage() -> str | None:
-    runner = sys.modules.get("pipelines.runner")
-    return getattr(runner, "current_stage", None)
 
 
 def _cancel_spark_jobs() -> None:

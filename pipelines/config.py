@@ -181,6 +181,18 @@ class PipelineBase(Section):
 PipelineConfig = PipelineBase
 
 
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections -> dotted keys: {'train': {'epochs': 2}} -> {'train.epochs': 2}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
     """Load ``path`` (merged over base.yaml beside it), apply KEY=VALUE overrides, validate.
 

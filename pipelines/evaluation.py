@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from pyspark.sql import SparkSession
 
-from pipelines import storage
+from pipelines import tracking
 from pipelines.catalog import Catalog
 from pipelines.config import PipelineConfig
 from pipelines.errors import DataError
@@ -27,10 +27,11 @@ def latest_run_id(config: PipelineConfig) -> str:
     Raises:
         DataError: when nothing was trained here yet.
     """
-    latest = Catalog.for_workdir(config.workdir).latest_run(config.pipeline)
-    if not storage.is_file(latest):
+    run_id = tracking.latest_run_id(config)
+    if run_id is None:
+        latest = Catalog.for_workdir(config.workdir).latest_run(config.pipeline)
         raise DataError(str(latest), "no trained model: run the train stage first")
-    return storage.read_json(latest)["run_id"]
+    return run_id
 
 
 def run(

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 from pipelines import storage
 from pipelines.catalog import SPLITS, Catalog
-from pipelines.config import PipelineConfig
+from pipelines.config import PipelineConfig, flatten
 from pipelines.stages import BY_NAME, CHAIN
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def forget(stage: str, config: PipelineConfig) -> None:
 
 def stage_keys(stage: str, config: PipelineConfig) -> dict:
     """The config keys (dotted) and values ``stage`` depends on."""
-    flat = _flatten(config.model_dump(mode="json"))
+    flat = flatten(config.model_dump(mode="json"))
     if BY_NAME[stage].config_sections is None:
         owned = [prefix for keys in OWN_KEYS.values() for prefix in keys] + list(NOT_INPUTS)
         return {key: value for key, value in flat.items() if not _under(key, owned)}
@@ -201,17 +201,6 @@ def _read_record(catalog: Catalog, stage: str, kind: str) -> dict | None:
 
 def _record_name(stage: str, kind: str) -> str:
     return f"{kind}.{stage}" if BY_NAME[stage].per_kind else stage
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, dotted + "."))
-        else:
-            flat[dotted] = value
-    return flat
 
 
 def _under(key: str, prefixes) -> bool:

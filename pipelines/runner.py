@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict
 
 from pipelines import freshness
+from pipelines import stages as stage_table
 from pipelines.catalog import Catalog
 from pipelines.config import PipelineConfig
 from pipelines.kinds import kind_of
@@ -18,9 +19,6 @@ from pipelines.spark import get_spark
 from pipelines.stages import BY_NAME, CHAIN
 
 log = logging.getLogger(__name__)
-
-# The stage ``run_all`` is in, so that a failure's summary can name it.
-current_stage: str | None = None
 
 
 def source_of(config: PipelineConfig) -> str:
@@ -91,8 +89,7 @@ STAGE_RUNNERS = {
 def run_stage(stage: str, config: PipelineConfig, force: bool = False, **options) -> dict:
     """Run ``stage``, or skip it when its inputs and config did not change since its last success
     (``force`` runs it anyway); either way one line says which, and why."""
-    global current_stage
-    current_stage = stage
+    stage_table.running = stage
     if stage == CHAIN[0]:  # the first stage reads the raw data: its listing is an input
         options["source"] = source_of(config)
     check = freshness.check(stage, config, source=options.get("source"), force=force)
@@ -113,7 +110,6 @@ def run_all(config: PipelineConfig, force: bool = False) -> dict:
     an earlier one stopped."""
     from pipelines.training import RankPool
 
-    global current_stage
     summary: dict = {"skipped": []}
     kind_stages = kind_of(config).stages
     # The kind's stages, and each optional one whose config section enables it (promote.enabled).
@@ -125,14 +121,13 @@ def run_all(config: PipelineConfig, force: bool = False) -> dict:
             summary["skipped"] += result.pop("skipped", [])
             summary.setdefault("stage_seconds", {}).update(result.pop("stage_seconds", {}))
             summary.update(result)
-    current_stage = None
+    stage_table.running = None
     return summary
 
 
 def run_one(stage: str, config: PipelineConfig, force: bool = False, **options) -> dict:
     """What ``dlfusion STAGE`` runs: ``run``, ``score`` (always runs), or one stage of the chain."""
-    global current_stage
-    current_stage = None
+    stage_table.running = None
     if stage == "run":
         return run_all(config, force=force)
     if stage == "score":

@@ -84,3 +84,6 @@ NAMES: tuple[str, ...] = tuple(BY_NAME)
 CHAIN: tuple[str, ...] = tuple(stage.name for stage in STAGES if stage.chained)
 # What a kind runs in ``dlfusion run`` unless it declares fewer.
 KIND_STAGES: tuple[str, ...] = tuple(stage.name for stage in STAGES if stage.chained and stage.always)
+
+# The chained stage ``dlfusion`` is in now (set by the runner), so that a failure's summary names it.
+running: str | None = None

@@ -9,12 +9,11 @@ import logging
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from tenacity import retry, stop_after_attempt, wait_exponential
 
 from pipelines.catalog import Catalog
-from pipelines.config import PipelineConfig
+from pipelines.config import PipelineConfig, flatten
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +58,6 @@ def _experiment_id(config: PipelineConfig) -> str:
     if config.mlflow.tracking_uri is None:  # embedded store: keep artifacts beside the database
         artifacts = (Path(config.workdir).resolve() / "mlartifacts").as_uri()
     return mlflow.create_experiment(config.mlflow.experiment, artifact_location=artifacts)
-
-
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'train': {'epochs': 2}} -> {'train.epochs': 2}."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def git_commit() -> str:
@@ -128,16 +115,31 @@ def start_run(config: PipelineConfig, preprocess_report: dict) -> str:
         return run.info.run_id
 
 
-def resume_run(config: PipelineConfig) -> str | None:
-    """The run id of the latest training in this workdir, to continue it; None when there is none."""
-    from pipelines.storage import read_json
+def latest_run_id(config: PipelineConfig) -> str | None:
+    """The MLflow run of this kind's latest training in the workdir; None when there is none."""
+    from pipelines import storage
 
     latest = Catalog.for_workdir(config.workdir).latest_run(config.pipeline)
-    if not latest.is_file():
+    return storage.read_json(latest)["run_id"] if storage.is_file(latest) else None
+
+
+def record_latest_run(config: PipelineConfig, run_id: str) -> None:
+    """Make ``run_id`` this kind's latest training in the workdir (what evaluate and resume find)."""
+    from pipelines import storage
+
+    storage.write_json_atomically(
+        {"run_id": run_id}, Catalog.for_workdir(config.workdir).latest_run(config.pipeline)
+    )
+
+
+def resume_run(config: PipelineConfig) -> str | None:
+    """The run id of the latest training in this workdir, to continue it; None when there is none."""
+    run_id = latest_run_id(config)
+    if run_id is None:
         log.info("train.resume=true but no earlier training in %s: starting a new run", config.workdir)
         return None
     _experiment_id(config)
-    return read_json(latest)["run_id"]
+    return run_id
 
 
 def mark_running(tracking_uri: str, run_id: str) -> None:

@@ -421,7 +421,7 @@ def run(config: PipelineConfig, pool: RankPool | None = None) -> TrainResult:
         ranks = (pool or own.enter_context(RankPool(train))).get()
         resumed_id = tracking.resume_run(config) if train.resume else None
         run_id = resumed_id or tracking.start_run(config, preprocessed)
-        storage.write_json_atomically({"run_id": run_id}, catalog.latest_run(config.pipeline))
+        tracking.record_latest_run(config, run_id)
         if resumed_id is None:
             tracking.log_data(config, run_id, storage.read_json(catalog.ingest_report), preprocessed)
             tracking.log_transform(run_id, catalog.transform)
