@@ -377,7 +377,7 @@ def format_table(figures: dict, ratios: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from pipelines.transforms import ImageTransform
+    from pipelines.kinds.image_cnn.transform import ImageTransform
 
     transform = ImageTransform(
         image_size=args.size, class_names=list(CLASS_NAMES), mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0]

@@ -42,7 +42,8 @@ def log_model(workdir: Path, image_size: int) -> tuple[str, str]:
     from models.cnn import build_cnn
     from pipelines import tracking
     from pipelines.config import load_config
-    from pipelines.transforms import ImageTransform, save_transform
+    from pipelines.kinds.image_cnn.transform import ImageTransform
+    from pipelines.transforms import save_transform
 
     config = load_config(REPO_ROOT / "conf" / "image_cnn.yaml", [f"workdir={workdir}"])
     transform = ImageTransform(image_size, CLASSES, [127.0] * 3, [64.0] * 3)

@@ -125,7 +125,7 @@ def _set_threads(threads: int) -> None:
 
 
 def _transform(size: int):
-    from pipelines.transforms import ImageTransform
+    from pipelines.kinds.image_cnn.transform import ImageTransform
 
     # Uniform random pixels: mean 127.5, std about 73.9.
     return ImageTransform(size, list(CLASS_NAMES), [127.5] * 3, [73.9] * 3)

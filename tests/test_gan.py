@@ -30,9 +30,9 @@ def gan_config(workdir, *overrides: str):
 def _gan(rank: int = 0, seed: int = 42):
     import horovod.tensorflow as hvd
 
+    from pipelines.kinds.image_cnn.transform import ImageTransform
     from pipelines.kinds.image_gan.training import build_gan
     from pipelines.training import RankContext
-    from pipelines.transforms import ImageTransform
 
     hvd.init()
     config = gan_config("unused", f"train.seed={seed}")

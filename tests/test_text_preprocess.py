@@ -11,7 +11,8 @@ from pyspark.sql import functions as F
 from pipelines import schemas, splits, storage
 from pipelines.catalog import SPLITS, Catalog
 from pipelines.kinds.text_lstm import preprocess as text_preprocess
-from pipelines.transforms import OOV_ID, PAD_ID, TextTransform, load_transform, tokenize
+from pipelines.kinds.text_lstm.transform import OOV_ID, PAD_ID, TextTransform, tokenize
+from pipelines.transforms import load_transform
 from tests.conftest import text_config
 
 

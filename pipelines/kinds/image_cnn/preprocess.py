@@ -16,6 +16,7 @@ from pipelines.catalog import SPLITS, Catalog
 from pipelines.config import PreprocessConfig
 from pipelines.errors import DataError
 from pipelines.kinds.image_cnn.config import ImagePipelineConfig
+from pipelines.kinds.image_cnn.transform import ImageTransform
 from pipelines.progress import spark_stage
 from pipelines.spark import BATCH_BYTES, size_batches
 from pipelines.splits import (
@@ -26,7 +27,6 @@ from pipelines.splits import (
     split_summaries,
     summarize_splits,
 )
-from pipelines.transforms import ImageTransform
 
 log = logging.getLogger(__name__)
 

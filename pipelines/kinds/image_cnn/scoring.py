@@ -9,8 +9,8 @@ from pyspark.sql import SparkSession
 from pipelines import storage
 from pipelines.kinds.image_cnn.config import ImagePipelineConfig
 from pipelines.kinds.image_cnn.ingest import decoding_tasks, list_images
+from pipelines.kinds.image_cnn.transform import ImageTransform
 from pipelines.scoring import ScoreInputs
-from pipelines.transforms import ImageTransform
 
 # Pixels as signed bytes: Spark has no unsigned type, and the served model reads them back as uint8.
 SCORE_INPUT = pa.schema(

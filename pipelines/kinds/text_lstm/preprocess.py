@@ -1,7 +1,7 @@
 """Text preprocess stage: ingested records -> token-id sequences per split + the fitted vocabulary.
 
 The vocabulary is fitted on the train split only, with Spark's own distributed operations; the
-tokenizer is the one the served model uses (``transforms.tokenize``), so both see the same tokens.
+tokenizer is the one the served model uses (``transform.tokenize``), so both see the same tokens.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pipelines import schemas, storage
 from pipelines.catalog import Catalog
 from pipelines.errors import DataError
 from pipelines.kinds.text_lstm.config import TextPipelineConfig, TextPreprocessConfig
+from pipelines.kinds.text_lstm.transform import RESERVED_TOKENS, TextTransform, tokenize
 from pipelines.progress import spark_stage
 from pipelines.spark import size_batches
 from pipelines.splits import (
@@ -24,7 +25,6 @@ from pipelines.splits import (
     summarize_splits,
     write_splits,
 )
-from pipelines.transforms import RESERVED_TOKENS, TextTransform, tokenize
 
 
 def tokenize_texts(df: DataFrame, settings: TextPreprocessConfig) -> DataFrame:

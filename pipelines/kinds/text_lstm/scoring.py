@@ -11,8 +11,8 @@ from pipelines.accounting import write_by_reason
 from pipelines.errors import DataError
 from pipelines.kinds.text_lstm.config import TextPipelineConfig
 from pipelines.kinds.text_lstm.ingest import read_records, text_reason
+from pipelines.kinds.text_lstm.transform import TextTransform
 from pipelines.scoring import ScoreInputs
-from pipelines.transforms import TextTransform
 
 
 def score_input(
