@@ -71,7 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_data(kind: str, count: int, root: Path, source_size: int) -> Path:
     """Generated data of ``count`` items under ``root`` (reused when already there)."""
-    from pipelines.demo import write_reviews, write_synthetic_images
+    from pipelines.kinds.image_cnn.demo import write_synthetic_images
+    from pipelines.kinds.text_lstm.demo import write_reviews
 
     if kind == "image":
         return write_synthetic_images(root / f"images-{count}-{source_size}", count, size=source_size)

@@ -25,13 +25,9 @@ class Catalog:
     def for_workdir(cls, workdir: str | Location) -> Catalog:
         return cls(storage.location(workdir))
 
-    @property
-    def demo_images(self) -> Location:
-        return self.workdir / "raw" / "digits"
-
-    @property
-    def demo_texts(self) -> Location:
-        return self.workdir / "raw" / "reviews.tsv"
+    def demo_data(self, name: str) -> Location:
+        """Where a kind writes its demo raw data ``name`` (used when ``data.source`` is unset)."""
+        return self.workdir / "raw" / name
 
     @property
     def listing(self) -> Location:

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from pipelines import schemas
 from pipelines.catalog import Catalog
 from pipelines.errors import DataError
 from pipelines.kinds.image_cnn import ingest
+from pipelines.kinds.image_cnn.schemas import IMAGE_RECORDS
 from tests.conftest import image_config
 
 
@@ -143,7 +143,7 @@ def test_ingest_quarantines_exactly_the_bad_files_and_accounts_for_every_file(sp
     assert (report.rows_written, report.rows_quarantined, report.classes) == (6, 3, 2)
 
     images = spark.read.parquet(str(catalog.ingested))
-    declared = [(f.name, f.dataType) for f in schemas.IMAGE_RECORDS]
+    declared = [(f.name, f.dataType) for f in IMAGE_RECORDS]
     assert [(f.name, f.dataType) for f in images.schema] == declared
     rows = images.collect()
     assert {row.label for row in rows} == {"cats", "dogs"}
@@ -156,7 +156,7 @@ def test_ingest_quarantines_exactly_the_bad_files_and_accounts_for_every_file(sp
 
 
 def test_ingest_plans_many_small_tasks_and_reads_nothing_through_the_driver(spark, tmp_path):
-    from pipelines.demo import write_synthetic_images
+    from pipelines.kinds.image_cnn.demo import write_synthetic_images
 
     root = write_synthetic_images(tmp_path / "many", 300, size=20, classes=3, processes=1)
     config = image_config(tmp_path / "work", "ingest.image_size=8", "ingest.task_files=40")

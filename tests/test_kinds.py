@@ -35,11 +35,17 @@ def test_kind_is_an_installed_entry_point_whose_parts_keep_the_typed_contract(na
 def test_a_part_with_the_wrong_parameters_breaks_the_contract():
     from dataclasses import replace
 
-    kind = replace(kind_named("image_cnn"), evaluate="pipelines.demo:digits_demo", demo="pipelines.demo:nope")
+    kind = replace(
+        kind_named("image_cnn"),
+        evaluate="pipelines.kinds.image_cnn.demo:digits_demo",
+        demo="pipelines.demo:nope",
+    )
     problems = contract.check(kind)
     assert len(problems) == 2
     assert problems[0].startswith("image_cnn.demo: pipelines.demo:nope does not import")
-    assert problems[1].startswith("image_cnn.evaluate: pipelines.demo:digits_demo must take (config")
+    assert problems[1].startswith(
+        "image_cnn.evaluate: pipelines.kinds.image_cnn.demo:digits_demo must take (config"
+    )
 
 
 @pytest.mark.parametrize("name", registered())

@@ -251,7 +251,7 @@ def s3_digits(s3, tmp_path_factory) -> tuple[str, int, int]:
     """Part of the digits demo (every 15th image, all classes: moto answers a request in tens of ms)
     plus two files that cannot be decoded, uploaded to ``s3://BUCKET/digits``.
     Returns (source URI, files, undecodable files)."""
-    from pipelines.demo import write_digits_images
+    from pipelines.kinds.image_cnn.demo import write_digits_images
 
     local = write_digits_images(tmp_path_factory.mktemp("digits") / "digits")
     files = sorted(local.rglob("*.png"))[::15]

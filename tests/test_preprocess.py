@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines import schemas, splits, storage
+from pipelines import splits, storage
 from pipelines.catalog import SPLITS, Catalog
 from pipelines.config import SplitConfig
 from pipelines.errors import DataError
 from pipelines.kinds.image_cnn import preprocess
+from pipelines.kinds.image_cnn.schemas import IMAGE_SPLIT
 from pipelines.transforms import load_transform
 from tests.conftest import image_config
 
@@ -73,9 +74,7 @@ def test_preprocess_writes_declared_splits_and_fits_on_train_only(spark, digits_
     total = 0
     for name in SPLITS:
         data = spark.read.parquet(str(catalog.split(name)))
-        assert [(f.name, f.dataType) for f in data.schema] == [
-            (f.name, f.dataType) for f in schemas.IMAGE_SPLIT
-        ]
+        assert [(f.name, f.dataType) for f in data.schema] == [(f.name, f.dataType) for f in IMAGE_SPLIT]
         assert report["splits"][name]["rows"] == data.count()
         assert report["splits"][name]["row_groups"] >= 2  # enough for the default two ranks
         total += data.count()

@@ -10,7 +10,7 @@ import pytest
 
 from pipelines import storage
 from pipelines.catalog import SPLITS, Catalog
-from pipelines.demo import write_synthetic_images
+from pipelines.kinds.image_cnn.demo import write_synthetic_images
 from tests.support.cli import dlfusion
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import schemas
 from pipelines.catalog import Catalog
 from pipelines.errors import DataError
 from pipelines.kinds.text_lstm import ingest as text_ingest
+from pipelines.kinds.text_lstm.schemas import TEXT_RECORDS
 from tests.conftest import text_config
 
 BOM = "\ufeff"
@@ -37,10 +37,10 @@ def _sorted(rows) -> list[tuple]:
 def _tables(spark, workdir: Path) -> tuple[list, list]:
     catalog = Catalog.for_workdir(workdir)
     ingested = spark.read.parquet(str(catalog.ingested))
-    declared = [(f.name, f.dataType) for f in schemas.TEXT_RECORDS]
+    declared = [(f.name, f.dataType) for f in TEXT_RECORDS]
     assert [(f.name, f.dataType) for f in ingested.schema] == declared
     quarantine = spark.read.parquet(str(catalog.quarantine))
-    assert quarantine.columns == schemas.TEXT_RECORDS.fieldNames()
+    assert quarantine.columns == TEXT_RECORDS.fieldNames()
     assert ingested.where("reason is not null").count() == 0
     assert quarantine.where("reason is null").count() == 0
     return (

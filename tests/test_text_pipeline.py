@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 
 from pipelines import evaluation, runner, storage, training
 from pipelines.catalog import Catalog
-from pipelines.demo import write_reviews
+from pipelines.kinds.text_lstm.demo import write_reviews
 from pipelines.transforms import load_transform
 from tests.conftest import text_config
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines import schemas, splits, storage
+from pipelines import splits, storage
 from pipelines.catalog import SPLITS, Catalog
 from pipelines.kinds.text_lstm import preprocess as text_preprocess
+from pipelines.kinds.text_lstm.schemas import TEXT_RECORDS, TEXT_SPLIT
 from pipelines.kinds.text_lstm.transform import OOV_ID, PAD_ID, TextTransform, tokenize
 from pipelines.transforms import load_transform
 from tests.conftest import text_config
@@ -38,7 +39,7 @@ def _records(spark, texts_and_labels):
         (hashlib.sha256(text.encode()).hexdigest(), "file:/reviews.tsv", text, label, None, None)
         for text, label in texts_and_labels
     ]
-    return spark.createDataFrame(rows, schemas.TEXT_RECORDS)
+    return spark.createDataFrame(rows, TEXT_RECORDS)
 
 
 def test_vocabulary_is_fitted_on_train_only(spark, tmp_path):
@@ -76,7 +77,7 @@ def test_vocab_size_caps_the_vocabulary_and_splits_hold_declared_ids(spark, tmp_
     assert len(transform.vocabulary) == 5
 
     train = spark.read.parquet(str(catalog.split("train")))
-    assert [(f.name, f.dataType) for f in train.schema] == [(f.name, f.dataType) for f in schemas.TEXT_SPLIT]
+    assert [(f.name, f.dataType) for f in train.schema] == [(f.name, f.dataType) for f in TEXT_SPLIT]
     for row in train.limit(20).collect():
         ids = np.frombuffer(row.tokens, dtype="<i4")
         assert ids.tolist() == transform.encode([row.text])[0].tolist()  # Spark path == serving path

@@ -22,11 +22,12 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import SparkSession
 
-from pipelines import schemas, storage
+from pipelines import storage
 from pipelines.accounting import check_accounted
 from pipelines.catalog import Catalog
 from pipelines.errors import DataError
 from pipelines.kinds.image_cnn.config import ImagePipelineConfig, IngestConfig
+from pipelines.kinds.image_cnn.schemas import IMAGE_RECORDS
 from pipelines.progress import spark_stage
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ def _pixels_hash(pixels: bytes) -> int:
 def _records_schema() -> pa.Schema:
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    return to_arrow_schema(schemas.IMAGE_RECORDS)
+    return to_arrow_schema(IMAGE_RECORDS)
 
 
 def decoding_tasks(

@@ -11,11 +11,12 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 
-from pipelines import schemas, storage
+from pipelines import storage
 from pipelines.catalog import SPLITS, Catalog
 from pipelines.config import PreprocessConfig
 from pipelines.errors import DataError
 from pipelines.kinds.image_cnn.config import ImagePipelineConfig
+from pipelines.kinds.image_cnn.schemas import IMAGE_SPLIT
 from pipelines.kinds.image_cnn.transform import ImageTransform
 from pipelines.progress import spark_stage
 from pipelines.spark import BATCH_BYTES, size_batches
@@ -51,7 +52,7 @@ def write_image_splits(
     the JVM. Rows keep the order ingest wrote, which already mixes the classes.
     """
     files = storage.data_files(catalog.ingested)
-    schema = to_arrow_schema(schemas.IMAGE_SPLIT)
+    schema = to_arrow_schema(IMAGE_SPLIT)
     rows_per_batch = max(1, BATCH_BYTES // row_bytes)
     split = config.split
 

@@ -20,6 +20,7 @@ from pipelines.accounting import write_accounted
 from pipelines.catalog import Catalog
 from pipelines.errors import ConfigError, DataError
 from pipelines.kinds.text_lstm.config import TextDataConfig, TextPipelineConfig
+from pipelines.kinds.text_lstm.schemas import TEXT_RECORDS
 from pipelines.progress import spark_stage
 
 log = logging.getLogger(__name__)
@@ -240,7 +241,7 @@ def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIng
     records = label_records(read_records(spark, config.data, source), config.data)
     with spark_stage(spark, "ingest", total=max(megabytes, 1), unit="MB") as stage:
         counts = write_accounted(
-            schemas.conform(records, schemas.TEXT_RECORDS),
+            schemas.conform(records, TEXT_RECORDS),
             None,
             catalog,
             source,

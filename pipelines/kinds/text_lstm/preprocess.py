@@ -10,10 +10,11 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines import schemas, storage
+from pipelines import storage
 from pipelines.catalog import Catalog
 from pipelines.errors import DataError
 from pipelines.kinds.text_lstm.config import TextPipelineConfig, TextPreprocessConfig
+from pipelines.kinds.text_lstm.schemas import TEXT_SPLIT
 from pipelines.kinds.text_lstm.transform import RESERVED_TOKENS, TextTransform, tokenize
 from pipelines.progress import spark_stage
 from pipelines.spark import size_batches
@@ -84,5 +85,5 @@ def run(config: TextPipelineConfig, spark: SparkSession) -> dict:
         stage.phase = "writing splits"
         indexed = index_labels(encode_texts(records, transform), transform.class_names)
         row_bytes = settings.max_len * 4 + 400  # ids plus the kept raw text, roughly
-        report = write_splits(indexed, schemas.TEXT_SPLIT, transform, settings, catalog, row_bytes, summaries)
+        report = write_splits(indexed, TEXT_SPLIT, transform, settings, catalog, row_bytes, summaries)
     return {**report, "seconds": round(stage.seconds, 2), "spark_jobs": stage.jobs}

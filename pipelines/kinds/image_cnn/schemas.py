@@ -1,0 +1,39 @@
+"""The image kinds' declared Parquet schemas: writers select these columns
+(``schemas.conform``), tests check them."""
+
+from pyspark.sql.types import (
+    ArrayType,
+    BinaryType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+# Ingest output: one row per file seen. A decoded image has pixels (H*W*3 uint8 bytes, row-major RGB),
+# its per-channel sums and sums of squares (so preprocess fits statistics without reading pixels) and
+# a hash of the pixels (so split digests need no pixels either); a file that cannot be used has a
+# ``reason`` instead. Usable rows and quarantined rows are written to two folders in one pass.
+IMAGE_RECORDS = StructType(
+    [
+        StructField("path", StringType(), False),
+        StructField("relpath", StringType(), False),
+        StructField("label", StringType(), True),
+        StructField("pixels", BinaryType(), True),
+        StructField("channel_sum", ArrayType(DoubleType(), True), True),
+        StructField("channel_sq_sum", ArrayType(DoubleType(), True), True),
+        StructField("pixels_hash", LongType(), True),
+        StructField("reason", StringType(), True),
+    ]
+)
+
+# Preprocess output, one data set per split, streamed by Petastorm to the Horovod ranks.
+IMAGE_SPLIT = StructType(
+    [
+        StructField("relpath", StringType(), False),
+        StructField("label", IntegerType(), False),
+        StructField("pixels", BinaryType(), False),
+    ]
+)
