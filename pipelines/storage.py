@@ -585,25 +585,6 @@ def read_bytes(uri: str) -> bytes:
         return stream.read()
 
 
-def first_invalid_utf8(uri: str, chunk_bytes: int = 1 << 20) -> int | None:
-    """The byte offset of the first byte of ``uri`` that is not valid UTF-8, or None; read in chunks."""
-    import codecs
-
-    decoder, consumed = codecs.getincrementaldecoder("utf-8")(), 0
-    with open_input(uri) as stream:
-        while chunk := stream.read(chunk_bytes):
-            try:
-                decoder.decode(chunk)
-            except UnicodeDecodeError as err:  # err.object: the bytes held back from before + chunk
-                return consumed - (len(err.object) - len(chunk)) + err.start
-            consumed += len(chunk)
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError as err:  # a sequence cut off by the end of the file
-            return consumed - len(err.object) + err.start
-    return None
-
-
 def data_files(location: str | Path | Uri) -> list[str]:
     """The URIs of a Parquet data set's files, sorted (hidden and ``_`` files left out), from a listing.
 

@@ -232,7 +232,8 @@ def log_data(config: PipelineConfig, run_id: str, ingest_report: dict, preproces
 
 
 def log_transform(run_id: str, transform_file: Path) -> None:
-    """Log the fitted transform; for text also the vocabulary and label map, readable on their own."""
+    """Log the fitted transform, its label map and what else it has to read on its own (a text
+    transform's vocabulary: ``readable_files``)."""
     import mlflow
 
     from pipelines.transforms import load_transform
@@ -241,9 +242,8 @@ def log_transform(run_id: str, transform_file: Path) -> None:
     with mlflow.start_run(run_id=run_id):
         mlflow.log_artifact(str(transform_file), "transform")
         mlflow.log_dict({name: i for i, name in enumerate(transform.class_names)}, "transform/label_map.json")
-        vocabulary = getattr(transform, "vocabulary", None)
-        if vocabulary:
-            mlflow.log_text("\n".join(vocabulary), "transform/vocabulary.txt")
+        for name, text in transform.readable_files().items():
+            mlflow.log_text(text, f"transform/{name}")
 
 
 def requirements() -> list[str]:

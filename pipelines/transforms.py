@@ -36,6 +36,10 @@ class Transform(Protocol):
         """Split rows -> what the logged model takes (the raw input a user would give it)."""
         ...
 
+    def readable_files(self) -> dict[str, str]:
+        """Parts of the transform to log as text files of their own (name -> content), e.g. a vocabulary."""
+        ...
+
 
 def save_transform(transform: Transform, path: Path) -> None:
     from pipelines.storage import write_json_atomically

@@ -35,6 +35,9 @@ class ImageTransform:
         flat = np.frombuffer(b"".join(pixels), dtype=np.uint8)
         return flat.reshape((-1, *self.shape))
 
+    def readable_files(self) -> dict[str, str]:
+        return {}
+
     def model_input(self, rows: pd.DataFrame) -> np.ndarray:
         """Split rows -> what the logged model takes: uint8 images."""
         return self.to_images(list(rows["pixels"]))

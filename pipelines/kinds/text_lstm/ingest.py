@@ -159,7 +159,7 @@ def invalid_utf8_files(spark: SparkSession, source: str) -> dict[str, int]:
         return {}
     found = (
         spark.sparkContext.parallelize(uris, min(len(uris), spark.sparkContext.defaultParallelism * 4))
-        .map(lambda uri: (uri, storage.first_invalid_utf8(uri)))
+        .map(lambda uri: (uri, first_invalid_utf8(uri)))
         .filter(lambda pair: pair[1] is not None)
         .collect()
     )
@@ -226,6 +226,25 @@ def label_records(records: DataFrame, data: TextDataConfig) -> DataFrame:
         "record",
         reason.alias("reason"),
     )
+
+
+def first_invalid_utf8(uri: str, chunk_bytes: int = 1 << 20) -> int | None:
+    """The byte offset of the first byte of ``uri`` that is not valid UTF-8, or None; read in chunks."""
+    import codecs
+
+    decoder, consumed = codecs.getincrementaldecoder("utf-8")(), 0
+    with storage.open_input(uri) as stream:
+        while chunk := stream.read(chunk_bytes):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as err:  # err.object: the bytes held back from before + chunk
+                return consumed - (len(err.object) - len(chunk)) + err.start
+            consumed += len(chunk)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as err:  # a sequence cut off by the end of the file
+            return consumed - len(err.object) + err.start
+    return None
 
 
 def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIngestReport:

@@ -49,6 +49,9 @@ class TextTransform:
         rows = [self.encode_tokens(tokens) for tokens in words]
         return np.stack(rows) if rows else np.zeros((0, self.max_len), np.int32)
 
+    def readable_files(self) -> dict[str, str]:
+        return {"vocabulary.txt": "\n".join(self.vocabulary)}
+
     def model_input(self, rows: pd.DataFrame) -> pd.DataFrame:
         """Split rows -> what the logged model takes: raw text."""
         return pd.DataFrame({"text": rows["text"].astype(str)})
