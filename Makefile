@@ -30,6 +30,7 @@ mlflow: $(STAMP)
 
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check pipelines models jobs tests benchmarks
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # Debian's Chromium, for the test that opens the MLflow UI in a real (headless) browser.
@@ -51,6 +52,7 @@ coverage: $(STAMP) browser
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipelines models jobs tests benchmarks
 	$(VENV)/bin/ruff format --check pipelines models jobs tests benchmarks
+	$(VENV)/bin/lint-imports
 
 # Quick mode (under 10 minutes here): every ratio, its target and met/missed in one table.
 bench: $(STAMP)

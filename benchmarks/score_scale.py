@@ -41,7 +41,7 @@ def log_model(workdir: Path, image_size: int) -> tuple[str, str]:
 
     from models.cnn import build_cnn
     from pipelines import tracking
-    from pipelines.config import load_config
+    from pipelines.config_files import load_config
     from pipelines.kinds.image_cnn.transform import ImageTransform
     from pipelines.transforms import save_transform
 

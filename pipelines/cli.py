@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from pipelines import stages as stage_table
-from pipelines.errors import ConfigError, DlfusionError, Interrupted, describe, explain_spark_failure
+from pipelines.errors import ConfigError, DlfusionError, Interrupted, describe
 from pipelines.locking import WorkdirBusy, workdir_lock
 from pipelines.stages import BY_NAME, STAGES
 
@@ -144,7 +144,7 @@ def _run_stage(args: argparse.Namespace, summary: dict) -> int:
 
     trace = logs.trace_logger(args.debug)
     try:
-        from pipelines.config import load_config
+        from pipelines.config_files import load_config
 
         overrides = args.overrides
         if args.stage == "score":
@@ -186,6 +186,8 @@ def _run_stage(args: argparse.Namespace, summary: dict) -> int:
         summary["error"] = str(err)
     except Exception as err:
         trace.error("unexpected failure", exc_info=True)
+        from pipelines.spark import explain_spark_failure  # Spark's import only when it is needed
+
         explained = explain_spark_failure(err)
         summary["error"] = str(explained) if explained else f"unexpected error: {describe(err)}"
         if "log_file" in summary:

@@ -47,31 +47,6 @@ class ResourceError(DlfusionError):
     """The data did not fit in the memory Spark was given; the message names the setting to raise."""
 
 
-def explain_spark_failure(err: BaseException) -> DlfusionError | None:
-    """A one-line, actionable error for a Spark failure caused by memory or by a URI whose file system
-    Spark cannot reach, or None for anything else."""
-    import re
-
-    text = str(err)
-    missing = re.search(r'No FileSystem for scheme "?([A-Za-z0-9+.-]+)', text)
-    if missing:
-        from pipelines.storage import missing_hadoop_filesystem
-
-        return missing_hadoop_filesystem(f"{missing.group(1)}://")
-    if any(sign in text for sign in ("OutOfMemoryError", "Java heap space", "GC overhead limit exceeded")):
-        return ResourceError(
-            "Spark ran out of JVM heap: raise spark.driver.memory (local mode: the executors run inside "
-            "the driver) or spark.executor.memory (cluster), e.g. spark.conf.spark.driver.memory=4g; or "
-            "lower ingest.batch_bytes / preprocess.rows_per_row_group"
-        )
-    if "MemoryError" in text or "exit code 137" in text or "Python worker exited unexpectedly" in text:
-        return ResourceError(
-            "a Spark Python worker ran out of memory or was killed: raise spark.executor.memoryOverhead "
-            "(or set spark.executor.pyspark.memory), or lower ingest.batch_bytes / ingest.task_files"
-        )
-    return None
-
-
 class TrackingError(DlfusionError):
     """The MLflow tracking server cannot be used; the message names the URI (without credentials)."""
 

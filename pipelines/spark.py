@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -11,7 +12,9 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from pipelines import storage
 from pipelines.config import SparkConfig
+from pipelines.errors import DlfusionError, ResourceError
 from pipelines.logs import verbose
 
 log = logging.getLogger(__name__)
@@ -93,3 +96,24 @@ def size_batches(spark: SparkSession, row_bytes: int, batch_bytes: int = BATCH_B
     spark.conf.set("spark.sql.parquet.columnarReaderBatchSize", str(min(rows, 4096)))
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(min(rows, 10_000)))
     return rows
+
+
+def explain_spark_failure(err: BaseException) -> DlfusionError | None:
+    """A one-line, actionable error for a Spark failure caused by memory or by a URI whose file system
+    Spark cannot reach, or None for anything else."""
+    text = str(err)
+    missing = re.search(r'No FileSystem for scheme "?([A-Za-z0-9+.-]+)', text)
+    if missing:
+        return storage.missing_hadoop_filesystem(f"{missing.group(1)}://")
+    if any(sign in text for sign in ("OutOfMemoryError", "Java heap space", "GC overhead limit exceeded")):
+        return ResourceError(
+            "Spark ran out of JVM heap: raise spark.driver.memory (local mode: the executors run inside "
+            "the driver) or spark.executor.memory (cluster), e.g. spark.conf.spark.driver.memory=4g; or "
+            "lower ingest.batch_bytes / preprocess.rows_per_row_group"
+        )
+    if "MemoryError" in text or "exit code 137" in text or "Python worker exited unexpectedly" in text:
+        return ResourceError(
+            "a Spark Python worker ran out of memory or was killed: raise spark.executor.memoryOverhead "
+            "(or set spark.executor.pyspark.memory), or lower ingest.batch_bytes / ingest.task_files"
+        )
+    return None

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import PipelineConfig, SparkConfig, load_config
+from pipelines.config import PipelineConfig, SparkConfig
+from pipelines.config_files import load_config
 from pipelines.logs import setup_logging
 
 ROOT = Path(__file__).resolve().parents[1]

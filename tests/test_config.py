@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import load_config
+from pipelines.config_files import load_config
 from pipelines.errors import ConfigError, DataError, TrainingError
 from tests.conftest import IMAGE_CONFIG, ROOT
 from tests.support.cli import dlfusion

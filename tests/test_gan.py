@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 
 from pipelines import evaluation, runner, training
 from pipelines.catalog import Catalog
-from pipelines.config import load_config
+from pipelines.config_files import load_config
 from pipelines.kinds.image_gan import quality
 from tests.conftest import ROOT
 

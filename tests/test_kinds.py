@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import load_config
+from pipelines.config_files import load_config
 from pipelines.errors import ConfigError
 from pipelines.kinds import GROUP, contract, kind_named, registered
 from pipelines.stages import KIND_STAGES

@@ -25,7 +25,8 @@ import pytest
 
 from pipelines import cli, runner, storage
 from pipelines.catalog import Catalog
-from pipelines.errors import ConfigError, DataError, explain_spark_failure
+from pipelines.errors import ConfigError, DataError
+from pipelines.spark import explain_spark_failure
 from tests.conftest import IMAGE_CONFIG, ROOT, image_config
 from tests.support.cli import free_port
 from tests.test_storage import SCHEMA, _batches

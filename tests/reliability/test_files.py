@@ -8,7 +8,7 @@ import pytest
 
 from pipelines import runner
 from pipelines.catalog import Catalog
-from pipelines.config import load_config
+from pipelines.config_files import load_config
 from pipelines.errors import ConfigError
 from tests.conftest import text_config
 
