@@ -276,7 +276,7 @@ def log_model(config: PipelineConfig, run_id: str, model_file: Path, transform_f
             # otherwise). The evaluate stage loads the logged model and scores the test split
             # with it right after: a model that cannot serve fails there.
             signature=None if example is None else infer_signature(example, output),
-            code_paths=[str(Path(__file__).parent)],
+            code_paths=_code_paths(python_model),
             pip_requirements=requirements(),
             registered_model_name=config.mlflow.registered_model,
         )
@@ -286,6 +286,15 @@ def log_model(config: PipelineConfig, run_id: str, model_file: Path, transform_f
             config.mlflow.registered_model, "candidate", info.registered_model_version
         )
     return f"runs:/{run_id}/model"
+
+
+def _code_paths(python_model) -> list[str]:
+    """The code a logged model loads with: this package, and the package its pyfunc class comes
+    from when that is another (a kind installed from outside this repository)."""
+    import importlib
+
+    package = importlib.import_module(type(python_model).__module__.partition(".")[0])
+    return sorted({str(Path(__file__).parent), str(Path(package.__file__).parent)})
 
 
 def model_files(model_uri: str, tracking_uri: str) -> str:
