@@ -61,3 +61,12 @@ def test_an_installed_out_of_tree_kind_runs_every_stage_and_scores(installed, tm
     assert score.returncode == 0, score.stderr[-3000:]
     report = json.loads((scored / "report.json").read_text())
     assert report["inputs"] == report["scored"] == len(list(new.iterdir()))
+
+    # The registered model serves where the kind is not installed (this process): it carries its code.
+    import mlflow
+    import numpy as np
+
+    assert "image_mlp" not in sys.modules
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/digits-mlp@champion")
+    assert np.asarray(model.predict(np.zeros((2, 32, 32, 3), np.uint8))).shape == (2, 10)
