@@ -94,3 +94,13 @@ def test_cli_data_error_is_one_line_exit_1(tmp_path):
 def test_spark_settings_with_dots_are_one_key(tmp_path):
     config = load_config(IMAGE_CONFIG, ["spark.conf.spark.driver.memory=4g", "spark.conf.spark.sql.x=1"])
     assert config.spark.conf == {"spark.driver.memory": "4g", "spark.sql.x": "1"}
+
+
+def test_the_configuration_reference_is_generated_from_the_models_and_current():
+    from pipelines import config_reference
+
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    assert page == config_reference.reference(), (
+        "stale: python -m pipelines.config_reference > docs/configuration.md"
+    )
+    assert "| `train.epochs` | int | `10` | number of epochs |" in page
