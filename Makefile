@@ -67,7 +67,7 @@ clean:
 
 # The Airflow DAG (jobs/airflow/dlfusion_dag.py) under a real Airflow 2.10 in its own venv
 # (.venv-airflow, created when missing), a throwaway AIRFLOW_HOME and SQLite: import, task chain,
-# an end-to-end `airflow dags test` on the demo, retries by exit code (README, "Scheduling").
+# an end-to-end `airflow dags test` on the demo, retries by exit code (docs/operations.md, "Scheduling").
 airflow-test: $(STAMP)
 	bash jobs/airflow/test.sh $(PYTEST_ARGS)
 

@@ -82,7 +82,7 @@ def serve_mlflow(root: Path, host: str, port: int) -> int:
         return 0
 
 
-# Exit codes, for schedulers: documented in the README ("Failure behaviour").
+# Exit codes, for schedulers: documented in docs/operations.md ("Failure behaviour").
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2  # interrupted: 128 + the signal (130 SIGINT, 143 SIGTERM)
 EXIT_BUSY = 75  # another run holds the workdir (EX_TEMPFAIL: try again later)
 

@@ -4,7 +4,7 @@ Each task runs ``dlfusion STAGE CONFIG workdir=... [data.source=...] [KEY=VALUE 
 FILE`` in a shell (a ``BashOperator``) and returns the stage's summary JSON, so it lands in XCom
 (``return_value``). Promote's own gate decides whether the new model becomes the champion.
 
-Exit codes (README, "Failure behaviour"): 2, a configuration error, fails the task at once without
+Exit codes (docs/operations.md, "Failure behaviour"): 2, a configuration error, fails the task at once without
 its retries (a retry would fail the same way); everything else that is not 0 is retried with
 exponential back-off: 75 (another run holds the workdir), 1 (failed: a lost rank, an unreachable
 tracking server, ...) and 128+signal (killed).
