@@ -41,8 +41,6 @@ def run(
 
     With a local Spark master, Spark's tasks would run on this machine too: the test split is then
     scored on ``pool``'s local ranks, which have TensorFlow already when training just used them."""
-    import mlflow
-
     kind = kind_of(config)
     catalog = Catalog.for_workdir(config.workdir)
     run_id = run_id or latest_run_id(config)
@@ -50,9 +48,6 @@ def run(
     with tempfile.TemporaryDirectory() as tmp:
         model_uri = f"runs:/{run_id}/model"
         metrics = kind.part("evaluate")(config, spark, model_uri, catalog, Path(tmp), ranks=ranks)
-        mlflow.set_tracking_uri(config.tracking_uri)
-        with mlflow.start_run(run_id=run_id):
-            mlflow.log_metrics(metrics)
-            mlflow.log_artifacts(tmp, "evaluation")
+        tracking.log_evaluation(config.tracking_uri, run_id, metrics, Path(tmp))
     log.info("evaluate: %s %.4f", kind.primary_metric, metrics[kind.primary_metric])
     return metrics

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from pipelines import tracking
 from pipelines.catalog import Catalog
 from pipelines.config import PipelineConfig
 from pipelines.errors import ConfigError
@@ -16,8 +17,6 @@ from pipelines.evaluation import latest_run_id
 from pipelines.kinds import Kind, kind_of
 
 log = logging.getLogger(__name__)
-
-CHAMPION = "champion"
 
 
 def margin(kind: Kind, new: float, champion: float) -> float:
@@ -33,15 +32,6 @@ def _score(
     return float(metrics[kind.primary_metric])
 
 
-def _version_of_run(client, name: str, run_id: str):
-    """The registered version of the run's model, registering it when training did not."""
-    import mlflow
-
-    for version in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
-        return version
-    return mlflow.register_model(f"runs:/{run_id}/model", name)
-
-
 def run(
     config: PipelineConfig, spark: SparkSession, run_id: str | None = None, override_gate: bool = False
 ) -> dict:
@@ -50,10 +40,6 @@ def run(
     The decision, both scores and the margin become tags of the run and of the version, and the
     returned summary. ``override_gate`` promotes whatever the scores, and is recorded.
     """
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
     kind = kind_of(config)
     name = config.mlflow.registered_model
     if not name:
@@ -62,21 +48,17 @@ def run(
         )
     catalog = Catalog.for_workdir(config.workdir)
     run_id = run_id or latest_run_id(config)
-    mlflow.set_tracking_uri(config.tracking_uri)
-    client = MlflowClient(config.tracking_uri)
-    version = _version_of_run(client, name, run_id)
-    try:
-        champion = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        champion = None
+    uri = config.tracking_uri
+    version = tracking.registered_version(uri, name, run_id)
+    champion = tracking.champion_version(uri, name)
 
-    new_score = _score(config, spark, kind, f"models:/{name}/{version.version}", catalog)
+    new_score = _score(config, spark, kind, f"models:/{name}/{version}", catalog)
     champion_score = better_by = None
-    if champion is not None and champion.version != version.version:
-        champion_score = _score(config, spark, kind, f"models:/{name}/{champion.version}", catalog)
+    if champion is not None and champion != version:
+        champion_score = _score(config, spark, kind, f"models:/{name}/{champion}", catalog)
         better_by = margin(kind, new_score, champion_score)
 
-    if champion is not None and champion.version == version.version:
+    if champion is not None and champion == version:
         decision, reason = "kept", "already the champion"
     elif champion is None:
         decision, reason = "promoted", "no champion yet"
@@ -90,33 +72,29 @@ def run(
     else:
         decision, reason = "kept", f"margin {better_by:.4f} < promote.min_delta {config.promote.min_delta}"
     if decision in ("promoted", "forced"):
-        client.set_registered_model_alias(name, CHAMPION, version.version)
+        tracking.make_champion(uri, name, version)
 
     result = {
         "decision": decision,
         "reason": reason,
         "metric": kind.primary_metric,
         "model": name,
-        "version": str(version.version),
+        "version": version,
         "score": new_score,
-        "champion_version": None if champion is None else str(champion.version),
+        "champion_version": champion,
         "champion_score": champion_score,
         "margin": better_by,
         "forced": override_gate,
     }
     tags = {f"dlfusion.promotion.{key}": "" if value is None else str(value) for key, value in result.items()}
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value)
-        client.set_model_version_tag(name, version.version, key, value)
+    tracking.tag_run_and_version(uri, run_id, name, version, tags)
     log.info(
         "promote: %s version %s (%s %.4f; champion %s) -> %s: %s",
         name,
-        version.version,
+        version,
         kind.primary_metric,
         new_score,
-        "none"
-        if champion is None
-        else f"v{champion.version} {champion_score if champion_score is not None else ''}",
+        "none" if champion is None else f"v{champion} {champion_score if champion_score is not None else ''}",
         decision,
         reason,
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines import storage
+from pipelines import storage, tracking
 from pipelines.catalog import Catalog
 from pipelines.config import PipelineConfig
 from pipelines.errors import ConfigError, DataError
@@ -55,7 +55,7 @@ def model_uri_of(config: PipelineConfig) -> str:
     if config.score.model_uri:
         return config.score.model_uri
     if config.mlflow.registered_model:
-        return f"models:/{config.mlflow.registered_model}@champion"
+        return f"models:/{config.mlflow.registered_model}@{tracking.CHAMPION}"
     from pipelines.evaluation import latest_run_id
 
     return f"runs:/{latest_run_id(config)}/model"
@@ -81,10 +81,10 @@ def predictions(staged: DataFrame, predict, columns: tuple[str, ...], class_name
 
 def run(config: PipelineConfig, spark: SparkSession) -> ScoreReport:
     """Score ``data.source`` with ``model_uri_of(config)`` into ``output_of(config)``."""
-    import mlflow
     import numpy as np
 
     from pipelines.spark import size_batches
+    from pipelines.transforms import load_transform
 
     kind = kind_of(config)
     if kind.score_input is None:
@@ -93,7 +93,6 @@ def run(config: PipelineConfig, spark: SparkSession) -> ScoreReport:
     if not source:
         raise ConfigError("data.source", "required for scoring: the raw data to score")
     model_uri, output = model_uri_of(config), output_of(config).rstrip("/")
-    mlflow.set_tracking_uri(config.tracking_uri)
     staging = f"{output}/.staging-{uuid.uuid4().hex[:8]}"
     locations = {
         "listing": f"{staging}/listing",
@@ -101,15 +100,14 @@ def run(config: PipelineConfig, spark: SparkSession) -> ScoreReport:
         "quarantined": f"{output}/quarantine",
     }
     with tempfile.TemporaryDirectory() as tmp:
-        model_path, transform = _download(model_uri, Path(tmp))
+        model_path, transform_file = tracking.download_model(config.tracking_uri, model_uri, Path(tmp))
+        transform = load_transform(transform_file)
         with spark_stage(spark, "score", total=100, unit="%") as stage:
             stage.phase = "read"
             inputs = kind.part("score_input")(config, spark, source, transform, locations)
             stage.phase = "predict"
             size_batches(spark, int(np.prod(transform.feature_shape)) * 4 + 400)
-            predict = mlflow.pyfunc.spark_udf(
-                spark, str(model_path), result_type="array<double>", env_manager="local"
-            )
+            predict = tracking.probabilities_udf(spark, model_path)
             staged = spark.read.parquet(locations["inputs"])
             scored = predictions(staged, predict, inputs.columns, transform.class_names)
             storage.write_parquet_atomically(scored, f"{output}/predictions")
@@ -124,24 +122,6 @@ def run(config: PipelineConfig, spark: SparkSession) -> ScoreReport:
         output,
     )
     return report
-
-
-def _download(model_uri: str, target: Path):
-    """Fetch the model once (the UDF ships this copy to the executors); return it and its transform."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.models import Model
-
-    from pipelines.transforms import load_transform
-
-    try:
-        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(target)))
-        artifacts = Model.load(str(path)).flavors["python_function"].get("artifacts", {})
-    except MlflowException as err:
-        raise DataError(model_uri, f"cannot load the model: {str(err).splitlines()[0]}") from None
-    if "transform" not in artifacts:
-        raise DataError(model_uri, "not a dlfusion classifier (no saved transform)")
-    return path, load_transform(path / artifacts["transform"]["path"])
 
 
 def _accounted(

@@ -350,3 +350,88 @@ def log_training_outcome(config: PipelineConfig, run_id: str, early_stopping: di
         client.log_dict(run_id, early_stopping, "training/early_stopping.json")
         for key, value in early_stopping.items():
             client.set_tag(run_id, f"dlfusion.early_stopping.{key}", "" if value is None else str(value))
+
+
+# ---------------------------------------------------------------- evaluation and the registry
+
+CHAMPION = "champion"  # the registry alias of the model that serves
+
+
+def log_evaluation(tracking_uri: str, run_id: str, metrics: dict[str, float], artifacts: Path) -> None:
+    """Log a test evaluation to the training's run: its metrics, and the files in ``artifacts``
+    under ``evaluation/``."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifacts(str(artifacts), "evaluation")
+
+
+def registered_version(tracking_uri: str, name: str, run_id: str) -> str:
+    """The version of registered model ``name`` that holds the run's model, registering it when
+    training did not."""
+    import mlflow
+
+    for version in _client(tracking_uri).search_model_versions(f"name='{name}' and run_id='{run_id}'"):
+        return str(version.version)
+    mlflow.set_tracking_uri(tracking_uri)
+    return str(mlflow.register_model(f"runs:/{run_id}/model", name).version)
+
+
+def champion_version(tracking_uri: str, name: str) -> str | None:
+    """The version of ``name`` the ``champion`` alias points at; None when it has none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(_client(tracking_uri).get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def make_champion(tracking_uri: str, name: str, version: str) -> None:
+    _client(tracking_uri).set_registered_model_alias(name, CHAMPION, version)
+
+
+def tag_run_and_version(
+    tracking_uri: str, run_id: str, name: str, version: str, tags: dict[str, str]
+) -> None:
+    """Set ``tags`` on the run and on the registered version alike."""
+    client = _client(tracking_uri)
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+        client.set_model_version_tag(name, version, key, value)
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def download_model(tracking_uri: str, model_uri: str, target: Path) -> tuple[Path, Path]:
+    """Fetch the model at ``model_uri`` into ``target`` once (a Spark UDF ships this copy to the
+    executors): (its folder, its saved transform).
+
+    Raises:
+        DataError: when it cannot be loaded, or is not a dlfusion model (no saved transform).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    from pipelines.errors import DataError
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(target)))
+        artifacts = Model.load(str(path)).flavors["python_function"].get("artifacts", {})
+    except MlflowException as err:
+        raise DataError(model_uri, f"cannot load the model: {str(err).splitlines()[0]}") from None
+    if "transform" not in artifacts:
+        raise DataError(model_uri, "not a dlfusion classifier (no saved transform)")
+    return path, path / artifacts["transform"]["path"]
+
+
+def probabilities_udf(spark, model_path: Path):
+    """MLflow's Spark UDF of the downloaded pyfunc at ``model_path``: class probabilities per row."""
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.spark_udf(spark, str(model_path), result_type="array<double>", env_manager="local")
