@@ -198,7 +198,9 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path) -> No
     plt.close(fig)
 
 
-def score_shard(files: str, split: str, transform: Transform) -> list[tuple[int, int, int]]:
+def score_shard(
+    files: str, split: str, transform: Transform, tracking_uri: str
+) -> list[tuple[int, int, int]]:
     """On one of the local ranks: score its share of the split's row groups with the logged model
     (loaded from its ``files``, as ``predict_split``'s tasks do); (label, prediction, count) triples."""
     import os
@@ -206,6 +208,7 @@ def score_shard(files: str, split: str, transform: Transform) -> list[tuple[int,
 
     from pipelines import storage
 
+    mlflow.set_tracking_uri(tracking_uri)  # files on a tracking server's artifact store need it
     model = mlflow.pyfunc.load_model(files)
     counts: Counter = Counter()
     shard, shards = int(os.environ["HOROVOD_RANK"]), int(os.environ["HOROVOD_SIZE"])
@@ -234,7 +237,7 @@ def evaluate(
     transform = load_transform(catalog.transform)
     if ranks is not None:  # processes that have TensorFlow already
         files = tracking.model_files(model_uri, config.tracking_uri)
-        shards = ranks.run(score_shard, (files, str(catalog.split("test")), transform))
+        shards = ranks.run(score_shard, (files, str(catalog.split("test")), transform, config.tracking_uri))
         pairs = [pair for shard in shards for pair in shard]
     else:
         size_batches(spark, int(np.prod(transform.feature_shape)) * 4 + 400)

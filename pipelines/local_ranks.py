@@ -38,15 +38,23 @@ from typing import Any
 from pipelines import processes
 
 
-@dataclass(frozen=True)
 class RankExited(Exception):
-    """Ranks that ended with a non-zero exit code (-N: killed by signal N), as (rank, code) pairs:
-    the first one seen, and any other seen gone at the same poll."""
+    """Ranks that ended before writing their result, with their exit codes (-N: killed by signal
+    N), as (rank, code) pairs: the first one seen, and any other seen gone at the same poll."""
 
-    exits: tuple[tuple[int, int], ...]
+    def __init__(self, exits: tuple[tuple[int, int], ...]):
+        super().__init__(exits)
+        self.exits = exits
 
     def __str__(self) -> str:
         return ", ".join(f"rank {rank} exited with code {code}" for rank, code in self.exits)
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A job's exception, as its rank's result (the exception itself when it pickles)."""
+
+    error: Exception
 
 
 def _rank_environments(num_proc: int) -> tuple[list[dict[str, str]], Any]:
@@ -101,14 +109,19 @@ class LocalRanks:
     def run(self, function: Callable[..., Any], args: tuple) -> list[Any]:
         """Call ``function(*args)`` on every rank; their return values, by rank.
 
-        When a rank exits before its result is written, ``RankExited`` names the first one (leaving
-        the context then stops the others, as Horovod's launcher does: they would wait for it).
+        When ``function`` raises on a rank, that exception is raised here (the lowest rank's, if
+        several). When a rank exits before its result is written, ``RankExited`` names the first one
+        (leaving the context then stops the others, as Horovod's launcher does: they would wait).
         """
         job, self._jobs = self._jobs, self._jobs + 1
         _write_atomically(self._folder / _job(job), pickle.dumps((function, args)))
         results = [self._folder / _result(job, rank) for rank in range(len(self._ranks))]
         _wait(self._ranks, results)
-        return [pickle.loads(result.read_bytes()) for result in results]
+        values = [pickle.loads(result.read_bytes()) for result in results]
+        failed = next((value for value in values if isinstance(value, _Failed)), None)
+        if failed is not None:
+            raise failed.error
+        return values
 
     def __enter__(self) -> LocalRanks:
         return self
@@ -176,7 +189,22 @@ def _main(folder: str, rank: str, *preload: str) -> None:
                 sys.exit(1)
             time.sleep(0.02)
         function, args = pickle.loads(handed.read_bytes())
-        _write_atomically(folder_path / _result(job, int(rank)), pickle.dumps(function(*args)))
+        result = folder_path / _result(job, int(rank))
+        try:
+            value = function(*args)
+        except Exception as err:  # for the launcher to raise; the rank then ends as it would
+            _write_atomically(result, _pickled_failure(err))
+            raise
+        _write_atomically(result, pickle.dumps(value))
+
+
+def _pickled_failure(err: Exception) -> bytes:
+    try:
+        return pickle.dumps(_Failed(err))
+    except Exception:  # an exception that does not pickle: its type and first line
+        return pickle.dumps(
+            _Failed(RuntimeError(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"))
+        )
 
 
 def _leave() -> None:
@@ -193,4 +221,6 @@ def _leave() -> None:
 
 
 if __name__ == "__main__":
-    _main(*sys.argv[1:])
+    # Run as the importable module, not as __main__, so that what a rank pickles (its job's failure)
+    # unpickles in the launcher.
+    importlib.import_module("pipelines.local_ranks")._main(*sys.argv[1:])

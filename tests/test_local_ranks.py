@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 
 import psutil
 import pytest
 
 from pipelines import local_ranks
-from tests.support.rank_functions import fail_on_rank_one, rank_and_size, recall, remember
+from pipelines.errors import DataError
+from tests.support.rank_functions import (
+    data_error_on_rank_zero,
+    fail_on_rank_one,
+    rank_and_size,
+    recall,
+    remember,
+)
 
 
 def test_each_rank_runs_the_function_with_its_horovod_environment():
@@ -29,6 +37,22 @@ def test_a_rank_that_exits_non_zero_is_named_with_its_code_and_no_rank_is_left()
         pids = [process.pid for process in ranks._ranks]
     assert caught.value.exits == ((1, 3),)
     assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+
+
+def test_a_jobs_exception_on_a_rank_is_raised_by_the_launcher():
+    with local_ranks.LocalRanks(2, {}) as ranks:
+        with pytest.raises(DataError, match="/data/x: cannot be read"):
+            ranks.run(data_error_on_rank_zero, ())
+
+
+def test_a_rank_exit_passes_through_context_managers_as_it_is():
+    with (
+        pytest.raises(local_ranks.RankExited),
+        contextlib.ExitStack(),
+        local_ranks.LocalRanks(2, {}) as ranks,
+    ):
+        with contextlib.nullcontext(), contextlib.suppress(KeyError):
+            ranks.run(fail_on_rank_one, ())
 
 
 def test_the_rendezvous_server_listens_on_loopback_only():

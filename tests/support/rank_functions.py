@@ -21,3 +21,11 @@ def remember(value: str) -> None:
 
 def recall() -> str:
     return f"{os.environ['HOROVOD_RANK']}:{_remembered}"
+
+
+def data_error_on_rank_zero() -> str:
+    from pipelines.errors import DataError
+
+    if os.environ["HOROVOD_RANK"] == "0":
+        raise DataError("/data/x", "cannot be read")
+    return "fine"
