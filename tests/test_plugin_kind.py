@@ -20,9 +20,12 @@ KIND = "image_mlp"
 def installed(tmp_path_factory) -> str:
     """The kind's package installed with pip into a folder of its own (not this environment):
     what PYTHONPATH must hold for the command, its Spark workers and its ranks to find it."""
-    site = tmp_path_factory.mktemp("site")
+    import shutil
+
+    site, source = tmp_path_factory.mktemp("site"), tmp_path_factory.mktemp("kind") / "plugin_kind"
+    shutil.copytree(ROOT / "tests" / "plugin_kind", source)  # pip builds in place: not in the repository
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
-    subprocess.run([*pip, "--target", str(site), str(ROOT / "tests" / "plugin_kind")], check=True)
+    subprocess.run([*pip, "--target", str(site), str(source)], check=True)
     assert (site / "image_mlp").is_dir() and list(site.glob("dlfusion_image_mlp-*.dist-info"))
     return str(site)
 
