@@ -104,6 +104,15 @@ def probabilities_example(transform: Transform, rows: int) -> np.ndarray:
 # ---------------------------------------------------------------- evaluation, on the driver
 
 
+def load_from_files(files: str, tracking_uri: str) -> mlflow.pyfunc.PyFuncModel:
+    """The logged pyfunc from its files (``tracking.model_files``), in a Spark task or on a rank: the
+    tracking URI is set first, which files on a tracking server's artifact store need."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return mlflow.pyfunc.load_model(files)
+
+
 def predict_split(df: DataFrame, model_uri: str, tracking_uri: str, transform: Transform) -> DataFrame:
     """Score rows of a split with the logged model, in Spark: adds ``prediction`` and ``confidence``.
 
@@ -114,13 +123,10 @@ def predict_split(df: DataFrame, model_uri: str, tracking_uri: str, transform: T
     files = tracking.model_files(model_uri, tracking_uri)
 
     def predict_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        import mlflow
-
         from pipelines.logs import quiet_library_warnings
 
         quiet_library_warnings()
-        mlflow.set_tracking_uri(tracking_uri)
-        model = mlflow.pyfunc.load_model(files)
+        model = load_from_files(files, tracking_uri)
         for batch in batches:
             if batch.empty:
                 continue
@@ -208,8 +214,7 @@ def score_shard(
 
     from pipelines import storage
 
-    mlflow.set_tracking_uri(tracking_uri)  # files on a tracking server's artifact store need it
-    model = mlflow.pyfunc.load_model(files)
+    model = load_from_files(files, tracking_uri)
     counts: Counter = Counter()
     shard, shards = int(os.environ["HOROVOD_RANK"]), int(os.environ["HOROVOD_SIZE"])
     for group in storage.row_groups(split, shard, shards):
