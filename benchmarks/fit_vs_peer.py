@@ -45,7 +45,7 @@ CONFIG = "conf/image_cnn.yaml"
 BATCH_SIZE = 64  # the peer's batch size (per rank)
 TARGET_RATIO = 0.5
 
-# Use this checkout's ``pipelines.logs`` even where the package is not installed in editable mode.
+# Use this checkout's ``pipelines.runtime.logs`` even where the package is not installed in editable mode.
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     if not os.access(DLFUSION, os.X_OK):
         print(f"fit_vs_peer: no {DLFUSION}; run `make` first to set up .venv", file=sys.stderr)
         return 2
-    from pipelines.logs import setup_logging
+    from pipelines.runtime.logs import setup_logging
 
     setup_logging()
     if args.workdir_root is None:

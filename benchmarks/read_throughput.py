@@ -3,7 +3,7 @@
 (a) pyarrow ceiling: ``ParquetFile.read_row_group`` + ``np.frombuffer`` over every row group;
 (r) the petastorm reader generator that feeds (b) and (c), iterated in Python without tf.data
     (locates the cost of the tf.data boundary);
-(b) our loader: ``pipelines.data_loading.split_dataset`` (make_batch_reader -> batches cut in a
+(b) our loader: ``pipelines.train.loader.split_dataset`` (make_batch_reader -> batches cut in a
     background thread -> tf.data without a copy), iterated fully, several passes, with the process RSS
     recorded after each pass (memory must stay flat across epochs);
 (c) the same reader decoded per row: ``.unbatch().map(decode one row).batch()``.
@@ -160,7 +160,7 @@ def read_pyarrow(root: Path, shape: tuple[int, int, int]) -> int:
 def read_petastorm(root: Path, readers: int = 1) -> int:
     """(r) The petastorm generator that feeds (b) and (c), alone: where the tf.data boundary costs.
     With ``readers`` > 1, that many readers in parallel (``train.reader_workers``)."""
-    from pipelines.data_loading import _row_group_batches
+    from pipelines.train.loader import _row_group_batches
 
     rows = 0
     for pixels, labels in _row_group_batches(root.resolve().as_uri(), 0, 1, 0, 1, 0, readers=readers):
@@ -180,7 +180,7 @@ def count_rows(dataset: Iterable) -> int:
 def loader_dataset(root: Path, transform, batch_size: int, shuffle_buffer: int, readers: int = 1):
     """(b) The project's loader as training uses it (rows shuffled in windows of ``shuffle_buffer``),
     one pass per iteration (``repeat=False``)."""
-    from pipelines.data_loading import split_dataset
+    from pipelines.train.loader import split_dataset
 
     return split_dataset(
         root,
@@ -199,7 +199,7 @@ def per_row_dataset(root: Path, transform, batch_size: int):
     """(c) The same petastorm reader and generator, but decoding one row at a time in tf.data."""
     import tensorflow as tf
 
-    from pipelines.data_loading import _row_group_batches
+    from pipelines.train.loader import _row_group_batches
 
     url = root.resolve().as_uri()
     height, width, channels = transform.shape
@@ -417,7 +417,7 @@ def run(args: argparse.Namespace) -> dict:
         r_passes = timed_passes("(r)", lambda: read_petastorm(root), args.repeats, rows)
         figures["r_reader"] = summarize(r_passes, row_bytes)
 
-        log.info("(b) pipelines.data_loading.split_dataset, %d passes", args.passes)
+        log.info("(b) pipelines.train.loader.split_dataset, %d passes", args.passes)
         loader = loader_dataset(root, transform, args.batch_size, args.shuffle_buffer)
         # No warm-up: the first pass is part of the memory record (it includes importing TF).
         b_passes = timed_passes("(b)", lambda: count_rows(loader), args.passes, rows, warm_up=False)
@@ -505,7 +505,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from pipelines.logs import setup_logging
+    from pipelines.runtime.logs import setup_logging
 
     setup_logging()
     results = run(args)

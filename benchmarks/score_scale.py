@@ -40,10 +40,10 @@ def log_model(workdir: Path, image_size: int) -> tuple[str, str]:
     import mlflow
 
     from models.cnn import build_cnn
-    from pipelines import tracking
-    from pipelines.config_files import load_config
     from pipelines.kinds.image_cnn.transform import ImageTransform
-    from pipelines.transforms import save_transform
+    from pipelines.pipeline.config_files import load_config
+    from pipelines.preprocess.transforms import save_transform
+    from pipelines.track import pyfunc
 
     config = load_config(REPO_ROOT / "conf" / "image_cnn.yaml", [f"workdir={workdir}"])
     transform = ImageTransform(image_size, CLASSES, [127.0] * 3, [64.0] * 3)
@@ -54,7 +54,7 @@ def log_model(workdir: Path, image_size: int) -> tuple[str, str]:
     mlflow.set_experiment("score-benchmark")
     with mlflow.start_run() as run:
         pass
-    uri = tracking.log_model(config, run.info.run_id, workdir / "model.keras", workdir / "transform.json")
+    uri = pyfunc.log_model(config, run.info.run_id, workdir / "model.keras", workdir / "transform.json")
     return uri, config.tracking_uri
 
 

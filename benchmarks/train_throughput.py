@@ -4,18 +4,18 @@ One run writes one synthetic data set with ``read_throughput.write_dataset`` (ra
 ``--size`` x ``--size`` x 3 images, int32 labels, row groups of ``--row-group-size`` rows, by
 default uncompressed 128-row groups of 32x32 images as ``conf/image_cnn.yaml`` writes its splits), then
 trains the project's CNN (``models.cnn.build_cnn`` with the pipeline's default layers, Adam,
-sparse categorical cross-entropy, ``jit_compile=False`` as ``pipelines.training`` compiles it)
+sparse categorical cross-entropy, ``jit_compile=False`` as ``pipelines.train`` compiles it)
 with ``model.fit`` and a fixed number of steps per epoch (``--rows`` // global batch):
 
 P2 (one spawned process, TF intra/inter op threads set to ``--threads``): two models, one fed by
-    (s) ``pipelines.data_loading.split_dataset`` (rank 0 of 1, ``--shuffle-buffer`` rows, the
+    (s) ``pipelines.train.loader.split_dataset`` (rank 0 of 1, ``--shuffle-buffer`` rows, the
         training default), one by (m) the same rows as numpy arrays in memory (``model.fit(x, y,
         shuffle=True)``); after an untimed warm-up epoch each, ``--p2-pairs`` pairs of one-epoch fits,
         (m) and (s) in turn. Target: median over pairs of (s)/(m) samples/s >= 0.95.
-P3 (Horovod, gloo, the ranks started by ``pipelines.local_ranks`` as the pipeline starts them):
+P3 (Horovod, gloo, the ranks started by ``pipelines.runtime.local_ranks`` as the pipeline starts them):
     2 ranks x 1 TF thread each at ``--batch-size`` / 2 per rank vs 1 rank x ``--threads`` threads at
     ``--batch-size``, both fed by ``split_dataset`` and trained with the project's adapter
-    (``pipelines.horovod_keras.distributed(Adam)`` + ``BroadcastInitialState``); the two launches
+    (``pipelines.train.horovod_keras.distributed(Adam)`` + ``BroadcastInitialState``); the two launches
     alternate ``--rounds`` times. The grouped allreduce inside the adapter's optimizer is timed in
     the graph (``tf.timestamp`` once the gradients exist and once the averaged ones do), so the
     time per step it reports includes waiting for the slower rank. Target: (2x1)/(1x2) >= 0.9.
@@ -117,7 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _set_threads(threads: int) -> None:
-    """Pin TF's thread pools before TF starts (as ``pipelines.training._pin_devices`` does)."""
+    """Pin TF's thread pools before TF starts (as ``pipelines.train.rank_loop._pin_devices`` does)."""
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -187,8 +187,8 @@ def p2_child(root: str, args: argparse.Namespace) -> dict:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from pipelines.data_loading import split_dataset
-    from pipelines.logs import quiet_library_warnings, setup_logging
+    from pipelines.runtime.logs import quiet_library_warnings, setup_logging
+    from pipelines.train.loader import split_dataset
 
     setup_logging()
     quiet_library_warnings()
@@ -312,9 +312,9 @@ def rank_worker(root: str, args: argparse.Namespace, threads: int, allreduce: bo
     import horovod.tensorflow as hvd
     import keras
 
-    from pipelines import horovod_keras as hk
-    from pipelines.data_loading import split_dataset
-    from pipelines.logs import quiet_library_warnings
+    from pipelines.runtime.logs import quiet_library_warnings
+    from pipelines.train import horovod_keras as hk
+    from pipelines.train.loader import split_dataset
 
     quiet_library_warnings()
     _set_threads(threads)
@@ -372,7 +372,7 @@ def _launch(
     """Run ``rank_worker`` on ``ranks`` local gloo ranks, started as the pipeline starts them."""
     import train_throughput
 
-    from pipelines import local_ranks
+    from pipelines.runtime import local_ranks
 
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(REPO_ROOT), str(BENCH_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
@@ -513,7 +513,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from pipelines.logs import setup_logging
+    from pipelines.runtime.logs import setup_logging
 
     setup_logging()
     started = time.perf_counter()

@@ -9,10 +9,10 @@ import os
 import sys
 from pathlib import Path
 
-from pipelines import stages as stage_table
-from pipelines.errors import ConfigError, DlfusionError, Interrupted, describe
-from pipelines.locking import WorkdirBusy, workdir_lock
-from pipelines.stages import BY_NAME, STAGES
+from pipelines.core import stages as stage_table
+from pipelines.core.errors import ConfigError, DlfusionError, Interrupted, describe
+from pipelines.core.stages import BY_NAME, STAGES
+from pipelines.runtime.locking import WorkdirBusy, workdir_lock
 
 log = logging.getLogger("dlfusion")
 
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def serve_mlflow(root: Path, host: str, port: int) -> int:
     """Run ``mlflow server`` in the foreground and say how to point pipelines at it."""
-    from pipelines import mlflow_server
+    from pipelines.track import mlflow_server
 
     try:
         server = mlflow_server.start(root, host, port)
@@ -108,14 +108,14 @@ def main(argv: list[str] | None = None, *, quiet_console: bool = False) -> int:
         return serve_mlflow(args.root, args.host, args.port)
     if args.verbose:  # library output back, here and in every process started from here
         os.environ["DLFUSION_VERBOSE"] = "1"
-    from pipelines import logs
+    from pipelines.runtime import logs
 
     if quiet_console:
         logs.filter_startup_noise()
     logs.setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     logs.send_thread_errors_to_trace()
     summary: dict = {"stage": args.stage, "status": "failed"}
-    from pipelines import processes
+    from pipelines.runtime import processes
 
     with processes.interruptible(on_signal=_cancel_spark_jobs) as stopping:
         code = _run_stage(args, summary)
@@ -140,27 +140,27 @@ def main(argv: list[str] | None = None, *, quiet_console: bool = False) -> int:
 def _run_stage(args: argparse.Namespace, summary: dict) -> int:
     """Run the stage into ``summary``; every failure becomes an exit code and a one-line ``error``,
     with the full trace in the run's log file (and on the console with ``--debug``)."""
-    from pipelines import logs
+    from pipelines.runtime import logs
 
     trace = logs.trace_logger(args.debug)
     try:
-        from pipelines.config_files import load_config
+        from pipelines.pipeline.config_files import load_config
 
         overrides = args.overrides
         if args.stage == "score":
             overrides = [f"score.{o}" if o.split("=", 1)[0] in SCORE_SHORTHANDS else o for o in overrides]
         config = load_config(args.config, overrides)
-        from pipelines.tracking import redact
+        from pipelines.track.runs import redact
 
         summary.update(workdir=str(config.workdir.resolve()), tracking_uri=redact(config.tracking_uri))
         summary["log_file"] = str(logs.log_to_file(config.workdir, args.stage))
         os.environ[logs.LOG_FILE_VARIABLE] = summary["log_file"]  # the Spark JVM logs its errors there too
         if args.debug:
             os.environ["DLFUSION_DEBUG"] = "1"
-        from pipelines.runner import run_one
+        from pipelines.pipeline.runner import run_one
 
         if BY_NAME[args.stage].tracked:
-            from pipelines.tracking import check_reachable
+            from pipelines.track.runs import check_reachable
 
             check_reachable(config.tracking_uri)
         options = {"override_gate": args.override_gate} if args.stage == "promote" else {}
@@ -186,7 +186,7 @@ def _run_stage(args: argparse.Namespace, summary: dict) -> int:
         summary["error"] = str(err)
     except Exception as err:
         trace.error("unexpected failure", exc_info=True)
-        from pipelines.spark import explain_spark_failure  # Spark's import only when it is needed
+        from pipelines.runtime.spark import explain_spark_failure  # Spark's import only when it is needed
 
         explained = explain_spark_failure(err)
         summary["error"] = str(explained) if explained else f"unexpected error: {describe(err)}"
@@ -211,8 +211,8 @@ def _stop_started_work() -> None:
     does (the rest of stop() takes seconds): otherwise it prints a trace when its JVM goes away."""
     import threading
 
-    from pipelines import processes
-    from pipelines.logs import TRACE_LOGGER
+    from pipelines.runtime import processes
+    from pipelines.runtime.logs import TRACE_LOGGER
 
     def shut_accumulators() -> None:
         from pyspark import SparkContext

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import PipelineConfig, SparkConfig
-from pipelines.config_files import load_config
-from pipelines.logs import setup_logging
+from pipelines.core.config import PipelineConfig, SparkConfig
+from pipelines.pipeline.config_files import load_config
+from pipelines.runtime.logs import setup_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_CONFIG = ROOT / "conf" / "image_cnn.yaml"
@@ -30,7 +30,7 @@ def text_config(workdir: Path, *overrides: str) -> PipelineConfig:
 
 @pytest.fixture(scope="session")
 def spark():
-    from pipelines.spark import get_spark
+    from pipelines.runtime.spark import get_spark
 
     session = get_spark(SparkConfig(master="local[2]", app_name="dlfusion-tests"))
     yield session
@@ -40,7 +40,7 @@ def spark():
 @pytest.fixture(scope="session")
 def digits_workdir(tmp_path_factory, spark) -> Path:
     """A workdir holding the ingested and preprocessed digits demo (read-only: copy it to change it)."""
-    from pipelines import runner
+    from pipelines.pipeline import runner
 
     workdir = tmp_path_factory.mktemp("digits")
     config = image_config(workdir)

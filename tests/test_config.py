@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config_files import load_config
-from pipelines.errors import ConfigError, DataError, TrainingError
+from pipelines.core.errors import ConfigError, DataError, TrainingError
+from pipelines.pipeline.config_files import load_config
 from tests.conftest import IMAGE_CONFIG, ROOT
 from tests.support.cli import dlfusion
 
@@ -97,10 +97,10 @@ def test_spark_settings_with_dots_are_one_key(tmp_path):
 
 
 def test_the_configuration_reference_is_generated_from_the_models_and_current():
-    from pipelines import config_reference
+    from pipelines.pipeline import config_reference
 
     page = (ROOT / "docs" / "configuration.md").read_text()
     assert page == config_reference.reference(), (
-        "stale: python -m pipelines.config_reference > docs/configuration.md"
+        "stale: python -m pipelines.pipeline.config_reference > docs/configuration.md"
     )
     assert "| `train.epochs` | int | `10` | number of epochs |" in page

@@ -9,9 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import storage
-from pipelines.catalog import Catalog
-from pipelines.data_loading import (
+from pipelines.core.catalog import Catalog
+from pipelines.core.errors import DataError
+from pipelines.io import parquet
+from pipelines.preprocess.transforms import load_transform
+from pipelines.train.loader import (
     BatchBuffers,
     InputStall,
     ShardPlan,
@@ -21,8 +23,6 @@ from pipelines.data_loading import (
     plan_shards,
     split_dataset,
 )
-from pipelines.errors import DataError
-from pipelines.transforms import load_transform
 
 
 def test_fewer_row_groups_than_ranks_fails_at_planning(tmp_path):
@@ -62,7 +62,7 @@ def test_two_shards_cover_every_row_once(digits_workdir):
 def test_repeating_dataset_never_runs_dry_and_batches_are_full(digits_workdir):
     catalog = Catalog.for_workdir(digits_workdir)
     transform = load_transform(catalog.transform)
-    rows = sum(storage.row_group_sizes(catalog.split("val")))
+    rows = sum(parquet.row_group_sizes(catalog.split("val")))
     dataset = split_dataset(catalog.split("val"), transform, batch_size=32, rank=0, size=2, seed=0)
     batches = list(dataset.take(3 * rows // 32 + 5))  # more than several passes over the shard
     assert all(int(images.shape[0]) == 32 for images, _ in batches)
@@ -73,7 +73,7 @@ def test_row_group_order_changes_every_pass_and_is_reproducible(digits_workdir):
 
     def pass_orders(seed: int) -> list[list[int]]:
         orders: list[list[int]] = []
-        groups = len(storage.row_group_sizes(Catalog.for_workdir(digits_workdir).split("train")))
+        groups = len(parquet.row_group_sizes(Catalog.for_workdir(digits_workdir).split("train")))
         batches = list(_row_group_batches(url, 0, 1, seed, passes=3, first_pass=0))
         for index in range(3):
             chunk = batches[index * groups : (index + 1) * groups]

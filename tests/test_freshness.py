@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import freshness, runner
-from pipelines.catalog import Catalog
+from pipelines.core.catalog import Catalog
+from pipelines.pipeline import freshness, runner
 from tests.conftest import image_config
 
 

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from pipelines import evaluation, runner, training
-from pipelines.catalog import Catalog
-from pipelines.config_files import load_config
+from pipelines.core.catalog import Catalog
+from pipelines.evaluate import evaluation
 from pipelines.kinds.image_gan import quality
+from pipelines.pipeline import runner
+from pipelines.pipeline.config_files import load_config
+from pipelines.train import driver, loader
 from tests.conftest import ROOT
 
 GAN_CONFIG = ROOT / "conf" / "image_gan.yaml"
@@ -32,7 +34,7 @@ def _gan(rank: int = 0, seed: int = 42):
 
     from pipelines.kinds.image_cnn.transform import ImageTransform
     from pipelines.kinds.image_gan.training import build_gan
-    from pipelines.training import RankContext
+    from pipelines.train.task import RankContext
 
     hvd.init()
     config = gan_config("unused", f"train.seed={seed}")
@@ -73,7 +75,7 @@ def test_noise_differs_by_rank_and_step_and_repeats_for_a_seed():
 
 
 def test_checkpoint_state_restores_both_networks_and_both_optimizers():
-    from pipelines.horovod_keras import restore_state, state_arrays
+    from pipelines.train.horovod_keras import restore_state, state_arrays
 
     trained = _gan()
     _fit_one_step(trained)
@@ -98,7 +100,7 @@ def test_frechet_distance_is_zero_for_the_same_sample_and_grows_with_a_shift():
 
 
 def test_gan_config_checks_the_image_size_against_the_generator(tmp_path):
-    from pipelines.errors import ConfigError
+    from pipelines.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="ingest.image_size 30 must be divisible by 2\\*\\*2"):
         gan_config(tmp_path, "ingest.image_size=30")
@@ -114,7 +116,7 @@ def gan_trained(tmp_path_factory, spark):
     config = gan_config(workdir, "train.epochs=4", "monitor.sample_every=2", "monitor.quality_samples=500")
     runner.run_ingest(config)
     runner.run_preprocess(config)
-    return config, training.run(config)
+    return config, driver.run(config)
 
 
 @pytest.mark.slow
@@ -153,10 +155,10 @@ def test_run_logs_losses_samples_and_a_generator_that_makes_images(gan_trained):
 @pytest.mark.slow
 def test_evaluate_logs_the_test_frechet_distance(gan_trained, spark):
     config, result = gan_trained
-    from pipelines import storage
+    from pipelines.io import atomic
 
     metrics = evaluation.run(config, spark)
-    report = storage.read_json(Catalog.for_workdir(config.workdir).preprocess_report)
+    report = atomic.read_json(Catalog.for_workdir(config.workdir).preprocess_report)
     assert metrics["test_rows"] == report["splits"]["test"]["rows"]
     assert np.isfinite(metrics["test_frechet_distance"]) and metrics["test_frechet_distance"] > 0
     run = MlflowClient(config.tracking_uri).get_run(result.run_id)
@@ -169,14 +171,12 @@ def test_evaluate_logs_the_test_frechet_distance(gan_trained, spark):
 @pytest.mark.slow
 def test_resume_restores_both_optimizers_and_the_epoch(gan_trained):
     config, first = gan_trained
-    resumed = training.run(
+    resumed = driver.run(
         config.model_copy(update={"train": config.train.model_copy(update={"resume": True, "epochs": 5})})
     )
     assert resumed.run_id == first.run_id and resumed.initial_epoch == 4
     assert len(resumed.history["frechet_distance"]) == 1
-    steps = training.plan_shards(
-        Catalog.for_workdir(config.workdir).split("train"), 2, config.train.batch_size
-    )
+    steps = loader.plan_shards(Catalog.for_workdir(config.workdir).split("train"), 2, config.train.batch_size)
     with np.load(Catalog.for_workdir(config.workdir).checkpoint(first.run_id)) as saved:
         iterations = [int(saved[key]) for key in saved.files if key.endswith("/iteration")]
     # Both optimizers continued from the checkpoint's step count, not from zero.
@@ -191,7 +191,7 @@ def test_the_classifier_trains_on_the_gans_workdir_without_ingesting_again(gan_t
     catalog = Catalog.for_workdir(config.workdir)
     ingested = catalog.ingested.stat().st_mtime_ns
     classifier = image_config(config.workdir, f"ingest.image_size={SIZE}", "train.epochs=1")
-    result = training.run(classifier)
+    result = driver.run(classifier)
     assert result.run_id != gan.run_id
     assert catalog.ingested.stat().st_mtime_ns == ingested
     runs = {path.stem for path in (config.workdir / "runs").glob("*.json")}
@@ -201,7 +201,7 @@ def test_the_classifier_trains_on_the_gans_workdir_without_ingesting_again(gan_t
 
 @pytest.mark.slow
 def test_a_gan_promotes_twice_the_second_time_against_the_champion_from_the_registry(gan_trained, spark):
-    from pipelines import promotion
+    from pipelines.promote import promotion
 
     config, first = gan_trained
     named = ("monitor.quality_samples=500", "mlflow.registered_model=gan-digits")
@@ -210,7 +210,7 @@ def test_a_gan_promotes_twice_the_second_time_against_the_champion_from_the_regi
         == "promoted"
     )
 
-    second = training.run(gan_config(config.workdir, "train.epochs=1", *named))
+    second = driver.run(gan_config(config.workdir, "train.epochs=1", *named))
     result = promotion.run(gan_config(config.workdir, *named), spark)
 
     assert result["version"] == "2" and result["champion_version"] == "1"

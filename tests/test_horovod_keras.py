@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.horovod_keras import WarmupSchedule, restore_state, state_arrays
-from pipelines.training import class_weights
+from pipelines.train.driver import class_weights
+from pipelines.train.horovod_keras import WarmupSchedule, restore_state, state_arrays
 
 
 def test_warmup_ramps_the_learning_rate_to_base_times_ranks():

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from pipelines.catalog import Catalog
-from pipelines.errors import DataError
+from pipelines.core.catalog import Catalog
+from pipelines.core.errors import DataError
 from pipelines.kinds.image_cnn import ingest
 from pipelines.kinds.image_cnn.schemas import IMAGE_RECORDS
 from tests.conftest import image_config

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config_files import load_config
-from pipelines.errors import ConfigError
+from pipelines.core.errors import ConfigError
+from pipelines.core.stages import KIND_STAGES
 from pipelines.kinds import GROUP, contract, kind_named, registered
-from pipelines.stages import KIND_STAGES
-from pipelines.training import TrainingTask
+from pipelines.pipeline.config_files import load_config
+from pipelines.train.task import TrainingTask
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def test_kind_supports_every_stage_it_declares(name):
 
 
 def test_scoring_a_kind_whose_model_takes_no_input_is_a_one_line_config_error(tmp_path):
-    from pipelines import scoring
+    from pipelines.score import scoring
 
     takes_none = [name for name in registered() if kind_named(name).score_input is None]
     assert takes_none  # the GAN's generator

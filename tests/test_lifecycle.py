@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from pipelines import promotion, runner, training
-from pipelines.catalog import Catalog
+from pipelines.core.catalog import Catalog
+from pipelines.pipeline import runner
+from pipelines.promote import promotion
+from pipelines.train import driver, rank_loop
 from tests.conftest import image_config
 
 
@@ -44,7 +46,7 @@ def test_early_stopping_stops_all_ranks_at_one_epoch_and_keeps_the_best_model(no
         "train.early_stopping.enabled=true",
         "train.early_stopping.patience=1",
     )
-    result = training.run(config)
+    result = driver.run(config)
     early = result.early_stopping
     assert early["stopped_epoch"] is not None and early["stopped_epoch"] < 12, early
     assert early["best_epoch"] == early["stopped_epoch"] - 1  # patience 1
@@ -56,7 +58,7 @@ def test_early_stopping_stops_all_ranks_at_one_epoch_and_keeps_the_best_model(no
         assert int(best["__epoch__"]) == early["best_epoch"]
         best_weights = [best[f"w{i:05d}"] for i in range(len(best.files) - 2)]
     exported = keras.models.load_model(catalog.trained_model(result.run_id), compile=False)
-    assert training.weights_digest(exported.get_weights()) == training.weights_digest(best_weights)
+    assert rank_loop.weights_digest(exported.get_weights()) == rank_loop.weights_digest(best_weights)
 
     tags = MlflowClient(config.tracking_uri).get_run(result.run_id).data.tags
     assert tags["dlfusion.early_stopping.best_epoch"] == str(early["best_epoch"])
@@ -72,7 +74,7 @@ def test_the_gate_moves_the_champion_alias_only_for_a_better_model(digits_workdi
 
     def train_and_promote(*overrides: str, override_gate: bool = False) -> dict:
         config = image_config(workdir, registered, *overrides)
-        training.run(config)
+        driver.run(config)
         return promotion.run(config, spark, override_gate=override_gate)
 
     weak = train_and_promote("train.epochs=1", "train.learning_rate=0.00001", "train.warmup_epochs=0")

@@ -8,8 +8,8 @@ import ipaddress
 import psutil
 import pytest
 
-from pipelines import local_ranks
-from pipelines.errors import DataError
+from pipelines.core.errors import DataError
+from pipelines.runtime import local_ranks
 from tests.support.rank_functions import (
     data_error_on_rank_zero,
     fail_on_rank_one,

@@ -23,10 +23,13 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import cli, runner, storage
-from pipelines.catalog import Catalog
-from pipelines.errors import ConfigError, DataError
-from pipelines.spark import explain_spark_failure
+from pipelines import cli
+from pipelines.core import locations
+from pipelines.core.catalog import Catalog
+from pipelines.core.errors import ConfigError, DataError
+from pipelines.io import atomic, filesystems, parquet, spark_writes
+from pipelines.pipeline import runner
+from pipelines.runtime.spark import explain_spark_failure
 from tests.conftest import IMAGE_CONFIG, ROOT, image_config
 from tests.support.cli import free_port
 from tests.test_storage import SCHEMA, _batches
@@ -90,14 +93,14 @@ def s3(spark):
 
 
 def _put(uri: str, content: bytes) -> None:
-    fs, inner, _ = storage.filesystem(uri)
+    fs, inner, _ = filesystems.filesystem(uri)
     with fs.open_output_stream(inner) as stream:
         stream.write(content)
 
 
 def _keys(prefix: str) -> list[str]:
     """Every object under ``s3://BUCKET/prefix``, relative to it."""
-    fs, inner, _ = storage.filesystem(f"s3://{BUCKET}/{prefix}")
+    fs, inner, _ = filesystems.filesystem(f"s3://{BUCKET}/{prefix}")
     infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True, allow_not_found=True))
     return sorted(i.path[len(inner) + 1 :] for i in infos if i.type == pafs.FileType.File)
 
@@ -109,11 +112,11 @@ def test_uris_keep_their_scheme_and_local_paths_stay_paths(tmp_path):
     catalog = Catalog.for_workdir("s3://bucket/work/")
     assert str(catalog.ingested) == "s3://bucket/work/ingest/records.parquet"
     assert str(catalog.trained_model("r").parent) == "s3://bucket/work/checkpoints/r"
-    assert str(storage.Uri("hdfs://nn:8020/a//b/").parent.parent) == "hdfs://nn:8020"
+    assert str(locations.Uri("hdfs://nn:8020/a//b/").parent.parent) == "hdfs://nn:8020"
     for local in (tmp_path, str(tmp_path), f"file:{tmp_path}", f"file://{tmp_path}"):
         assert Catalog.for_workdir(local).workdir == tmp_path.resolve()
-    assert not storage.renames_atomically("s3a://bucket/x") and not storage.renames_atomically("gs://b/x")
-    assert all(storage.renames_atomically(x) for x in (tmp_path, f"file:{tmp_path}", "hdfs://nn/x"))
+    assert not locations.renames_atomically("s3a://bucket/x") and not locations.renames_atomically("gs://b/x")
+    assert all(locations.renames_atomically(x) for x in (tmp_path, f"file:{tmp_path}", "hdfs://nn/x"))
     assert str(image_config("s3://bucket/w").workdir) == "s3://bucket/w"
     assert image_config(f"file://{tmp_path}").workdir == tmp_path
     with pytest.raises(TypeError):  # never a silent local folder named "s3:"
@@ -132,10 +135,10 @@ def test_a_uri_workdir_gives_one_config_line_where_a_local_file_is_needed(capsys
         "dlfusion: error: config error: workdir: s3://bucket/w is a URI, but the dlfusion command (its lock "
         "and log files) needs a local path or a shared mount (NFS, ...); data.source may be a URI"
     ]
-    from pipelines import training
+    from pipelines.train import driver
 
     with pytest.raises(ConfigError, match="training .* needs a local path or a shared mount"):
-        training.run(config)
+        driver.run(config)
     assert not Path("s3:").exists() and not (ROOT / "s3:").exists()
 
 
@@ -150,30 +153,30 @@ def test_listing_and_reading_files_on_s3(s3):
         "c/_meta": b"",
     }.items():
         _put(f"s3://{BUCKET}/tree/{relpath}", content)
-    listing = storage.list_files(f"s3://{BUCKET}/tree")
+    listing = filesystems.list_files(f"s3://{BUCKET}/tree")
     assert listing.to_pydict() == {
         "relpath": ["a/.hidden", "a/1.txt", "a/b/2.txt", "c/_meta"],
         "size": [1, 3, 4, 0],
     }
-    assert storage.visible_files(listing).column("relpath").to_pylist() == ["a/1.txt", "a/b/2.txt"]
-    uris = storage.file_uris(f"s3a://{BUCKET}/tree/a/b")  # Hadoop's scheme name opens the same store
+    assert filesystems.visible_files(listing).column("relpath").to_pylist() == ["a/1.txt", "a/b/2.txt"]
+    uris = filesystems.file_uris(f"s3a://{BUCKET}/tree/a/b")  # Hadoop's scheme name opens the same store
     assert uris == [f"s3a://{BUCKET}/tree/a/b/2.txt"]
-    assert storage.read_bytes(uris[0]) == b"two!"
-    with storage.open_input(f"s3://{BUCKET}/tree/a/1.txt") as stream:
+    assert filesystems.read_bytes(uris[0]) == b"two!"
+    with filesystems.open_input(f"s3://{BUCKET}/tree/a/1.txt") as stream:
         assert stream.read() == b"one"
-    assert storage.source_uri(f"s3://{BUCKET}/tree/") == f"s3://{BUCKET}/tree"
+    assert filesystems.source_uri(f"s3://{BUCKET}/tree/") == f"s3://{BUCKET}/tree"
     with pytest.raises(FileNotFoundError):
-        storage.list_files(f"s3://{BUCKET}/nothing-here")
+        filesystems.list_files(f"s3://{BUCKET}/nothing-here")
     # one client per bucket and settings, not one per file
-    assert storage.filesystem(f"s3://{BUCKET}/x")[0] is storage.filesystem(f"s3://{BUCKET}/y/z")[0]
+    assert filesystems.filesystem(f"s3://{BUCKET}/x")[0] is filesystems.filesystem(f"s3://{BUCKET}/y/z")[0]
 
 
 def test_json_records_on_s3_are_single_objects(s3):
-    record = storage.Uri(f"s3://{BUCKET}/records/runs/image_cnn.json")
-    assert not storage.is_file(record)
-    storage.write_json_atomically({"run_id": "a"}, record)
-    storage.write_json_atomically({"run_id": "b"}, record)
-    assert storage.is_file(record) and storage.read_json(record) == {"run_id": "b"}
+    record = locations.Uri(f"s3://{BUCKET}/records/runs/image_cnn.json")
+    assert not filesystems.is_file(record)
+    atomic.write_json_atomically({"run_id": "a"}, record)
+    atomic.write_json_atomically({"run_id": "b"}, record)
+    assert filesystems.is_file(record) and atomic.read_json(record) == {"run_id": "b"}
     assert _keys("records") == ["runs/image_cnn.json"]  # no temporary object left
 
 
@@ -185,7 +188,7 @@ def test_spark_tasks_write_parquet_to_s3_and_commit_with_a_marker(spark, s3):
             yield ("even" if task % 2 == 0 else "odd"), batch(task, 50)
 
     locations = {value: f"s3://{BUCKET}/out/{value}.parquet" for value in ("even", "odd", "none")}
-    files = storage.write_from_tasks(spark, 4, produce, SCHEMA, locations, row_group_bytes=40_000)
+    files = spark_writes.write_from_tasks(spark, 4, produce, SCHEMA, locations, row_group_bytes=40_000)
     assert all(uri.startswith(f"s3://{BUCKET}/out/.tmp-") for _, uri, _ in files)  # written by the workers
     keys = _keys("out")
     assert not [key for key in keys if key.startswith(".tmp-")]  # staging removed
@@ -195,42 +198,42 @@ def test_spark_tasks_write_parquet_to_s3_and_commit_with_a_marker(spark, s3):
         + [f"even.parquet/part-{t:05d}-0.parquet" for t in (0, 2)]
         + [f"odd.parquet/part-{t:05d}-0.parquet" for t in (1, 3)]
     )
-    assert sum(storage.row_group_sizes(locations["even"])) == 300
-    assert max(storage.row_group_sizes(locations["odd"])) <= 40
-    assert sum(storage.row_group_sizes(locations["none"])) == 0
-    odd = storage.data_files(locations["odd"])
+    assert sum(parquet.row_group_sizes(locations["even"])) == 300
+    assert max(parquet.row_group_sizes(locations["odd"])) <= 40
+    assert sum(parquet.row_group_sizes(locations["none"])) == 0
+    odd = parquet.data_files(locations["odd"])
     assert odd == [f"s3://{BUCKET}/out/odd.parquet/part-{t:05d}-0.parquet" for t in (1, 3)]
-    fs, inner, _ = storage.filesystem(odd[0])
+    fs, inner, _ = filesystems.filesystem(odd[0])
     assert pq.read_table(inner, filesystem=fs).column("key").to_pylist()[:2] == ["t1-0", "t1-1"]
 
 
 def test_commit_on_s3_keeps_only_successful_attempts_and_replaces_the_old_data_set(s3):
     staging = f"s3://{BUCKET}/commit/.tmp-x-out"
     for name in ("part-00000-0", "part-00001-0", "part-00001-1"):  # task 1's first attempt failed
-        fs, inner, _ = storage.filesystem(f"{staging}/out/{name}.parquet")
+        fs, inner, _ = filesystems.filesystem(f"{staging}/out/{name}.parquet")
         pq.write_table(pa.Table.from_batches([_batches()(0, 2)]), inner, filesystem=fs)
     target = f"s3://{BUCKET}/commit/out.parquet"
     _put(f"{target}/part-00009-0.parquet", b"an older data set's file")
     _put(f"{target}/_SUCCESS", b"")
     reported = [("out", f"{staging}/out/{name}.parquet", 2) for name in ("part-00000-0", "part-00001-1")]
-    storage._commit_staged(staging, reported, {"out": target}, SCHEMA)
+    spark_writes._commit_staged(staging, reported, {"out": target}, SCHEMA)
     assert _keys("commit") == [
         "out.parquet/_SUCCESS",
         "out.parquet/part-00000-0.parquet",
         "out.parquet/part-00001-1.parquet",
     ]
-    assert storage.row_group_sizes(target) == [2, 2]
+    assert parquet.row_group_sizes(target) == [2, 2]
 
 
 def test_a_data_set_without_its_marker_is_not_trusted_on_s3(s3):
     location = f"s3://{BUCKET}/half/records.parquet"
-    fs, inner, _ = storage.filesystem(location)
+    fs, inner, _ = filesystems.filesystem(location)
     pq.write_table(pa.Table.from_batches([_batches()(0, 3)]), f"{inner}/part-00000-0.parquet", filesystem=fs)
-    for read in (storage.data_files, storage.row_group_sizes):
+    for read in (parquet.data_files, parquet.row_group_sizes):
         with pytest.raises(DataError, match="incomplete data set: no _SUCCESS marker"):
             read(location)
     _put(f"{location}/_SUCCESS", b"")
-    assert storage.row_group_sizes(location) == [3]
+    assert parquet.row_group_sizes(location) == [3]
 
 
 def test_spark_without_an_s3_connector_fails_with_one_line_naming_it(spark, s3):
@@ -293,10 +296,10 @@ def test_ingest_into_an_s3_workdir_runs_on_the_python_side(spark, s3, s3_digits)
     assert report["files_seen"] == files == report["rows_written"] + report["rows_quarantined"]
     assert report["rows_quarantined"] == bad and report["classes"] == 10
     catalog = Catalog.for_workdir(config.workdir)
-    assert storage.read_json(catalog.ingest_report)["files_seen"] == files
+    assert atomic.read_json(catalog.ingest_report)["files_seen"] == files
     assert all(
         uri.startswith(f"s3://{BUCKET}/work/ingest/records.parquet/")
-        for uri in storage.data_files(catalog.ingested)
+        for uri in parquet.data_files(catalog.ingested)
     )
     keys = _keys("work/ingest")
     assert "records.parquet/_SUCCESS" in keys and "quarantine.parquet/_SUCCESS" in keys

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines import splits, storage
-from pipelines.catalog import SPLITS, Catalog
-from pipelines.config import SplitConfig
-from pipelines.errors import DataError
+from pipelines.core.catalog import SPLITS, Catalog
+from pipelines.core.config import SplitConfig
+from pipelines.core.errors import DataError
+from pipelines.io import atomic, parquet, spark_writes
 from pipelines.kinds.image_cnn import preprocess
 from pipelines.kinds.image_cnn.schemas import IMAGE_SPLIT
-from pipelines.transforms import load_transform
+from pipelines.preprocess import splits
+from pipelines.preprocess.transforms import load_transform
 from tests.conftest import image_config
 
 
@@ -67,7 +68,7 @@ def test_index_labels_follows_class_names(spark):
 
 def test_preprocess_writes_declared_splits_and_fits_on_train_only(spark, digits_workdir):
     catalog = Catalog.for_workdir(digits_workdir)
-    report = storage.read_json(catalog.preprocess_report)
+    report = atomic.read_json(catalog.preprocess_report)
     transform = load_transform(catalog.transform)
     assert transform.class_names == [str(d) for d in range(10)]
 
@@ -78,7 +79,7 @@ def test_preprocess_writes_declared_splits_and_fits_on_train_only(spark, digits_
         assert report["splits"][name]["rows"] == data.count()
         assert report["splits"][name]["row_groups"] >= 2  # enough for the default two ranks
         total += data.count()
-    assert total == storage.read_json(catalog.ingest_report)["rows_written"] == 1797
+    assert total == atomic.read_json(catalog.ingest_report)["rows_written"] == 1797
 
     size = transform.image_size
     train = _split_pixels(spark, catalog.split("train"), size).reshape(-1, 3).astype(np.float64)
@@ -92,7 +93,7 @@ def test_report_counts_and_digests_match_the_written_splits(spark, digits_workdi
     from pyspark.sql import functions as F
 
     catalog = Catalog.for_workdir(digits_workdir)
-    report = storage.read_json(catalog.preprocess_report)
+    report = atomic.read_json(catalog.preprocess_report)
     ingested = spark.read.parquet(str(catalog.ingested)).select("relpath", "pixels_hash")
     for name in SPLITS:
         split = spark.read.parquet(str(catalog.split(name)))
@@ -107,7 +108,7 @@ def test_report_counts_and_digests_match_the_written_splits(spark, digits_workdi
 
 def test_row_group_size_follows_config(spark, tmp_path, digits_workdir):
     config = image_config(digits_workdir)
-    sizes = storage.row_group_sizes(Catalog.for_workdir(digits_workdir).split("train"))
+    sizes = parquet.row_group_sizes(Catalog.for_workdir(digits_workdir).split("train"))
     # Row groups are cut by bytes; they land near the configured row count, never far above it.
     assert max(sizes) <= 1.5 * config.preprocess.rows_per_row_group
     assert len(sizes) >= config.train.num_proc
@@ -115,16 +116,16 @@ def test_row_group_size_follows_config(spark, tmp_path, digits_workdir):
 
 def test_atomic_write_leaves_old_data_when_the_job_dies(spark, tmp_path):
     target = tmp_path / "table.parquet"
-    storage.write_parquet_atomically(spark.range(5), target)
+    spark_writes.write_parquet_atomically(spark.range(5), target)
 
     from pyspark.sql import functions as F
 
     crash_on_row_3 = F.when(F.col("id") == 3, F.raise_error(F.lit("simulated crash"))).otherwise(F.col("id"))
     failing = spark.range(5).withColumn("value", crash_on_row_3.cast("long"))
     with pytest.raises(Exception, match="simulated crash"):
-        storage.write_parquet_atomically(failing, target)
+        spark_writes.write_parquet_atomically(failing, target)
     assert spark.read.parquet(str(target)).count() == 5
-    storage.write_parquet_atomically(spark.range(7), target)
+    spark_writes.write_parquet_atomically(spark.range(7), target)
     assert spark.read.parquet(str(target)).count() == 7
 
 
@@ -139,7 +140,7 @@ def test_row_groups_mix_the_classes(digits_workdir):
 
     location = Catalog.for_workdir(digits_workdir).split("train")
     for part in sorted(location.glob("part-*.parquet")):
-        parquet = pq.ParquetFile(part)
-        for index in range(parquet.num_row_groups):
-            labels = parquet.read_row_group(index, columns=["label"]).column("label").to_pylist()
+        parquet_file = pq.ParquetFile(part)
+        for index in range(parquet_file.num_row_groups):
+            labels = parquet_file.read_row_group(index, columns=["label"]).column("label").to_pylist()
             assert len(set(labels)) >= min(5, len(labels)), labels

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import storage
-from pipelines.catalog import SPLITS, Catalog
+from pipelines.core.catalog import SPLITS, Catalog
+from pipelines.io import parquet
 from pipelines.kinds.image_cnn.demo import write_synthetic_images
 from tests.support.cli import dlfusion
 
@@ -43,5 +43,5 @@ def test_32000_jpegs_with_default_settings_every_file_accounted_for(tmp_path):
     catalog = Catalog.for_workdir(workdir)
     assert sum(splits.values()) == FILES
     for name in SPLITS:
-        assert sum(storage.row_group_sizes(catalog.split(name))) == splits[name]
-    assert sum(storage.row_group_sizes(catalog.quarantine)) == 3
+        assert sum(parquet.row_group_sizes(catalog.split(name))) == splits[name]
+    assert sum(parquet.row_group_sizes(catalog.quarantine)) == 3

@@ -44,7 +44,7 @@ def test_spark_submit_master_is_never_overridden(tmp_path):
 
 
 def test_jvm_out_of_memory_becomes_one_line_naming_the_setting(spark):
-    from pipelines.spark import explain_spark_failure
+    from pipelines.runtime.spark import explain_spark_failure
 
     with pytest.raises(Exception, match="OutOfMemoryError") as raised:
         spark.sparkContext._jvm.java.nio.ByteBuffer.allocate(2**31 - 1)  # > the 1 GB default heap

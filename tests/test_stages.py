@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ast
 
-from pipelines import freshness, runner
+from pipelines.core.stages import BY_NAME, CHAIN, KIND_STAGES, NAMES
 from pipelines.kinds import kind_named, registered
-from pipelines.stages import BY_NAME, CHAIN, KIND_STAGES, NAMES
+from pipelines.pipeline import freshness, runner
 from tests.support.cli import ROOT, dlfusion
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.catalog import Catalog
-from pipelines.errors import DataError
+from pipelines.core.catalog import Catalog
+from pipelines.core.errors import DataError
 from pipelines.kinds.text_lstm import ingest as text_ingest
 from pipelines.kinds.text_lstm.schemas import TEXT_RECORDS
 from tests.conftest import text_config

@@ -12,10 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
-from pipelines import evaluation, runner, storage, training
-from pipelines.catalog import Catalog
+from pipelines.core.catalog import Catalog
+from pipelines.evaluate import evaluation
+from pipelines.io import atomic
 from pipelines.kinds.text_lstm.demo import write_reviews
-from pipelines.transforms import load_transform
+from pipelines.pipeline import runner
+from pipelines.preprocess.transforms import load_transform
+from pipelines.train import driver
 from tests.conftest import text_config
 
 pytestmark = pytest.mark.slow  # every test here uses a text model trained on Horovod ranks
@@ -31,7 +34,7 @@ def trained_text(tmp_path_factory, spark):
     )
     summary = runner.run_ingest(config)
     runner.run_preprocess(config)
-    return config, summary, training.run(config)
+    return config, summary, driver.run(config)
 
 
 def test_ingest_accounts_for_every_generated_review(trained_text):
@@ -73,7 +76,7 @@ def test_pyfunc_predicts_from_raw_strings_like_the_training_time_path(trained_te
 def test_text_model_beats_the_majority_baseline(trained_text, spark):
     config, _, _ = trained_text
     metrics = evaluation.run(config, spark)
-    counts = storage.read_json(Catalog.for_workdir(config.workdir).preprocess_report)["splits"]["test"][
+    counts = atomic.read_json(Catalog.for_workdir(config.workdir).preprocess_report)["splits"]["test"][
         "label_counts"
     ]
     baseline = max(counts) / sum(counts)
@@ -81,7 +84,7 @@ def test_text_model_beats_the_majority_baseline(trained_text, spark):
 
 
 def test_score_unlabelled_text_files_with_spark_udf_and_quarantine_bad_records(trained_text, tmp_path, spark):
-    from pipelines import scoring
+    from pipelines.score import scoring
 
     config, _, result = trained_text
     texts = ["A wonderful, moving film.", "Dull &amp; predictable, a waste of time.", "It was fine."]

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines import splits, storage
-from pipelines.catalog import SPLITS, Catalog
+from pipelines.core.catalog import SPLITS, Catalog
+from pipelines.io import atomic, spark_writes
 from pipelines.kinds.text_lstm import preprocess as text_preprocess
 from pipelines.kinds.text_lstm.schemas import TEXT_RECORDS, TEXT_SPLIT
 from pipelines.kinds.text_lstm.transform import OOV_ID, PAD_ID, TextTransform, tokenize
-from pipelines.transforms import load_transform
+from pipelines.preprocess import splits
+from pipelines.preprocess.transforms import load_transform
 from tests.conftest import text_config
 
 
@@ -52,7 +53,7 @@ def test_vocabulary_is_fitted_on_train_only(spark, tmp_path):
     train_word = by_split["train"][0].split()[0]
 
     ingested = _records(spark, candidates + [("the acting is awful", "negative")] * 50)
-    storage.write_parquet_atomically(ingested, Catalog.for_workdir(config.workdir).ingested)
+    spark_writes.write_parquet_atomically(ingested, Catalog.for_workdir(config.workdir).ingested)
     report = text_preprocess.run(config, spark)
 
     transform = load_transform(Catalog.for_workdir(config.workdir).transform)
@@ -70,7 +71,9 @@ def test_vocab_size_caps_the_vocabulary_and_splits_hold_declared_ids(spark, tmp_
     texts = [
         (f"w{i % 7} w{i % 3} common words here", "positive" if i % 2 else "negative") for i in range(300)
     ]
-    storage.write_parquet_atomically(_records(spark, texts), Catalog.for_workdir(config.workdir).ingested)
+    spark_writes.write_parquet_atomically(
+        _records(spark, texts), Catalog.for_workdir(config.workdir).ingested
+    )
     text_preprocess.run(config, spark)
     catalog = Catalog.for_workdir(config.workdir)
     transform = load_transform(catalog.transform)
@@ -81,7 +84,7 @@ def test_vocab_size_caps_the_vocabulary_and_splits_hold_declared_ids(spark, tmp_
     for row in train.limit(20).collect():
         ids = np.frombuffer(row.tokens, dtype="<i4")
         assert ids.tolist() == transform.encode([row.text])[0].tolist()  # Spark path == serving path
-    report = storage.read_json(catalog.preprocess_report)
+    report = atomic.read_json(catalog.preprocess_report)
     positives = sum(
         split["label_counts"][transform.class_names.index("positive")] for split in report["splits"].values()
     )

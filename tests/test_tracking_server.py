@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from pipelines import mlflow_server as mlflow_server_module
-from pipelines import tracking, training
+from pipelines.track import mlflow_server as mlflow_server_module
+from pipelines.track import runs
+from pipelines.train import driver
 from tests.conftest import ROOT, image_config
 from tests.support.cli import dlfusion, free_port
 
@@ -37,7 +38,7 @@ def mlflow_server(tmp_path_factory):
 @pytest.mark.slow
 def test_training_logs_to_an_mlflow_server_over_http(mlflow_server, trainable_workdir, spark):
     config = image_config(trainable_workdir, "train.epochs=1", f"mlflow.tracking_uri={mlflow_server}")
-    result = training.run(config)
+    result = driver.run(config)
     client = MlflowClient(mlflow_server)
     run = client.get_run(result.run_id)
     assert run.data.params["data.ingest.files_seen"] == "1797"
@@ -54,7 +55,7 @@ def test_metric_logging_to_a_dead_server_warns_instead_of_raising(monkeypatch, c
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     dead = f"http://127.0.0.1:{free_port()}"
     started = time.time()
-    assert tracking.log_metrics(dead, "0" * 32, {"loss": 1.0}, step=1) is False
+    assert runs.log_metrics(dead, "0" * 32, {"loss": 1.0}, step=1) is False
     assert time.time() - started < 30
     assert "MLflow logging failed, training continues" in caplog.text
 

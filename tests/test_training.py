@@ -13,10 +13,12 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipelines import evaluation, storage, training
-from pipelines.catalog import Catalog
-from pipelines.errors import TrainingError
-from pipelines.transforms import load_transform
+from pipelines.core.catalog import Catalog
+from pipelines.core.errors import TrainingError
+from pipelines.evaluate import evaluation
+from pipelines.io import atomic
+from pipelines.preprocess.transforms import load_transform
+from pipelines.train import driver, launchers, loader
 from tests.conftest import IMAGE_CONFIG, image_config
 
 pytestmark = pytest.mark.slow  # every test here trains on Horovod ranks, or uses a model trained so
@@ -30,7 +32,7 @@ def trained(tmp_path_factory, digits_workdir, spark):
     workdir = tmp_path_factory.mktemp("trained") / "work"
     shutil.copytree(digits_workdir, workdir)
     config = image_config(workdir, "train.epochs=2")
-    return config, training.run(config)
+    return config, driver.run(config)
 
 
 def test_two_ranks_end_with_identical_weights(trained):
@@ -61,7 +63,7 @@ def test_run_records_config_data_metrics_and_transform(trained):
     stalls = client.get_metric_history(result.run_id, "input_stall")  # averaged over the ranks
     assert sorted(m.step for m in stalls) == [1, 2] and all(0 <= m.value < 1 for m in stalls)
     inputs = {i.dataset.name: i.dataset for i in run.inputs.dataset_inputs}
-    report = storage.read_json(Catalog.for_workdir(config.workdir).preprocess_report)
+    report = atomic.read_json(Catalog.for_workdir(config.workdir).preprocess_report)
     assert inputs["image_cnn-train"].digest == report["splits"]["train"]["digest"]
     logged = {a.path for a in client.list_artifacts(result.run_id, "transform")}
     assert logged == {"transform/transform.json", "transform/label_map.json"}
@@ -93,7 +95,7 @@ def test_evaluate_logs_test_metrics_to_the_same_run(trained, spark):
     assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert {"test_macro_precision", "test_macro_recall", "test_macro_f1"} <= set(run.data.metrics)
     assert not [key for key in run.data.metrics if key.startswith("test_f1.")]  # per class: the table
-    test_rows = storage.read_json(Catalog.for_workdir(config.workdir).preprocess_report)["splits"]["test"][
+    test_rows = atomic.read_json(Catalog.for_workdir(config.workdir).preprocess_report)["splits"]["test"][
         "rows"
     ]
     assert metrics["test_rows"] == test_rows
@@ -107,7 +109,7 @@ def test_evaluate_logs_test_metrics_to_the_same_run(trained, spark):
 
 def test_evaluate_on_the_local_ranks_scores_the_test_split_as_spark_does(trained, spark):
     config, result = trained
-    with training.RankPool(config.train) as pool:
+    with launchers.RankPool(config.train) as pool:
         on_ranks = evaluation.run(config, spark, pool=pool)
         ranks = pool.get()
     assert on_ranks == evaluation.run(config, spark)
@@ -170,20 +172,20 @@ def test_score_predicts_a_new_folder_with_spark_udf_and_quarantines_a_bad_file(t
 
 
 def test_resume_continues_from_the_checkpoint(trainable_workdir, spark):
-    first = training.run(image_config(trainable_workdir, "train.epochs=1"))
+    first = driver.run(image_config(trainable_workdir, "train.epochs=1"))
     catalog = Catalog.for_workdir(trainable_workdir)
     with np.load(catalog.checkpoint(first.run_id)) as saved:
         assert int(saved["__epoch__"]) == 1
 
     config = image_config(trainable_workdir, "train.epochs=2", "train.resume=true")
-    resumed = training.run(config)
+    resumed = driver.run(config)
     assert resumed.run_id == first.run_id and resumed.initial_epoch == 1
     assert len(resumed.history["loss"]) == 1  # only the missing epoch ran
     assert resumed.rank_digests[0] == resumed.rank_digests[1]
     with np.load(catalog.checkpoint(first.run_id)) as saved:
         assert int(saved["__epoch__"]) == 2
         iterations = [saved[k] for k in saved.files if k.endswith("/iteration")]
-    steps = training.plan_shards(catalog.split("train"), 2, 32).steps_per_epoch
+    steps = loader.plan_shards(catalog.split("train"), 2, 32).steps_per_epoch
     assert int(iterations[0]) == 2 * steps  # optimizer state was restored, not restarted
     history = MlflowClient(config.tracking_uri).get_metric_history(first.run_id, "loss")
     assert sorted(m.step for m in history) == [1, 2]
@@ -191,10 +193,10 @@ def test_resume_continues_from_the_checkpoint(trainable_workdir, spark):
 
 def test_spark_launcher_trains_on_executors(trainable_workdir, spark):
     config = image_config(trainable_workdir, "train.epochs=1", "train.launcher=spark")
-    result = training.run(config)
+    result = driver.run(config)
     assert result.rank_digests[0] == result.rank_digests[1]
     assert (
-        storage.read_json(Catalog.for_workdir(config.workdir).latest_run("image_cnn"))["run_id"]
+        atomic.read_json(Catalog.for_workdir(config.workdir).latest_run("image_cnn"))["run_id"]
         == result.run_id
     )
 
@@ -207,7 +209,7 @@ def test_a_failing_rank_reports_its_own_exception(trainable_workdir, spark):
     config = image_config(trainable_workdir, "train.epochs=1", "train.stall_timeout_s=30")
     started = time.monotonic()
     with pytest.raises(TrainingError) as caught:
-        training.run(config)
+        driver.run(config)
     # Bounded (the stall timeout plus start-up, slower on a loaded machine), not a hang.
     assert time.monotonic() - started < 150
     assert caught.value.rank in (0, 1)

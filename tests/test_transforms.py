@@ -6,7 +6,7 @@ import json
 
 from pipelines.kinds.image_cnn.transform import ImageTransform
 from pipelines.kinds.text_lstm.transform import TextTransform
-from pipelines.transforms import load_transform, save_transform
+from pipelines.preprocess.transforms import load_transform, save_transform
 
 
 def test_a_transform_is_saved_with_its_class_and_loads_back_equal(tmp_path):

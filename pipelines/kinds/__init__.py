@@ -19,9 +19,9 @@ import importlib.metadata
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.config import PipelineBase
-from pipelines.errors import ConfigError
-from pipelines.stages import KIND_STAGES
+from pipelines.core.config import PipelineBase
+from pipelines.core.errors import ConfigError
+from pipelines.core.stages import KIND_STAGES
 
 GROUP = "dlfusion.kinds"
 
@@ -36,7 +36,7 @@ class Kind:
     ingest: str  # raw data -> ingested Parquet (contract.Ingest)
     preprocess: str  # ingested -> split Parquet + fitted transform (contract.Preprocess)
     demo: str  # the demo raw data used when data.source is unset (contract.Demo)
-    task: str  # TrainingTask subclass, instantiated on every rank (pipelines.training)
+    task: str  # TrainingTask subclass, instantiated on every rank (pipelines.train.task)
     served_model: str  # the pyfunc logged with the model, and its signature's examples
     evaluate: str  # the test metrics of a logged model (contract.Evaluate)
     primary_metric: str  # the test metric that ranks this kind's models

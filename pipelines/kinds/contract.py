@@ -15,11 +15,11 @@ if TYPE_CHECKING:
     import mlflow.pyfunc
     from pyspark.sql import SparkSession
 
-    from pipelines.catalog import Catalog
-    from pipelines.config import PipelineBase
+    from pipelines.core.catalog import Catalog
+    from pipelines.core.config import PipelineBase
     from pipelines.kinds import Kind
-    from pipelines.local_ranks import LocalRanks
-    from pipelines.scoring import ScoreInputs
+    from pipelines.runtime.local_ranks import LocalRanks
+    from pipelines.score.scoring import ScoreInputs
 
 
 class Ingest(Protocol):
@@ -80,7 +80,7 @@ class ScoreInput(Protocol):
     ) -> ScoreInputs: ...
 
 
-# The function parts, by ``Kind`` field; ``task`` is a ``pipelines.training.TrainingTask`` subclass.
+# The function parts, by ``Kind`` field; ``task`` is a ``pipelines.train.task.TrainingTask`` subclass.
 FUNCTION_PARTS: dict[str, type] = {
     "ingest": Ingest,
     "preprocess": Preprocess,

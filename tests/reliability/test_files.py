@@ -6,10 +6,10 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import runner
-from pipelines.catalog import Catalog
-from pipelines.config_files import load_config
-from pipelines.errors import ConfigError
+from pipelines.core.catalog import Catalog
+from pipelines.core.errors import ConfigError
+from pipelines.pipeline import runner
+from pipelines.pipeline.config_files import load_config
 from tests.conftest import text_config
 
 HEADER = "review\tsentiment\n"

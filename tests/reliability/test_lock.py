@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from pipelines.locking import LOCK_NAME, workdir_lock
+from pipelines.runtime.locking import LOCK_NAME, workdir_lock
 from tests.reliability.conftest import ROOT, Dlfusion
 
 
@@ -35,7 +35,7 @@ def test_the_lock_of_a_killed_run_is_taken_over(tmp_path):
     workdir = tmp_path / "work"
     workdir.mkdir()
     hold = (
-        "import time\nfrom pipelines.locking import workdir_lock\n"
+        "import time\nfrom pipelines.runtime.locking import workdir_lock\n"
         f"with workdir_lock({str(workdir)!r}, 'train'):\n    print('held', flush=True)\n    time.sleep(600)\n"
     )
     holder = subprocess.Popen([sys.executable, "-c", hold], cwd=ROOT, stdout=subprocess.PIPE, text=True)

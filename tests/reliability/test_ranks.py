@@ -10,9 +10,10 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from pipelines import storage, training
-from pipelines.catalog import Catalog
-from pipelines.errors import TrainingError
+from pipelines.core.catalog import Catalog
+from pipelines.core.errors import TrainingError
+from pipelines.io import atomic, parquet
+from pipelines.train import driver
 from tests.conftest import image_config
 from tests.reliability.conftest import Dlfusion, alive
 
@@ -49,7 +50,7 @@ def test_a_rank_killed_by_sigkill_fails_the_run_naming_it_and_resume_finishes(di
     result = json.loads(summary.read_text())
     assert (result["status"], result["failed_stage"]) == ("failed", "train")
     catalog = Catalog.for_workdir(workdir)
-    run_id = storage.read_json(catalog.latest_run("image_cnn"))["run_id"]
+    run_id = atomic.read_json(catalog.latest_run("image_cnn"))["run_id"]
     client = MlflowClient(f"sqlite:///{workdir.resolve() / 'mlflow.db'}")
     assert client.get_run(run_id).info.status == "FAILED"
     assert catalog.checkpoint(run_id).is_file()
@@ -70,7 +71,7 @@ def test_more_ranks_than_spark_task_slots_fails_within_the_start_timeout(digits_
     )
     started = time.monotonic()
     with pytest.raises(TrainingError) as caught:
-        training.run(config)
+        driver.run(config)
     assert time.monotonic() - started < 90
     assert "not all 3 ranks' Spark tasks started and registered within train.start_timeout_s=15 s" in str(
         caught.value
@@ -83,16 +84,16 @@ def test_more_ranks_than_spark_task_slots_fails_within_the_start_timeout(digits_
 
 @pytest.mark.slow
 def test_uneven_shards_give_every_rank_the_same_steps(digits_workdir, tmp_path):
-    from pipelines import runner
+    from pipelines.pipeline import runner
 
     workdir = tmp_path / "work"
     shutil.copytree(digits_workdir, workdir)
     config = image_config(workdir, "preprocess.rows_per_row_group=400", "train.num_proc=3", "train.epochs=2")
     runner.run_preprocess(config)
-    sizes = storage.row_group_sizes(Catalog.for_workdir(workdir).split("train"))
+    sizes = parquet.row_group_sizes(Catalog.for_workdir(workdir).split("train"))
     assert len(sizes) == 4 and len(set(sizes)) > 1  # ranks get 2, 1 and 1 row groups of unequal size
 
-    result = training.run(config)
+    result = driver.run(config)
 
     assert len(result.rank_digests) == 3 and len(set(result.rank_digests)) == 1
     assert len(result.history["loss"]) == 2
@@ -102,7 +103,7 @@ def test_uneven_shards_give_every_rank_the_same_steps(digits_workdir, tmp_path):
 def test_the_trainers_memory_does_not_grow_over_epochs(trainable_workdir):
     config = image_config(trainable_workdir, "train.epochs=5")
 
-    memory = training.run(config).history["memory_rss_mb"]
+    memory = driver.run(config).history["memory_rss_mb"]
 
     assert len(memory) == 5
     assert memory[4] <= memory[0] * 1.10, f"rank 0 resident memory by epoch (MB): {memory}"
@@ -119,7 +120,7 @@ def test_a_checkpoint_that_cannot_be_written_fails_clearly_and_keeps_the_previou
     args = ("train", "conf/image_cnn.yaml", f"workdir={workdir}", "spark.master=local[2]")
     assert Dlfusion(*args, "train.epochs=1").finish(timeout=300) == 0
     catalog = Catalog.for_workdir(workdir)
-    run_id = storage.read_json(catalog.latest_run("image_cnn"))["run_id"]
+    run_id = atomic.read_json(catalog.latest_run("image_cnn"))["run_id"]
     checkpoint = catalog.checkpoint(run_id)
     before = checkpoint.read_bytes()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from pipelines import mlflow_server
+from pipelines.track import mlflow_server
 
 
 def _listening(pids: set[int]) -> list[str]:

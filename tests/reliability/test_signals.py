@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
-from pipelines import storage
-from pipelines.catalog import Catalog
+from pipelines.core.catalog import Catalog
+from pipelines.io import atomic, parquet
 from tests.reliability.conftest import Dlfusion, alive
 
 SIGNALS = [pytest.param(signal.SIGTERM, 143, id="SIGTERM"), pytest.param(signal.SIGINT, 130, id="SIGINT")]
@@ -54,7 +54,7 @@ def _start(stage: str, digits_workdir, tmp_path, *overrides: str) -> tuple[Dlfus
 def test_a_signal_during_ingest_stops_spark_and_keeps_the_previous_output(
     digits_workdir, tmp_path, signum, exit_code
 ):
-    before = sum(storage.row_group_sizes(Catalog.for_workdir(digits_workdir).ingested))
+    before = sum(parquet.row_group_sizes(Catalog.for_workdir(digits_workdir).ingested))
     # ingest.task_files=2: hundreds of Spark tasks, so the job is still running when signalled
     command, workdir, summary = _start("ingest", digits_workdir, tmp_path, "ingest.task_files=2")
     catalog = Catalog.for_workdir(workdir)
@@ -74,7 +74,7 @@ def test_a_signal_during_ingest_stops_spark_and_keeps_the_previous_output(
         "ingest",
         f"stopped by {name}",
     )
-    assert sum(storage.row_group_sizes(catalog.ingested)) == before  # the last complete output is intact
+    assert sum(parquet.row_group_sizes(catalog.ingested)) == before  # the last complete output is intact
     assert pq.read_table(str(catalog.ingested), columns=["relpath"]).num_rows == before
 
 
@@ -97,7 +97,7 @@ def test_a_signal_during_training_stops_every_rank_and_marks_the_run_killed(
     result = _summary(summary)
     assert (result["status"], result["failed_stage"]) == ("killed", "train")
     catalog = Catalog.for_workdir(workdir)
-    run_id = storage.read_json(catalog.latest_run("image_cnn"))["run_id"]
+    run_id = atomic.read_json(catalog.latest_run("image_cnn"))["run_id"]
     config_uri = f"sqlite:///{workdir.resolve() / 'mlflow.db'}"
     assert MlflowClient(config_uri).get_run(run_id).info.status == "KILLED"
     assert catalog.checkpoint(run_id).is_file()  # the last complete epoch is kept for train.resume

@@ -11,9 +11,9 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import storage
-from pipelines.catalog import Catalog
-from pipelines.faults import FAULT_VARIABLE
+from pipelines.core.catalog import Catalog
+from pipelines.core.faults import FAULT_VARIABLE
+from pipelines.io import parquet
 from tests.reliability.conftest import Dlfusion, alive
 
 
@@ -36,11 +36,11 @@ def test_a_driver_killed_mid_write_leaves_the_previous_output_and_the_rerun_comp
 
     after = pq.read_table(str(catalog.ingested), columns=["relpath"]).column("relpath").to_pylist()
     assert sorted(after) == sorted(before)  # the previous output, whole
-    for file in storage.data_files(catalog.ingested):  # and nothing half-written inside it
+    for file in parquet.data_files(catalog.ingested):  # and nothing half-written inside it
         assert pq.ParquetFile(file.removeprefix("file:")).metadata.num_rows > 0
     rerun = Dlfusion(*args)
     assert rerun.finish(timeout=300) == 0, "\n".join(rerun.lines[-20:])
-    assert sum(storage.row_group_sizes(catalog.ingested)) == 1797
+    assert sum(parquet.row_group_sizes(catalog.ingested)) == 1797
 
 
 @pytest.mark.slow
@@ -58,6 +58,6 @@ def test_a_spark_task_whose_worker_dies_is_retried_and_the_output_has_no_duplica
     assert command.finish(timeout=300) == 0, "\n".join(command.lines[-20:])
     relpaths = pq.read_table(str(catalog.ingested), columns=["relpath"]).column("relpath").to_pylist()
     assert len(relpaths) == len(set(relpaths)) == 1797
-    kept = {Path(file).stem for file in storage.data_files(catalog.ingested)}
+    kept = {Path(file).stem for file in parquet.data_files(catalog.ingested)}
     assert "part-00003-1" in kept and "part-00003-0" not in kept  # the retry's file, not the dead one's
     assert {name.rsplit("-", 1)[1] for name in kept - {"part-00003-1"}} == {"0"}

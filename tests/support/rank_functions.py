@@ -24,7 +24,7 @@ def recall() -> str:
 
 
 def data_error_on_rank_zero() -> str:
-    from pipelines.errors import DataError
+    from pipelines.core.errors import DataError
 
     if os.environ["HOROVOD_RANK"] == "0":
         raise DataError("/data/x", "cannot be read")

@@ -11,7 +11,7 @@ KIND = Kind(
     demo="pipelines.kinds.image_cnn.demo:digits_demo",
     task="pipelines.kinds.image_cnn.model:CnnTask",
     served_model="pipelines.kinds.image_cnn.model:served_model",
-    evaluate="pipelines.classifier:evaluate",
+    evaluate="pipelines.kinds.classifier.evaluation:evaluate",
     primary_metric="test_accuracy",
     score_input="pipelines.kinds.image_cnn.scoring:score_input",
 )

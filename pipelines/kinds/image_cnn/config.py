@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipelines.config import PipelineBase, PreprocessConfig, Section
+from pipelines.core.config import PipelineBase, PreprocessConfig, Section
 
 _MB = 1024 * 1024
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.catalog import Catalog
-from pipelines.storage import require_local
+from pipelines.core.catalog import Catalog
+from pipelines.core.locations import require_local
 
 
 def write_digits_images(folder: Path) -> Path:

@@ -2,7 +2,7 @@
 
 The driver lists the files (names and sizes only) and writes the listing in parts; each Spark task
 takes one part, reads its files itself where it decodes them, in batches sized in bytes, and writes
-the records to Parquet itself (``storage.write_from_tasks``). No file content or pixel crosses the
+the records to Parquet itself (``spark_writes.write_from_tasks``). No file content or pixel crosses the
 JVM/Python boundary, none goes through a shuffle and nothing is cached: memory does not grow with
 the number of files. Files that cannot be used go to
 the quarantine folder with the reason, in the same single pass, and every run checks files seen =
@@ -22,13 +22,13 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import SparkSession
 
-from pipelines import storage
-from pipelines.accounting import check_accounted
-from pipelines.catalog import Catalog
-from pipelines.errors import DataError
+from pipelines.core.catalog import Catalog
+from pipelines.core.errors import DataError
+from pipelines.ingest.accounting import check_accounted
+from pipelines.io import atomic, filesystems, spark_writes
 from pipelines.kinds.image_cnn.config import ImagePipelineConfig, IngestConfig
 from pipelines.kinds.image_cnn.schemas import IMAGE_RECORDS
-from pipelines.progress import spark_stage
+from pipelines.runtime.progress import spark_stage
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def _decode_batch(relpaths: list[str], source_uri: str, image_size: int, labelle
         image, reason = None, "not inside a class folder" if labelled and label is None else None
         if reason is None:
             try:
-                image = _decoded(storage.read_bytes(path), image_size)
+                image = _decoded(filesystems.read_bytes(path), image_size)
             except ValueError as err:
                 reason = str(err)
             except IsADirectoryError:
@@ -213,7 +213,7 @@ def decoding_tasks(
     labelled: bool = True,
     rows: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
 ) -> Callable[[int], Iterator[tuple[str, pa.RecordBatch]]]:
-    """``produce(task)`` for ``storage.write_from_tasks``: decodes the files of listing part ``task``
+    """``produce(task)`` for ``spark_writes.write_from_tasks``: decodes the files of listing part ``task``
     and yields ("usable", batch) and ("unusable", batch) pairs of ``IMAGE_RECORDS`` batches (or of
     what ``rows`` makes of them)."""
 
@@ -243,7 +243,7 @@ def decode_and_write(
 ) -> None:
     """One Spark task per listing part decodes its files and writes the records (``IMAGE_RECORDS``)
     itself: usable ones to the catalog's ingested folder, the others to its quarantine folder."""
-    storage.write_from_tasks(
+    spark_writes.write_from_tasks(
         spark,
         tasks,
         decoding_tasks(listing_uri, source_uri, settings.image_size, settings.batch_bytes),
@@ -263,7 +263,7 @@ def write_listing(listing: pa.Table, starts: np.ndarray, location) -> str:
     """Write the listing as one Parquet file per task (``part-NNNNN.parquet``); returns its URI."""
     import pyarrow.parquet as pq
 
-    fs, root, prefix = storage.filesystem(location)
+    fs, root, prefix = filesystems.filesystem(location)
     fs.delete_dir_contents(root, missing_dir_ok=True)
     fs.create_dir(root, recursive=True)
     for part, (start, stop) in enumerate(zip(starts[:-1], starts[1:], strict=True)):
@@ -276,7 +276,7 @@ def list_images(
 ) -> tuple[pa.Table, str, int]:
     """List the visible files under ``source`` in class-mixing order and write the listing in one part
     per planned Spark task to ``location``. Returns (listing, listing URI, number of tasks)."""
-    listing = storage.visible_files(storage.list_source(source))
+    listing = filesystems.visible_files(filesystems.list_source(source))
     if listing.num_rows == 0:
         raise DataError(source, "no files found (hidden files and folders are ignored)")
     listing = mix_classes(listing)
@@ -297,7 +297,7 @@ def run(config: ImagePipelineConfig, spark: SparkSession, source: str) -> Ingest
         tasks,
     )
     with spark_stage(spark, "ingest", total=seen, unit="files") as stage:
-        decode_and_write(spark, listing_uri, tasks, storage.source_uri(source), catalog, settings)
+        decode_and_write(spark, listing_uri, tasks, filesystems.source_uri(source), catalog, settings)
         counts = check_accounted(spark, seen, catalog, source, "files")
     report = IngestReport(
         seen,
@@ -308,7 +308,7 @@ def run(config: ImagePipelineConfig, spark: SparkSession, source: str) -> Ingest
         round(stage.seconds, 2),
         stage.jobs,
     )
-    storage.write_json_atomically(asdict(report), catalog.ingest_report)
+    atomic.write_json_atomically(asdict(report), catalog.ingest_report)
     log.info(
         "ingest: %d files seen, %d rows written, %d quarantined, %d classes",
         report.files_seen,

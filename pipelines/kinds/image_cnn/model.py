@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.classifier import ClassifierTask, KerasClassifier, probabilities_example
+from pipelines.kinds.classifier.serving import KerasClassifier, probabilities_example
+from pipelines.kinds.classifier.task import ClassifierTask
 
 
 class CnnTask(ClassifierTask):

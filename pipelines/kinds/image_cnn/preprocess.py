@@ -11,16 +11,14 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 
-from pipelines import storage
-from pipelines.catalog import SPLITS, Catalog
-from pipelines.config import PreprocessConfig
-from pipelines.errors import DataError
+from pipelines.core.catalog import SPLITS, Catalog
+from pipelines.core.config import PreprocessConfig
+from pipelines.core.errors import DataError
+from pipelines.io import atomic, filesystems, parquet, spark_writes
 from pipelines.kinds.image_cnn.config import ImagePipelineConfig
 from pipelines.kinds.image_cnn.schemas import IMAGE_SPLIT
 from pipelines.kinds.image_cnn.transform import ImageTransform
-from pipelines.progress import spark_stage
-from pipelines.spark import BATCH_BYTES, size_batches
-from pipelines.splits import (
+from pipelines.preprocess.splits import (
     assign_split,
     read_ingested,
     record_splits,
@@ -28,6 +26,8 @@ from pipelines.splits import (
     split_summaries,
     summarize_splits,
 )
+from pipelines.runtime.progress import spark_stage
+from pipelines.runtime.spark import BATCH_BYTES, size_batches
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def write_image_splits(
     split's folder itself, in row groups of about ``rows_per_row_group`` rows: no pixel crosses into
     the JVM. Rows keep the order ingest wrote, which already mixes the classes.
     """
-    files = storage.data_files(catalog.ingested)
+    files = parquet.data_files(catalog.ingested)
     schema = to_arrow_schema(IMAGE_SPLIT)
     rows_per_batch = max(1, BATCH_BYTES // row_bytes)
     split = config.split
@@ -61,7 +61,7 @@ def write_image_splits(
         import pyarrow.parquet as pq
 
         classes = pa.array(class_names, pa.string())
-        fs, path, _ = storage.filesystem(files[task])
+        fs, path, _ = filesystems.filesystem(files[task])
         with fs.open_input_file(path) as handle:
             columns = ["relpath", "label", "pixels"]
             for batch in pq.ParquetFile(handle).iter_batches(rows_per_batch, columns=columns):
@@ -73,7 +73,7 @@ def write_image_splits(
                 for name in SPLITS:
                     yield name, rows.filter(pa.array(names == name))
 
-    storage.write_from_tasks(
+    spark_writes.write_from_tasks(
         spark,
         len(files),
         produce,
@@ -95,7 +95,7 @@ def run(config: ImagePipelineConfig, spark: SparkSession) -> dict:
     catalog = Catalog.for_workdir(config.workdir)
     size = config.ingest.image_size
     ingested = read_ingested(spark, catalog)
-    ingested_size = storage.read_json(catalog.ingest_report).get("image_size", size)
+    ingested_size = atomic.read_json(catalog.ingest_report).get("image_size", size)
     if ingested_size != size:
         raise DataError(
             str(catalog.ingested),
@@ -103,7 +103,7 @@ def run(config: ImagePipelineConfig, spark: SparkSession) -> dict:
         )
     size_batches(spark, size * size * 3 + 64)
     images = assign_split(ingested, config.preprocess.split)
-    total = sum(storage.row_group_sizes(catalog.ingested))
+    total = sum(parquet.row_group_sizes(catalog.ingested))
     with spark_stage(spark, "preprocess", total=total, unit="images") as stage:
         stage.phase = "statistics"
         sums = {f"s{c}": F.col("channel_sum")[c] for c in range(3)}

@@ -6,11 +6,12 @@ from __future__ import annotations
 import pyarrow as pa
 from pyspark.sql import SparkSession
 
-from pipelines import storage
+from pipelines.io import spark_writes
+from pipelines.io.filesystems import source_uri
 from pipelines.kinds.image_cnn.config import ImagePipelineConfig
 from pipelines.kinds.image_cnn.ingest import decoding_tasks, list_images
 from pipelines.kinds.image_cnn.transform import ImageTransform
-from pipelines.scoring import ScoreInputs
+from pipelines.score.scoring import ScoreInputs
 
 # Pixels as signed bytes: Spark has no unsigned type, and the served model reads them back as uint8.
 SCORE_INPUT = pa.schema(
@@ -47,12 +48,12 @@ def score_input(
     that cannot be used to ``locations["quarantined"]`` with the reason."""
     settings = config.ingest
     listing, listing_uri, tasks = list_images(spark, source, settings, locations["listing"])
-    storage.write_from_tasks(
+    spark_writes.write_from_tasks(
         spark,
         tasks,
         decoding_tasks(
             listing_uri,
-            storage.source_uri(source),
+            source_uri(source),
             transform.image_size,
             settings.batch_bytes,
             labelled=False,

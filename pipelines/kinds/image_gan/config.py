@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pipelines.config import Section
+from pipelines.core.config import Section
 from pipelines.kinds.image_cnn.config import ImagePipelineConfig
 
 

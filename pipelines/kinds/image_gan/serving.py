@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.kinds.image_gan import quality
-from pipelines.logs import drop_type_hint_advice
+from pipelines.runtime.logs import drop_type_hint_advice
 
 drop_type_hint_advice()  # before the class: MLflow gives it where a PythonModel subclass is defined
 
@@ -58,7 +58,7 @@ def evaluate(config, spark, model_uri: str, catalog, artifacts: Path, ranks=None
     import keras
     import mlflow
 
-    from pipelines.transforms import load_transform
+    from pipelines.preprocess.transforms import load_transform
 
     mlflow.set_tracking_uri(config.tracking_uri)
     run_id = mlflow.models.get_model_info(model_uri).run_id  # runs:/ from evaluate, models:/ from promote

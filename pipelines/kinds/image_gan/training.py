@@ -14,10 +14,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipelines import horovod_keras as hk
-from pipelines import storage
+from pipelines.io import atomic
 from pipelines.kinds.image_gan import quality
-from pipelines.training import RankContext, TrainingTask
+from pipelines.train import horovod_keras as hk
+from pipelines.train.task import RankContext, TrainingTask
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class GanMonitor(keras.callbacks.Callback):
                 self.settings.feature_epochs,
                 ctx.config.train.seed,
             )
-            storage.write_atomically(path, self.extractor.save)
+            atomic.write_atomically(path, self.extractor.save)
             _log_artifact(ctx, path, "quality")
         self.real_features = quality.features(self.extractor, quality.to_unit_range(images))
 

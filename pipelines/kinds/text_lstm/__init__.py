@@ -11,7 +11,7 @@ KIND = Kind(
     demo="pipelines.kinds.text_lstm.demo:reviews_demo",
     task="pipelines.kinds.text_lstm.model:LstmTask",
     served_model="pipelines.kinds.text_lstm.model:served_model",
-    evaluate="pipelines.classifier:evaluate",
+    evaluate="pipelines.kinds.classifier.evaluation:evaluate",
     primary_metric="test_accuracy",
     score_input="pipelines.kinds.text_lstm.scoring:score_input",
 )

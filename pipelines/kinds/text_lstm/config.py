@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pipelines.config import PipelineBase, PreprocessConfig, Section
+from pipelines.core.config import PipelineBase, PreprocessConfig, Section
 
 # The character sets Spark's CSV and JSON readers decode, by Python's canonical codec name (so that
 # aliases such as latin-1 or UTF8 are accepted).

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.catalog import Catalog
-from pipelines.storage import require_local
+from pipelines.core.catalog import Catalog
+from pipelines.core.locations import require_local
 
 _POSITIVE = [
     "great",

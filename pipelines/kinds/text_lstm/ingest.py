@@ -15,13 +15,14 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from pipelines import schemas, storage
-from pipelines.accounting import write_accounted
-from pipelines.catalog import Catalog
-from pipelines.errors import ConfigError, DataError
+from pipelines.core import schemas
+from pipelines.core.catalog import Catalog
+from pipelines.core.errors import ConfigError, DataError
+from pipelines.ingest.accounting import write_accounted
+from pipelines.io import atomic, filesystems
 from pipelines.kinds.text_lstm.config import TextDataConfig, TextPipelineConfig
 from pipelines.kinds.text_lstm.schemas import TEXT_RECORDS
-from pipelines.progress import spark_stage
+from pipelines.runtime.progress import spark_stage
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def read_records(spark: SparkSession, data: TextDataConfig, source: str, labelle
 def invalid_utf8_files(spark: SparkSession, source: str) -> dict[str, int]:
     """{file URI: byte offset of its first invalid UTF-8 byte} for the files under ``source`` that
     have one; each file is checked on an executor, in chunks, and only the offending ones come back."""
-    uris = storage.file_uris(source)
+    uris = filesystems.file_uris(source)
     if not uris:
         return {}
     found = (
@@ -233,7 +234,7 @@ def first_invalid_utf8(uri: str, chunk_bytes: int = 1 << 20) -> int | None:
     import codecs
 
     decoder, consumed = codecs.getincrementaldecoder("utf-8")(), 0
-    with storage.open_input(uri) as stream:
+    with filesystems.open_input(uri) as stream:
         while chunk := stream.read(chunk_bytes):
             try:
                 decoder.decode(chunk)
@@ -254,7 +255,7 @@ def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIng
     records seen are the rows of both (read from the footers).
     """
     catalog = Catalog.for_workdir(config.workdir)
-    listing = storage.visible_files(storage.list_source(source))  # the files Spark reads
+    listing = filesystems.visible_files(filesystems.list_source(source))  # the files Spark reads
     sizes = listing.column("size").to_numpy()
     megabytes = int(sizes.sum() // 1_000_000)
     records = label_records(read_records(spark, config.data, source), config.data)
@@ -276,7 +277,7 @@ def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIng
         round(stage.seconds, 2),
         stage.jobs,
     )
-    storage.write_json_atomically(asdict(report), catalog.ingest_report)
+    atomic.write_json_atomically(asdict(report), catalog.ingest_report)
     log.info(
         "text ingest: %d files (%d empty), %d records seen, %d rows written, %d quarantined, %d classes",
         report.files_seen,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipelines.classifier import ClassifierTask, KerasClassifier, probabilities_example
+from pipelines.kinds.classifier.serving import KerasClassifier, probabilities_example
+from pipelines.kinds.classifier.task import ClassifierTask
 
 
 class LstmTask(ClassifierTask):

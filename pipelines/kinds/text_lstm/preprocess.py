@@ -10,15 +10,13 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines import storage
-from pipelines.catalog import Catalog
-from pipelines.errors import DataError
+from pipelines.core.catalog import Catalog
+from pipelines.core.errors import DataError
+from pipelines.io import parquet
 from pipelines.kinds.text_lstm.config import TextPipelineConfig, TextPreprocessConfig
 from pipelines.kinds.text_lstm.schemas import TEXT_SPLIT
 from pipelines.kinds.text_lstm.transform import RESERVED_TOKENS, TextTransform, tokenize
-from pipelines.progress import spark_stage
-from pipelines.spark import size_batches
-from pipelines.splits import (
+from pipelines.preprocess.splits import (
     assign_split,
     index_labels,
     read_ingested,
@@ -26,6 +24,8 @@ from pipelines.splits import (
     summarize_splits,
     write_splits,
 )
+from pipelines.runtime.progress import spark_stage
+from pipelines.runtime.spark import size_batches
 
 
 def tokenize_texts(df: DataFrame, settings: TextPreprocessConfig) -> DataFrame:
@@ -70,7 +70,7 @@ def run(config: TextPipelineConfig, spark: SparkSession) -> dict:
     settings = config.preprocess
     size_batches(spark, settings.max_len * 4 + 400)
     records = assign_split(read_ingested(spark, catalog), settings.split, key="key")
-    total = sum(storage.row_group_sizes(catalog.ingested))
+    total = sum(parquet.row_group_sizes(catalog.ingested))
     with spark_stage(spark, "preprocess", total=total, unit="records") as stage:
         stage.phase = "vocabulary"
         train = tokenize_texts(records.where(F.col("split") == "train"), settings)

@@ -6,13 +6,13 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from pipelines import storage
-from pipelines.accounting import write_by_reason
-from pipelines.errors import DataError
+from pipelines.core.errors import DataError
+from pipelines.ingest.accounting import write_by_reason
+from pipelines.io import spark_writes
 from pipelines.kinds.text_lstm.config import TextPipelineConfig
 from pipelines.kinds.text_lstm.ingest import read_records, text_reason
 from pipelines.kinds.text_lstm.transform import TextTransform
-from pipelines.scoring import ScoreInputs
+from pipelines.score.scoring import ScoreInputs
 
 
 def score_input(
@@ -24,7 +24,7 @@ def score_input(
 ) -> ScoreInputs:
     """Parse every record under ``source``: (key, path, text) to ``locations["inputs"]``; malformed
     records and empty texts to ``locations["quarantined"]`` with the reason and the raw record."""
-    if not storage.exists(spark, source):
+    if not spark_writes.exists(spark, source):
         raise DataError(source, "data.source does not exist")
     records = read_records(spark, config.data, source, labelled=False).select(
         F.sha2(F.col("text"), 256).alias("key"), "path", "text", "record", text_reason().alias("reason")

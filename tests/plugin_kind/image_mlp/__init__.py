@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipelines.config import Section
+from pipelines.core.config import Section
 from pipelines.kinds import Kind
 from pipelines.kinds.image_cnn.config import ImagePipelineConfig
 
@@ -31,7 +31,7 @@ KIND = Kind(
     demo="pipelines.kinds.image_cnn.demo:digits_demo",
     task="image_mlp.model:MlpTask",
     served_model="image_mlp.model:served_model",
-    evaluate="pipelines.classifier:evaluate",
+    evaluate="pipelines.kinds.classifier.evaluation:evaluate",
     primary_metric="test_accuracy",
     score_input="pipelines.kinds.image_cnn.scoring:score_input",
 )

@@ -1,0 +1,75 @@
+"""Accounted writes shared by every ingest: each record goes to exactly one of two folders, and the
+number seen must equal the number written plus the number quarantined, counted from the footers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.compute as pc
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from pipelines.core.catalog import Catalog
+from pipelines.core.errors import DataError
+from pipelines.io import parquet, spark_writes
+
+
+@dataclass(frozen=True)
+class Accounted:
+    written: int
+    quarantined: int
+    classes: int
+
+
+def write_accounted(
+    records: DataFrame,
+    seen: int | None,
+    catalog: Catalog,
+    source: str,
+    unit: str,
+    row_group_bytes: int = 32 * 1024 * 1024,
+    compression: str = "snappy",
+) -> Accounted:
+    """Write ``records`` in one pass: rows without a ``reason`` to the ingested folder, the others to the
+    quarantine folder (same declared columns), then ``check_accounted``.
+    """
+    write_by_reason(
+        records,
+        catalog.ingested,
+        catalog.quarantine,
+        **{"parquet.block.size": str(row_group_bytes), "compression": compression},
+    )
+    return check_accounted(records.sparkSession, seen, catalog, source, unit)
+
+
+def write_by_reason(records: DataFrame, usable: str | Path, unusable: str | Path, **options: str) -> None:
+    """Write ``records`` in one pass: rows without a ``reason`` to ``usable``, the others to
+    ``unusable`` (same declared columns), each replaced atomically."""
+    outcome = F.when(F.col("reason").isNull(), F.lit("usable")).otherwise(F.lit("unusable"))
+    spark_writes.write_partitions_atomically(
+        records.withColumn("outcome", outcome), "outcome", {"usable": usable, "unusable": unusable}, **options
+    )
+
+
+def check_accounted(
+    spark: SparkSession, seen: int | None, catalog: Catalog, source: str, unit: str
+) -> Accounted:
+    """Count the rows written and quarantined from the footers; check ``seen`` (when given) is their sum,
+    and count the classes (distinct labels) from the label column alone, read in batches by pyarrow:
+    no Spark job, so a workdir Spark cannot reach (a URI without its Hadoop connector) works too.
+
+    Raises DataError when a row went missing or nothing was usable.
+    """
+    written = sum(parquet.row_group_sizes(catalog.ingested))
+    quarantined = sum(parquet.row_group_sizes(catalog.quarantine))
+    if seen is not None and seen != written + quarantined:
+        raise DataError(
+            source, f"{unit} seen ({seen}) != rows written ({written}) + rows quarantined ({quarantined})"
+        )
+    if written == 0:
+        raise DataError(source, f"no usable {unit} found (see the quarantine table {catalog.quarantine})")
+    labels: set = set()  # None too, if any: as Spark's distinct() counts it
+    for batch in parquet.column_batches(catalog.ingested, ["label"]):
+        labels.update(pc.unique(batch.column(0)).to_pylist())
+    return Accounted(written, quarantined, len(labels))

@@ -1,0 +1,267 @@
+"""Data sets written by Spark, atomically: beside the target then renamed, or committed by a
+marker on an object store; and Python tasks that write their own Parquet files.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from pipelines.core import faults, locations
+from pipelines.core.errors import ConfigError
+from pipelines.core.locations import Uri, is_uri, location, renames_atomically
+from pipelines.io.filesystems import S3_SCHEMES, filesystem, source_uri
+from pipelines.io.parquet import COMMIT_MARKER
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+
+def _hadoop_path(spark: SparkSession, location: str | Path | Uri):
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(str(location))
+    try:
+        return path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    except Exception as err:
+        if "No FileSystem for scheme" not in str(err):
+            raise
+        raise missing_hadoop_filesystem(str(location)) from None
+
+
+def missing_hadoop_filesystem(where: str) -> ConfigError:
+    """The one line for a URI that Spark's Hadoop libraries cannot open (no connector on the classpath)."""
+    scheme = locations.scheme(where) or where.split(":", 1)[0]
+    if scheme in S3_SCHEMES:
+        need = (
+            "add hadoop-aws and its AWS SDK bundle, of the Hadoop version Spark ships, to Spark's classpath "
+            "(spark.jars.packages or spark.jars) and use s3a:// URIs (or set spark.hadoop.fs.s3.impl="
+            "org.apache.hadoop.fs.s3a.S3AFileSystem for s3://)"
+        )
+    else:
+        need = f"add the Hadoop connector for {scheme}:// to Spark's classpath (spark.jars.packages)"
+    return ConfigError(where, f"Spark has no Hadoop FileSystem for scheme {scheme!r}: {need}")
+
+
+def write_parquet_atomically(df: DataFrame, location: str | Path, **options: str) -> None:
+    """Write ``df`` as Parquet to a temporary sibling, then rename it into place.
+
+    A job that dies mid-write leaves only a ``.tmp-*`` folder, never half a data set at ``location``.
+    """
+    write_partitions_atomically(df, None, {None: location}, **options)
+
+
+def write_partitions_atomically(
+    df: DataFrame, column: str | None, locations: dict[Any, str | Path], **options: str
+) -> None:
+    """Write ``df`` in one Spark job, partitioned by ``column``; the rows whose ``column`` is ``value``
+    end up at ``locations[value]`` (``column`` itself is not stored), each replaced atomically by a rename.
+
+    A value with no rows gets an empty data set with the schema, so every location exists after.
+    One job and no sort: the rows are read and computed once whatever the number of outputs
+    (``spark.sql.maxConcurrentOutputFileWriters``, set by ``pipelines.runtime.spark``, avoids a sort).
+    """
+    spark = df.sparkSession
+    first = location(next(iter(locations.values())))
+    staging = f"{first.parent}/.tmp-{uuid.uuid4().hex[:8]}-{first.name}"
+    staged_root, fs = _hadoop_path(spark, staging)  # fails at once when Spark cannot reach it
+    writer = df.write.options(**options).mode("overwrite")
+    (writer.partitionBy(column) if column else writer).parquet(staging)
+    data_columns = [field for field in df.schema.fields if field.name != column]
+    for value, place in locations.items():
+        staged, _ = _hadoop_path(spark, f"{staging}/{column}={value}" if column else staging)
+        if not fs.exists(staged):
+            _write_empty_parquet(staged.toString(), data_columns)
+        target, _ = _hadoop_path(spark, place)
+        marked = not renames_atomically(place)  # object store: a copy, committed by the marker
+        marker = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(target, COMMIT_MARKER)
+        if fs.exists(target):
+            if marked:
+                fs.delete(marker, False)  # first: readers stop trusting the old data set
+            fs.delete(target, True)
+        if not fs.rename(staged, target):
+            raise OSError(f"could not move {staged.toString()} to {place}")
+        if marked:
+            fs.delete(marker, False)  # a marker Spark wrote into the staged folder
+            fs.create(marker, True).close()
+    fs.delete(staged_root, True)
+
+
+def write_from_tasks(
+    spark: SparkSession,
+    tasks: int,
+    produce: Callable[[int], Iterator[tuple[str, pa.RecordBatch]]],
+    schema: pa.Schema,
+    locations: dict[str, str | Path],
+    row_group_bytes: int,
+    compression: str = "none",
+    plain_columns: tuple[str, ...] = (),
+) -> list[tuple[str, str, int]]:
+    """Run ``produce(task)`` for task 0..tasks-1 as Spark tasks; each task writes the (value, batch)
+    pairs it yields as Parquet straight from its Python worker, then every ``locations[value]`` is
+    replaced by its files (an empty data set where no task wrote that value): with a rename, or on
+    object stores by moving the files and writing ``COMMIT_MARKER`` last (``_commit_staged``).
+
+    Rows never cross into the JVM: Spark schedules, retries and reports progress, while the
+    bytes go from the worker that computed them to storage (any pyarrow file system). Row groups
+    hold about ``row_group_bytes``; ``plain_columns`` (large unique values such as pixels) get no
+    dictionary and no statistics. Only the files of successful task attempts are kept.
+    Returns (value, file URI, rows) for each file written.
+    """
+    staging = _staging_uri(next(iter(locations.values())))
+    ordinary = [name for name in schema.names if name not in plain_columns]
+    settings = dict(compression=compression, use_dictionary=ordinary, write_statistics=ordinary)
+    wanted = set(locations)
+
+    def run_tasks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        attempt = TaskContext.get().attemptNumber()
+        for batch in batches:
+            for task in batch.column("id").to_pylist():
+                name = f"part-{task:05d}-{attempt}"
+                pairs = _dying_mid_task(produce(task), task, attempt)
+                files = _write_task(pairs, name, staging, schema, wanted, row_group_bytes, settings)
+                yield pa.RecordBatch.from_pylist(files, schema=_WRITTEN)
+
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    written = spark.range(0, tasks, 1, numPartitions=tasks).mapInArrow(run_tasks, from_arrow_schema(_WRITTEN))
+    files = [(row["value"], row["file"], row["rows"]) for row in written.collect()]
+    _commit_staged(staging, files, locations, schema)
+    return files
+
+
+def _dying_mid_task(pairs: Iterator, task: int, attempt: int) -> Iterator:
+    """``pairs``, with the fault point ``mid-task`` (``faults.die_if_armed``) once the writer has
+    taken the first: the task has decoded its data and not yet closed its file."""
+    for number, pair in enumerate(pairs):
+        yield pair
+        if number == 0:
+            faults.die_if_armed("mid-task", task, attempt)
+
+
+def _staging_uri(place: str | Path | Uri) -> str:
+    """A fresh ``.tmp-*`` sibling of ``place`` as a URI (``file:`` for local paths); remote URIs
+    keep their ``scheme://authority``, which ``pathlib`` would fold into ``scheme:/``."""
+    text = str(place).rstrip("/")
+    if not is_uri(text):
+        text = source_uri(text)
+    parent, name = text.rsplit("/", 1)
+    return f"{parent}/.tmp-{uuid.uuid4().hex[:8]}-{name}"
+
+
+def _commit_staged(
+    staging: str, files: list[tuple[str, str, int]], locations: dict, schema: pa.Schema
+) -> None:
+    """Move ``staging/<value>`` to ``locations[value]`` keeping only ``files`` (the successful attempts').
+
+    Where folders rename atomically (``renames_atomically``) each folder is renamed into place. On an
+    object store the old data set's marker is deleted first, then its files; the kept files are moved
+    (a server-side copy each) and ``COMMIT_MARKER`` is written last: a reader never trusts a half.
+    """
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    fs, staging_root, prefix = filesystem(staging)
+    for value, place in locations.items():
+        staged = f"{staging_root}/{value}"
+        keep = {file for v, file, _ in files if v == value}
+        fs.create_dir(staged, recursive=True)
+        for info in fs.get_file_info(pafs.FileSelector(staged)):
+            if prefix + info.path not in keep:  # left by a failed or duplicate task attempt
+                fs.delete_file(info.path)
+        if not keep:
+            pq.write_table(schema.empty_table(), f"{staged}/part-00000-empty.parquet", filesystem=fs)
+        _, target, _ = filesystem(place)
+        if renames_atomically(place):
+            if fs.get_file_info(target).type != pafs.FileType.NotFound:
+                fs.delete_dir(target)
+            fs.move(staged, target)
+            continue
+        _uncommit(fs, target)
+        for info in fs.get_file_info(pafs.FileSelector(staged)):
+            fs.move(info.path, f"{target}/{info.base_name}")
+        _write_marker(fs, target)
+    fs.delete_dir(staging_root)
+
+
+def _uncommit(fs, target: str) -> None:
+    """Delete an object-store data set at ``target``: its marker first, so that readers stop
+    trusting it before any of its files go."""
+    import pyarrow.fs as pafs
+
+    if fs.get_file_info(target).type == pafs.FileType.NotFound:
+        return
+    if fs.get_file_info(f"{target}/{COMMIT_MARKER}").type == pafs.FileType.File:
+        fs.delete_file(f"{target}/{COMMIT_MARKER}")
+    fs.delete_dir(target)
+
+
+def _write_marker(fs, target: str) -> None:
+    with fs.open_output_stream(f"{target}/{COMMIT_MARKER}") as stream:
+        stream.write(b"")
+
+
+_WRITTEN = pa.schema([("value", pa.string()), ("file", pa.string()), ("rows", pa.int64())])
+
+
+def _write_task(pairs, name, staging, schema, wanted, row_group_bytes, settings) -> list[dict]:
+    """Write one task's (value, batch) pairs to ``staging/<value>/<name>.parquet``, buffering each
+    value's batches into row groups of about ``row_group_bytes`` (the last one may be smaller)."""
+    import pyarrow.parquet as pq
+
+    fs, root, prefix = filesystem(staging)
+    writers, buffers, rows = {}, {}, {}
+
+    def flush(value, last=False):
+        table = pa.Table.from_batches(buffers.pop(value), schema=schema)
+        per_group = max(1, round(row_group_bytes * table.num_rows / max(table.nbytes, 1)))
+        whole = table.num_rows if last else table.num_rows - table.num_rows % per_group
+        if whole < table.num_rows:  # keep the rest for the next row group
+            buffers[value] = table.slice(whole).to_batches()
+        if whole == 0:
+            return
+        if value not in writers:
+            fs.create_dir(f"{root}/{value}", recursive=True)
+            writers[value] = pq.ParquetWriter(
+                f"{root}/{value}/{name}.parquet", schema, filesystem=fs, **settings
+            )
+        writers[value].write_table(table.slice(0, whole), row_group_size=per_group)
+        rows[value] = rows.get(value, 0) + whole
+
+    for value, batch in pairs:
+        if value not in wanted:
+            raise ValueError(f"rows for {value!r}, which has no location (expected one of {sorted(wanted)})")
+        if batch.num_rows == 0:
+            continue
+        buffers.setdefault(value, []).append(batch)
+        if sum(b.nbytes for b in buffers[value]) >= row_group_bytes:
+            flush(value)
+    for value in list(buffers):
+        flush(value, last=True)
+    for writer in writers.values():
+        writer.close()
+    return [{"value": v, "file": f"{prefix}{root}/{v}/{name}.parquet", "rows": rows[v]} for v in writers]
+
+
+def _write_empty_parquet(place: str, fields: list) -> None:
+    import pyarrow.parquet as pq
+    from pyspark.sql.pandas.types import to_arrow_schema
+    from pyspark.sql.types import StructType
+
+    fs, inner, _ = filesystem(place)
+    fs.create_dir(inner, recursive=True)
+    pq.write_table(
+        to_arrow_schema(StructType(fields)).empty_table(), f"{inner}/part-00000-empty.parquet", filesystem=fs
+    )
+
+
+def exists(spark: SparkSession, place: str | Path | Uri) -> bool:
+    """Whether ``place`` exists, as Spark's Hadoop libraries see it (ConfigError when they cannot
+    reach its scheme: ``missing_hadoop_filesystem``)."""
+    path, fs = _hadoop_path(spark, place)
+    return bool(fs.exists(path))

@@ -1,0 +1,1 @@
+"""What the classifier kinds share: the training task, the served pyfunc, the test evaluation."""

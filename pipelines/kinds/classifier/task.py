@@ -1,0 +1,52 @@
+"""The training task every classifier kind shares; a kind adds its Keras model (``build_model``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pipelines.train.task import RankContext, TrainingTask
+
+if TYPE_CHECKING:
+    import keras
+
+    from pipelines.core.config import PipelineConfig
+    from pipelines.preprocess.transforms import Transform
+
+
+class ClassifierTask(TrainingTask):
+    """One Keras classifier, Adam with a warm-up to ``lr x ranks``, validated on the whole val split."""
+
+    def build_model(self, config: PipelineConfig, transform: Transform) -> keras.Model:
+        raise NotImplementedError
+
+    def build(self, ctx: RankContext) -> keras.Model:
+        import keras
+
+        from pipelines.train import horovod_keras as hk
+
+        train = ctx.config.train
+        model = self.build_model(ctx.config, ctx.transform)
+        schedule = hk.WarmupSchedule(
+            train.learning_rate, ctx.size, int(train.warmup_epochs * ctx.steps_per_epoch)
+        )
+        model.compile(
+            optimizer=hk.distributed(keras.optimizers.Adam)(learning_rate=schedule),
+            loss="binary_crossentropy" if model.output_shape[-1] == 1 else "sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=False,  # Horovod's ops have no XLA kernels here
+        )
+        model.optimizer.build(model.trainable_variables)
+        return model
+
+    def callbacks(self, ctx: RankContext) -> list:
+        from pipelines.train import horovod_keras as hk
+
+        if not ctx.validate:
+            return []
+        return [hk.DistributedValidation(ctx.dataset("val", repeat=False))]
+
+    def export(self, ctx: RankContext, model: keras.Model) -> keras.Model:
+        # Without the distributed optimizer: the served model must not need Horovod.
+        export = self.build_model(ctx.config, ctx.transform)
+        export.set_weights(model.get_weights())
+        return export

@@ -1,0 +1,142 @@
+"""Splits shared by every kind: a stable hash split, label indexing, per-split summaries and the
+checked, accounted write of the split data sets and the preprocess report."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+
+import numpy as np
+from pyspark.sql import Column, DataFrame, Row, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+
+from pipelines.core import schemas
+from pipelines.core.catalog import SPLITS, Catalog
+from pipelines.core.config import PreprocessConfig, SplitConfig
+from pipelines.core.errors import DataError
+from pipelines.io import atomic, parquet, spark_writes
+from pipelines.preprocess.transforms import Transform, save_transform
+
+log = logging.getLogger(__name__)
+
+_HASH_BUCKETS = 10_000
+
+
+def _split_of(key: Column, split: SplitConfig) -> Column:
+    """A stable split name from a hash of ``key``: the same file always lands in the same split.
+
+    CRC-32, so that Python computes the same split (``split_names``) where Spark is not involved."""
+    bucket = F.pmod(F.crc32(key), F.lit(_HASH_BUCKETS)) / _HASH_BUCKETS
+    return (
+        F.when(bucket < split.train, "train").when(bucket < split.train + split.val, "val").otherwise("test")
+    )
+
+
+def split_names(keys: list[str], split: SplitConfig) -> np.ndarray:
+    """``_split_of`` computed in Python: the split name of each key."""
+    buckets = np.array([zlib.crc32(key.encode()) % _HASH_BUCKETS for key in keys]) / _HASH_BUCKETS
+    rest = np.where(buckets < split.train + split.val, "val", "test")
+    return np.where(buckets < split.train, "train", rest)
+
+
+def assign_split(df: DataFrame, split: SplitConfig, key: str = "relpath") -> DataFrame:
+    """Add a ``split`` column decided by a hash of ``key`` (path under the source folder)."""
+    return df.withColumn("split", _split_of(F.col(key), split))
+
+
+def index_labels(df: DataFrame, class_names: list[str]) -> DataFrame:
+    """Replace the string ``label`` with its index in ``class_names``."""
+    mapping = F.create_map(*[F.lit(x) for i, name in enumerate(class_names) for x in (name, i)])
+    return df.withColumn("label", mapping[F.col("label")].cast("int"))
+
+
+def summarize_splits(df: DataFrame, identity: list[str], sums: dict[str, Column] | None = None) -> list[Row]:
+    """One small row per (split, label): ``rows``, ``digest`` (XOR of 64-bit hashes of the ``identity``
+    columns: order-independent) and each of ``sums``. Reads only the columns these need.
+    """
+    aggregates = [F.count(F.lit(1)).alias("rows"), F.bit_xor(F.xxhash64(*identity)).alias("digest")]
+    aggregates += [F.sum(column).alias(name) for name, column in (sums or {}).items()]
+    return df.groupBy("split", "label").agg(*aggregates).collect()
+
+
+def split_summaries(rows: list[Row], class_names: list[str]) -> dict[str, dict]:
+    """Per split: rows, label counts in class order and the content digest, from ``summarize_splits``."""
+    summaries = {}
+    for name in SPLITS:
+        mine = [row for row in rows if row["split"] == name]
+        counts = {row["label"]: row["rows"] for row in mine}
+        digest = 0
+        for row in mine:
+            digest ^= row["digest"] or 0
+        summaries[name] = {
+            "rows": sum(counts.values()),
+            "label_counts": [counts.get(label, 0) for label in class_names],
+            "digest": f"{digest & 0xFFFFFFFFFFFFFFFF:016x}",
+        }
+    return summaries
+
+
+def read_ingested(spark: SparkSession, catalog: Catalog) -> DataFrame:
+    if not spark_writes.exists(spark, catalog.ingested):
+        raise DataError(str(catalog.ingested), "no ingested data: run the ingest stage first")
+    return spark.read.parquet(str(catalog.ingested))
+
+
+def write_splits(
+    indexed: DataFrame,
+    schema: StructType,
+    transform: Transform,
+    config: PreprocessConfig,
+    catalog: Catalog,
+    row_bytes: int,
+    summaries: dict[str, dict],
+    mix_rows: bool = True,
+) -> dict:
+    """Write every split of ``indexed`` (with ``split`` and int ``label`` columns) in one Spark job,
+    then the fitted transform and the report (rows, row groups, label counts, digest per split).
+
+    Row groups are sized in bytes (``row_bytes`` per row) to hold about ``rows_per_row_group`` rows.
+    ``mix_rows=False`` is for input whose order is already mixed (image ingest mixes the classes).
+    Rows and row groups come from the written footers and must match ``summaries`` (computed before,
+    from the same input): a row lost or duplicated fails the stage.
+    """
+    block_size = str(max(64 * 1024, config.rows_per_row_group * row_bytes))
+    rows = schemas.conform(indexed, schema, keep=("split",))
+    if mix_rows:
+        # Rows are written in the order a task reads them; input sorted by label (a dated export)
+        # would give single-class row groups. A sort by a hash of the key within each task (no
+        # shuffle; it spills, so memory stays bounded) mixes them, split by split.
+        rows = rows.sortWithinPartitions("split", F.xxhash64(schema.fieldNames()[0]))
+    spark_writes.write_partitions_atomically(
+        rows,
+        "split",
+        {name: catalog.split(name) for name in SPLITS},
+        compression=config.compression,
+        **{"parquet.block.size": block_size, "parquet.block.size.row.check.min": "10"},
+    )
+    return record_splits(transform, catalog, summaries)
+
+
+def record_splits(transform: Transform, catalog: Catalog, summaries: dict[str, dict]) -> dict:
+    """Check the written splits' rows (from the footers) against ``summaries``; save the transform and
+    the report (rows, row groups, label counts, digest per split).
+
+    Raises DataError when a row was lost or duplicated.
+    """
+    report: dict = {"class_names": transform.class_names, "splits": {}}
+    for name in SPLITS:
+        location = catalog.split(name)
+        groups = parquet.row_group_sizes(location)
+        if sum(groups) != summaries[name]["rows"]:
+            raise DataError(
+                str(location), f"has {sum(groups)} rows, {summaries[name]['rows']} were to be written"
+            )
+        report["splits"][name] = {**summaries[name], "row_groups": len(groups), "path": str(location)}
+    save_transform(transform, catalog.transform)
+    atomic.write_json_atomically(report, catalog.preprocess_report)
+    log.info(
+        "preprocess: %s",
+        ", ".join(f"{k}={v['rows']} rows/{v['row_groups']} row groups" for k, v in report["splits"].items()),
+    )
+    return report

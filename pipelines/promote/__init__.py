@@ -1,0 +1,1 @@
+"""Register the evaluated model; move the champion alias only when it beats the champion."""

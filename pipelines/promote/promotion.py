@@ -1,0 +1,100 @@
+"""Promote stage: register a run's model and move the registry alias ``champion`` only when it beats
+the current champion on the kind's primary metric, both evaluated on the same test split."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from pipelines.core.catalog import Catalog
+from pipelines.core.config import PipelineConfig
+from pipelines.core.errors import ConfigError
+from pipelines.kinds import Kind, kind_of
+from pipelines.track import registry, runs
+
+log = logging.getLogger(__name__)
+
+
+def margin(kind: Kind, new: float, champion: float) -> float:
+    """How much better ``new`` is than ``champion`` on the kind's primary metric (negative: worse)."""
+    return new - champion if kind.higher_is_better else champion - new
+
+
+def _score(
+    config: PipelineConfig, spark: SparkSession, kind: Kind, model_uri: str, catalog: Catalog
+) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = kind.part("evaluate")(config, spark, model_uri, catalog, Path(tmp))
+    return float(metrics[kind.primary_metric])
+
+
+def run(
+    config: PipelineConfig, spark: SparkSession, run_id: str | None = None, override_gate: bool = False
+) -> dict:
+    """Register the run's model (default: this kind's latest training) and decide its promotion.
+
+    The decision, both scores and the margin become tags of the run and of the version, and the
+    returned summary. ``override_gate`` promotes whatever the scores, and is recorded.
+    """
+    kind = kind_of(config)
+    name = config.mlflow.registered_model
+    if not name:
+        raise ConfigError(
+            "mlflow.registered_model", "is required to promote (the registry name of the model)"
+        )
+    catalog = Catalog.for_workdir(config.workdir)
+    run_id = run_id or runs.trained_run_id(config)
+    uri = config.tracking_uri
+    version = registry.registered_version(uri, name, run_id)
+    champion = registry.champion_version(uri, name)
+
+    new_score = _score(config, spark, kind, f"models:/{name}/{version}", catalog)
+    champion_score = better_by = None
+    if champion is not None and champion != version:
+        champion_score = _score(config, spark, kind, f"models:/{name}/{champion}", catalog)
+        better_by = margin(kind, new_score, champion_score)
+
+    if champion is not None and champion == version:
+        decision, reason = "kept", "already the champion"
+    elif champion is None:
+        decision, reason = "promoted", "no champion yet"
+    elif better_by >= config.promote.min_delta:
+        decision, reason = (
+            "promoted",
+            f"better by {better_by:.4f} >= promote.min_delta {config.promote.min_delta}",
+        )
+    elif override_gate:
+        decision, reason = "forced", f"--override-gate although the margin is {better_by:.4f}"
+    else:
+        decision, reason = "kept", f"margin {better_by:.4f} < promote.min_delta {config.promote.min_delta}"
+    if decision in ("promoted", "forced"):
+        registry.make_champion(uri, name, version)
+
+    result = {
+        "decision": decision,
+        "reason": reason,
+        "metric": kind.primary_metric,
+        "model": name,
+        "version": version,
+        "score": new_score,
+        "champion_version": champion,
+        "champion_score": champion_score,
+        "margin": better_by,
+        "forced": override_gate,
+    }
+    tags = {f"dlfusion.promotion.{key}": "" if value is None else str(value) for key, value in result.items()}
+    registry.tag_run_and_version(uri, run_id, name, version, tags)
+    log.info(
+        "promote: %s version %s (%s %.4f; champion %s) -> %s: %s",
+        name,
+        version,
+        kind.primary_metric,
+        new_score,
+        "none" if champion is None else f"v{champion} {champion_score if champion_score is not None else ''}",
+        decision,
+        reason,
+    )
+    return result

@@ -1,0 +1,119 @@
+"""The one SparkSession factory."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from pipelines.core.config import SparkConfig
+from pipelines.core.errors import DlfusionError, ResourceError
+from pipelines.io import spark_writes
+from pipelines.runtime.logs import verbose
+
+log = logging.getLogger(__name__)
+
+# Bytes of rows Spark holds per batch, in a columnar Parquet read or an Arrow batch to Python.
+BATCH_BYTES = 16 * 1024 * 1024
+
+
+def get_spark(config: SparkConfig) -> SparkSession:
+    """Return the active SparkSession, or build one from ``config``.
+
+    The master comes from spark-submit when it set one (never overridden), else from
+    ``spark.master``, else ``local[*]``. Arrow is on and logs are quiet.
+    """
+    # Executors must run the same interpreter as the driver (it has our pinned stack).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(config.app_name)
+    # spark-submit starts the JVM gateway first and always has a master: never override it.
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        master = config.master or "local[*]"
+        builder = builder.master(master)
+        if master.startswith("local"):  # nothing else needs to reach it: listen on loopback only
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # the web UI's address
+            builder = builder.config("spark.driver.bindAddress", "127.0.0.1").config(
+                "spark.driver.host", "127.0.0.1"
+            )
+    builder = (
+        builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "8")
+        # Writes partitioned by outcome or split keep one writer per value open instead of sorting
+        # every row by it first (a sort holds rows in memory and spills).
+        .config("spark.sql.maxConcurrentOutputFileWriters", "4")
+        # Arrow batches to Python workers are cut by bytes too, not only by rows (10,000 rows of
+        # 224x224x3 pixels would be 1.5 GB).
+        .config("spark.sql.execution.arrow.maxBytesPerBatch", str(BATCH_BYTES))
+        # Python workers without a per-task cost of about 0.25 s of CPU (see the module).
+        .config("spark.python.daemon.module", "pipelines.runtime.spark_daemon")
+        # The driver JVM plans and schedules; rows are handled by executors and Python workers. Its
+        # optimising JIT compiler (C2) took a fifth of a core through a whole image stage here, and
+        # G1 grew its heap with the run's length (RSS +12% from 8,000 to 32,000 files; flat with the
+        # serial collector). In local mode the executors are that JVM too: text preprocess of
+        # 200,000 reviews took the same 30 s with and without these (benchmarks/README.md).
+        .config("spark.driver.extraJavaOptions", _driver_java_options())
+    )
+    for key, value in config.conf.items():
+        builder = builder.config(key, value)
+    on_interrupt = signal.getsignal(signal.SIGINT)
+    spark = builder.getOrCreate()
+    if threading.current_thread() is threading.main_thread():
+        # PySpark replaces the SIGINT handler with its own (cancel, KeyboardInterrupt); the CLI's
+        # handler already stops Spark, and everything else, the same way for SIGINT and SIGTERM.
+        signal.signal(signal.SIGINT, on_interrupt)
+    spark.sparkContext.setLogLevel("WARN" if verbose() else "ERROR")
+    log.info("Spark %s, master %s", spark.version, spark.sparkContext.master)
+    return spark
+
+
+def _driver_java_options() -> str:
+    options = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+    if verbose():  # Spark's own logging
+        return options
+    log_file = os.environ.get("DLFUSION_LOG_FILE")
+    if log_file and os.environ.get("DLFUSION_DEBUG") != "1":  # errors into the run's log file
+        settings = Path(__file__).with_name("log4j2-file.properties")
+        options += f" -Ddlfusion.logfile={log_file}"
+    else:  # errors only, on the console
+        settings = Path(__file__).with_name("log4j2-quiet.properties")
+    return options + f" -Dlog4j2.configurationFile={settings.as_uri()}"
+
+
+def size_batches(spark: SparkSession, row_bytes: int, batch_bytes: int = BATCH_BYTES) -> int:
+    """Set the rows per columnar Parquet read batch and per Arrow batch so that a batch of rows of
+    about ``row_bytes`` holds about ``batch_bytes`` (Spark's defaults, 4,096 and 10,000 rows, are
+    600 MB and 1.5 GB for 224x224 images). Returns the rows per batch."""
+    rows = max(16, batch_bytes // max(row_bytes, 1))
+    spark.conf.set("spark.sql.parquet.columnarReaderBatchSize", str(min(rows, 4096)))
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(min(rows, 10_000)))
+    return rows
+
+
+def explain_spark_failure(err: BaseException) -> DlfusionError | None:
+    """A one-line, actionable error for a Spark failure caused by memory or by a URI whose file system
+    Spark cannot reach, or None for anything else."""
+    text = str(err)
+    missing = re.search(r'No FileSystem for scheme "?([A-Za-z0-9+.-]+)', text)
+    if missing:
+        return spark_writes.missing_hadoop_filesystem(f"{missing.group(1)}://")
+    if any(sign in text for sign in ("OutOfMemoryError", "Java heap space", "GC overhead limit exceeded")):
+        return ResourceError(
+            "Spark ran out of JVM heap: raise spark.driver.memory (local mode: the executors run inside "
+            "the driver) or spark.executor.memory (cluster), e.g. spark.conf.spark.driver.memory=4g; or "
+            "lower ingest.batch_bytes / preprocess.rows_per_row_group"
+        )
+    if "MemoryError" in text or "exit code 137" in text or "Python worker exited unexpectedly" in text:
+        return ResourceError(
+            "a Spark Python worker ran out of memory or was killed: raise spark.executor.memoryOverhead "
+            "(or set spark.executor.pyspark.memory), or lower ingest.batch_bytes / ingest.task_files"
+        )
+    return None

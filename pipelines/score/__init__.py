@@ -1,0 +1,1 @@
+"""New raw data -> predictions of a logged model (the champion by default), as Parquet."""

@@ -1,0 +1,1 @@
+"""Split Parquet -> Horovod ranks -> a trained model logged to MLflow."""

@@ -1,0 +1,160 @@
+"""The loop every rank runs: set up Horovod and the devices, build the kind's model, stream its
+shard, checkpoint and log on rank 0, export the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import traceback
+
+from pipelines.core.catalog import Catalog
+from pipelines.io import atomic
+from pipelines.track import runs
+from pipelines.train.loader import LOADER_ERROR, InputStall
+from pipelines.train.task import RankContext, TrainJob
+
+log = logging.getLogger(__name__)
+
+
+def train_worker(job: TrainJob) -> dict:
+    """Train on this rank's shard. Returns a digest of the final weights (and on rank 0 the history)."""
+    started = time.time()  # the rank's process is up and has this function
+    import horovod.tensorflow as hvd
+
+    hvd.init()
+    catalog = Catalog.for_workdir(job.config.workdir)
+    try:
+        return _train(job, hvd, catalog, started)
+    except BaseException as err:
+        # Keep the first real exception where the driver can find it, not just "rank exited".
+        errors = catalog.rank_errors(job.run_id)
+        errors.mkdir(parents=True, exist_ok=True)
+        detail = f"{type(err).__name__}: {err}".splitlines()[0]
+        cause = re.search(f"{LOADER_ERROR}.*", str(err))  # inside TensorFlow's "Graph execution error"
+        if cause:
+            detail = cause.group(0)
+        (errors / f"rank-{hvd.rank()}.txt").write_text(detail + "\n\n" + traceback.format_exc())
+        raise
+
+
+def _train(job: TrainJob, hvd, catalog: Catalog, started: float) -> dict:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from pipelines.kinds import kind_of
+    from pipelines.preprocess.transforms import load_transform
+    from pipelines.runtime.logs import setup_logging, verbose
+    from pipelines.train import horovod_keras as hk
+    from pipelines.train.callbacks import Checkpoint, EpochClock, EpochLogger, InputStallMeter
+
+    setup_logging()
+    _pin_devices(tf, hvd)
+    config, train = job.config, job.config.train
+    rank = hvd.rank()
+    keras.utils.set_random_seed(train.seed)
+    ctx = RankContext(
+        config,
+        load_transform(catalog.transform),
+        catalog,
+        job.run_id,
+        rank,
+        hvd.size(),
+        job.train_plan.steps_per_epoch,
+        job.validate,
+    )
+    task = kind_of(config).part("task")()
+    model = task.build(ctx)
+
+    checkpoint = catalog.checkpoint(job.run_id)
+    initial_epoch = 0
+    if rank == 0 and train.resume and checkpoint.is_file():
+        with np.load(checkpoint) as saved:
+            hk.restore_state(model, {k: saved[k] for k in saved.files if k != "__epoch__"})
+            initial_epoch = int(saved["__epoch__"])
+        log.info("resuming from %s at epoch %d", checkpoint, initial_epoch + 1)
+    initial_epoch = hvd.broadcast_object(initial_epoch, root_rank=0, name="initial_epoch")
+
+    stall = InputStall()
+    train_data = ctx.dataset(
+        "train", shuffle_buffer=train.shuffle_buffer, first_pass=initial_epoch, stall=stall
+    )
+    # Order matters: metrics are averaged over ranks before the kind's callbacks add global figures
+    # (validation), and all of that happens before rank 0 checkpoints and logs.
+    marks: dict[str, list[float]] = {"worker_start": [started]}
+    callbacks = [
+        EpochClock(marks, at_begin="epoch_begin", at_end="steps_end"),
+        hk.BroadcastInitialState(),
+        InputStallMeter(stall),
+        hk.AverageEpochMetrics(),
+        EpochClock(marks, at_end="validation_begin"),
+        *task.callbacks(ctx),
+        EpochClock(marks, at_end="validation_end"),
+    ]
+    if rank == 0:
+        callbacks += task.rank0_callbacks(ctx)
+    stopping = None
+    if train.early_stopping.enabled:  # after every callback that adds a metric it may watch
+        settings = train.early_stopping
+        stopping = hk.DistributedEarlyStopping(
+            catalog.best_weights(job.run_id),
+            monitor=settings.metric,
+            mode=settings.direction,
+            patience=settings.patience,
+            min_delta=settings.min_delta,
+        )
+        callbacks.append(stopping)
+    if rank == 0:
+        pending = catalog.pending_metrics(job.run_id)
+        callbacks += [Checkpoint(checkpoint), EpochLogger(config.tracking_uri, job.run_id, pending)]
+    callbacks.append(EpochClock(marks, at_end="epoch_end"))
+
+    with runs.system_metrics(config.tracking_uri, job.run_id, enabled=rank == 0):
+        history = model.fit(
+            train_data,
+            epochs=train.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=ctx.steps_per_epoch,
+            callbacks=callbacks,
+            shuffle=False,  # the data set shuffles row groups and rows itself
+            class_weight=job.class_weight,
+            verbose=2 if rank == 0 and verbose() else 0,  # else EpochLogger's one line per epoch
+        )
+    outcome = {
+        "rank": rank,
+        "weights_digest": weights_digest(model.get_weights()),
+        "initial_epoch": initial_epoch,
+        "epochs_run": len(history.epoch),
+    }
+    if rank != 0:
+        return outcome
+    target = catalog.trained_model(job.run_id)
+    atomic.write_atomically(target, task.export(ctx, model).save)
+    marks["exported"] = [time.time()]
+    early = stopping.summary() if stopping else None
+    return {**outcome, "history": history.history, "early_stopping": early, "marks": marks}
+
+
+def weights_digest(arrays) -> str:
+    """SHA-256 of a model's weight arrays, in order: equal digests, equal models."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _pin_devices(tf, hvd) -> None:
+    """One GPU per local rank (two ranks on one GPU is a classic misconfiguration); CPU threads shared."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        gpu = gpus[hvd.local_rank() % len(gpus)]
+        tf.config.experimental.set_memory_growth(gpu, True)
+        tf.config.set_visible_devices(gpu, "GPU")
+    threads = max(1, (os.cpu_count() or 1) // hvd.local_size())
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
