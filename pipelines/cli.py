@@ -232,27 +232,7 @@ def _print_summary(summary: dict) -> None:
     lines = [f"dlfusion {summary['stage']}: succeeded"]
     if summary.get("skipped"):
         lines.append(f"  skipped, unchanged since their last success: {', '.join(summary['skipped'])}")
-    if "ingest" in summary:
-        i = summary["ingest"]
-        unit, seen = ("records", i["records_seen"]) if "records_seen" in i else ("files", i["files_seen"])
-        lines.append(
-            f"  {unit} seen {seen} = written {i['rows_written']} + quarantined {i['rows_quarantined']}"
-        )
-        if i.get("empty_files"):
-            lines.append(f"  {i['empty_files']} of {i['files_seen']} files were empty (no records)")
-    if "splits" in summary:
-        lines.append("  rows per split: " + ", ".join(f"{k}={v}" for k, v in summary["splits"].items()))
-    if "score" in summary:
-        s = summary["score"]
-        lines.append(f"  inputs {s['inputs']} = scored {s['scored']} + quarantined {s['quarantined']}")
-        lines.append(f"  predictions: {s['output']}/predictions  (model {s['model_uri']})")
-    if "run_id" in summary:
-        lines.append(f"  MLflow run {summary['run_id']}")
-    for name, value in summary.get("primary_metric", {}).items():
-        lines.append(f"  {name} {value:.4f}")
-    if "promotion" in summary:
-        p = summary["promotion"]
-        lines.append(f"  promotion: {p['model']} version {p['version']} {p['decision']} ({p['reason']})")
+    lines += [f"  {line}" for line in summary.get("lines", [])]  # each stage's StageResult.lines
     uri = summary.get("tracking_uri", "")
     if uri.startswith("sqlite:///"):
         lines.append(f"  MLflow database: {uri.removeprefix('sqlite:///')}")

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from pipelines.core.config import PipelineConfig, SparkConfig
+from pipelines.ingest import stage as ingest_stage
 from pipelines.pipeline.config_files import load_config
+from pipelines.preprocess import stage as preprocess_stage
 from pipelines.runtime.logs import setup_logging
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,12 +42,11 @@ def spark():
 @pytest.fixture(scope="session")
 def digits_workdir(tmp_path_factory, spark) -> Path:
     """A workdir holding the ingested and preprocessed digits demo (read-only: copy it to change it)."""
-    from pipelines.pipeline import runner
 
     workdir = tmp_path_factory.mktemp("digits")
     config = image_config(workdir)
-    runner.run_ingest(config)
-    runner.run_preprocess(config)
+    ingest_stage.run(config)
+    preprocess_stage.run(config)
     return workdir
 
 

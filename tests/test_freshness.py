@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from pipelines.core.catalog import Catalog
+from pipelines.ingest.stage import source_of
 from pipelines.pipeline import freshness, runner
 from tests.conftest import image_config
 
@@ -37,7 +38,7 @@ def ingested(tmp_path, spark):
 
 def _check(config, **overrides):
     config = config.model_copy(update=overrides) if overrides else config
-    return freshness.check("ingest", config, source=runner.source_of(config))
+    return freshness.check("ingest", config, source=source_of(config))
 
 
 def test_an_unchanged_stage_is_skipped_with_its_recorded_summary(ingested):
@@ -45,7 +46,7 @@ def test_an_unchanged_stage_is_skipped_with_its_recorded_summary(ingested):
     assert _check(config).skip
     summary = runner.run_stage("ingest", config)
     assert summary["skipped"] == ["ingest"] and summary["ingest"]["rows_written"] == 8
-    assert not freshness.check("ingest", config, source=runner.source_of(config), force=True).skip
+    assert not freshness.check("ingest", config, source=source_of(config), force=True).skip
 
 
 def test_changed_data_config_or_outputs_make_it_run_again(ingested):

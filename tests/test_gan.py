@@ -9,9 +9,10 @@ from mlflow import MlflowClient
 
 from pipelines.core.catalog import Catalog
 from pipelines.evaluate import evaluation
+from pipelines.ingest import stage as ingest_stage
 from pipelines.kinds.image_gan import quality
-from pipelines.pipeline import runner
 from pipelines.pipeline.config_files import load_config
+from pipelines.preprocess import stage as preprocess_stage
 from pipelines.train import driver, loader
 from tests.conftest import ROOT
 
@@ -114,8 +115,8 @@ def gan_trained(tmp_path_factory, spark):
     """The digits at 16 px ingested and preprocessed once; 4 epochs of 2-rank GAN training."""
     workdir = tmp_path_factory.mktemp("gan") / "work"
     config = gan_config(workdir, "train.epochs=4", "monitor.sample_every=2", "monitor.quality_samples=500")
-    runner.run_ingest(config)
-    runner.run_preprocess(config)
+    ingest_stage.run(config)
+    preprocess_stage.run(config)
     return config, driver.run(config)
 
 

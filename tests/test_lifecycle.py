@@ -9,7 +9,8 @@ import pytest
 from mlflow import MlflowClient
 
 from pipelines.core.catalog import Catalog
-from pipelines.pipeline import runner
+from pipelines.ingest import stage as ingest_stage
+from pipelines.preprocess import stage as preprocess_stage
 from pipelines.promote import promotion
 from pipelines.train import driver, rank_loop
 from tests.conftest import image_config
@@ -28,8 +29,8 @@ def noise_workdir(tmp_path_factory, spark):
         Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{index}.png")
     overrides = [f"data.source={root / 'raw'}", "ingest.image_size=16", "preprocess.rows_per_row_group=32"]
     config = image_config(root / "work", *overrides)
-    runner.run_ingest(config)
-    runner.run_preprocess(config)
+    ingest_stage.run(config)
+    preprocess_stage.run(config)
     return root / "work", overrides
 
 

@@ -27,8 +27,9 @@ from pipelines import cli
 from pipelines.core import locations
 from pipelines.core.catalog import Catalog
 from pipelines.core.errors import ConfigError, DataError
+from pipelines.ingest import stage as ingest_stage
 from pipelines.io import atomic, filesystems, parquet, spark_writes
-from pipelines.pipeline import runner
+from pipelines.preprocess import stage as preprocess_stage
 from pipelines.runtime.spark import explain_spark_failure
 from tests.conftest import IMAGE_CONFIG, ROOT, image_config
 from tests.support.cli import free_port
@@ -239,7 +240,7 @@ def test_a_data_set_without_its_marker_is_not_trusted_on_s3(s3):
 def test_spark_without_an_s3_connector_fails_with_one_line_naming_it(spark, s3):
     config = image_config(f"s3://{BUCKET}/nowhere")
     with pytest.raises(ConfigError) as raised:
-        runner.run_preprocess(config)  # Spark reads the ingested images
+        preprocess_stage.run(config)  # Spark reads the ingested images
     message = str(raised.value)
     assert len(message.splitlines()) == 1
     assert message.startswith(f"s3://{BUCKET}/nowhere/ingest/records.parquet: Spark has no Hadoop FileSystem")
@@ -292,7 +293,7 @@ def test_cli_ingests_images_from_s3_into_a_local_workdir(s3, s3_digits, tmp_path
 def test_ingest_into_an_s3_workdir_runs_on_the_python_side(spark, s3, s3_digits):
     source, files, bad = s3_digits
     config = image_config(f"s3://{BUCKET}/work", f"data.source={source}")
-    report = runner.run_ingest(config)["ingest"]
+    report = ingest_stage.run(config).summary["ingest"]
     assert report["files_seen"] == files == report["rows_written"] + report["rows_quarantined"]
     assert report["rows_quarantined"] == bad and report["classes"] == 10
     catalog = Catalog.for_workdir(config.workdir)

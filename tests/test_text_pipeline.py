@@ -14,9 +14,10 @@ from mlflow import MlflowClient
 
 from pipelines.core.catalog import Catalog
 from pipelines.evaluate import evaluation
+from pipelines.ingest import stage as ingest_stage
 from pipelines.io import atomic
 from pipelines.kinds.text_lstm.demo import write_reviews
-from pipelines.pipeline import runner
+from pipelines.preprocess import stage as preprocess_stage
 from pipelines.preprocess.transforms import load_transform
 from pipelines.train import driver
 from tests.conftest import text_config
@@ -32,8 +33,8 @@ def trained_text(tmp_path_factory, spark):
     config = text_config(
         root / "work", f"data.source={reviews}", "train.epochs=5", "preprocess.rows_per_row_group=128"
     )
-    summary = runner.run_ingest(config)
-    runner.run_preprocess(config)
+    summary = ingest_stage.run(config).summary
+    preprocess_stage.run(config)
     return config, summary, driver.run(config)
 
 

@@ -6,13 +6,26 @@ The one place stages are listed. The command line and its help, the runner, fres
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What every stage returns: ``summary`` joins the run's summary (``--summary-json``; its keys are
+    the stage's own), ``lines`` are what ``dlfusion`` prints for it."""
+
+    summary: dict[str, Any]
+    lines: tuple[str, ...] = field(default=())
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str
     help: str
+    # ``"module:function"`` of the stage, taking the config (and the options below) and returning a
+    # StageResult; imported only when the stage runs (TensorFlow and MLflow take seconds to import).
+    entry: str | None = None
     # In the chain a run goes through (each reads the output of the one before it): its success is
     # recorded, so that an unchanged re-run skips it (``--force`` runs it anyway).
     chained: bool = True
@@ -34,16 +47,19 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "ingest",
         "read the raw data (image folders, text files) into Parquet; bad input is quarantined",
+        entry="pipelines.ingest.stage:run",
         config_sections=("data", "ingest"),
     ),
     Stage(
         "preprocess",
         "split, fit the transform on train, write Parquet for streaming",
+        entry="pipelines.preprocess.stage:run",
         config_sections=("preprocess",),
     ),
     Stage(
         "train",
         "train with Horovod on Petastorm-streamed data, log to MLflow",
+        entry="pipelines.train.stage:run",
         tracked=True,
         per_kind=True,
         config_sections=None,
@@ -52,6 +68,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "evaluate",
         "evaluate the model on the test split and log to the training's MLflow run",
+        entry="pipelines.evaluate.stage:run",
         tracked=True,
         per_kind=True,
         on_ranks=True,
@@ -59,6 +76,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "promote",
         "register the model; move the 'champion' alias only if it beats the champion",
+        entry="pipelines.promote.stage:run",
         always=False,
         tracked=True,
         per_kind=True,
@@ -67,6 +85,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "score",
         "predict new raw data with a logged model (default: the champion) into Parquet",
+        entry="pipelines.score.stage:run",
         chained=False,
         tracked=True,
         always_runs=True,

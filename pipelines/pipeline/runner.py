@@ -6,84 +6,30 @@ inputs and config did not change since its last success is skipped (``pipelines.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
-from dataclasses import asdict
+from collections.abc import Callable
 
 from pipelines.core import stages as stage_table
-from pipelines.core.catalog import Catalog
 from pipelines.core.config import PipelineConfig
-from pipelines.core.stages import BY_NAME, CHAIN
+from pipelines.core.stages import BY_NAME, CHAIN, StageResult
+from pipelines.ingest.stage import source_of
 from pipelines.kinds import kind_of
 from pipelines.pipeline import freshness
-from pipelines.runtime.spark import get_spark
 
 log = logging.getLogger(__name__)
 
 
-def source_of(config: PipelineConfig) -> str:
-    """``data.source``, or the kind's demo data written under workdir when none is given."""
-    if config.data.source:
-        return config.data.source
-    demo = kind_of(config).part("demo")(Catalog.for_workdir(config.workdir))
-    log.info("no data.source given: using the demo data written to %s", demo)
-    return str(demo)
+def _entry(stage: str) -> Callable[..., StageResult]:
+    """The stage's function (its table ``entry``), imported now: only the stages that run load
+    TensorFlow or MLflow."""
+    module, _, function = BY_NAME[stage].entry.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
-def run_ingest(config: PipelineConfig, source: str | None = None) -> dict:
-    ingest = kind_of(config).part("ingest")
-    return {"ingest": asdict(ingest(config, get_spark(config.spark), source or source_of(config)))}
-
-
-def run_preprocess(config: PipelineConfig) -> dict:
-    report = kind_of(config).part("preprocess")(config, get_spark(config.spark))
-    return {
-        "splits": {name: split["rows"] for name, split in report["splits"].items()},
-        "preprocess": {"seconds": report["seconds"], "spark_jobs": report["spark_jobs"]},
-    }
-
-
-def run_train(config: PipelineConfig, pool=None) -> dict:
-    # TensorFlow and MLflow take seconds to import: only the stages that need them load them.
-    from pipelines.train import driver
-
-    result = driver.run(config, pool)
-    final = {key: values[-1] for key, values in result.history.items() if values}
-    summary = {"run_id": result.run_id, "model_uri": result.model_uri, "final_epoch_metrics": final}
-    if result.timing:
-        summary["train_timing"] = result.timing
-    if result.early_stopping:
-        summary["early_stopping"] = result.early_stopping
-    return summary
-
-
-def run_evaluate(config: PipelineConfig, pool=None) -> dict:
-    from pipelines.evaluate import evaluation
-
-    kind = kind_of(config)
-    metrics = evaluation.run(config, get_spark(config.spark), pool=pool)
-    return {"test_metrics": metrics, "primary_metric": {kind.primary_metric: metrics[kind.primary_metric]}}
-
-
-def run_promote(config: PipelineConfig, override_gate: bool = False) -> dict:
-    from pipelines.promote import promotion
-
-    return {"promotion": promotion.run(config, get_spark(config.spark), override_gate=override_gate)}
-
-
-def run_score(config: PipelineConfig) -> dict:
-    from pipelines.score import scoring
-
-    return {"score": asdict(scoring.run(config, get_spark(config.spark)))}
-
-
-STAGE_RUNNERS = {
-    "ingest": run_ingest,
-    "preprocess": run_preprocess,
-    "train": run_train,
-    "evaluate": run_evaluate,
-    "promote": run_promote,
-}
+def _recorded(result: StageResult) -> dict:
+    return {**result.summary, "lines": list(result.lines)}
 
 
 def run_stage(stage: str, config: PipelineConfig, force: bool = False, **options) -> dict:
@@ -99,7 +45,7 @@ def run_stage(stage: str, config: PipelineConfig, force: bool = False, **options
     log.info("%s: running (%s)", stage, check.reason)
     freshness.forget(stage, config)
     started = time.perf_counter()
-    summary = STAGE_RUNNERS[stage](config, **options)
+    summary = _recorded(_entry(stage)(config, **options))
     freshness.record_success(stage, config, check.inputs, summary)
     return {**summary, "stage_seconds": {stage: round(time.perf_counter() - started, 2)}}
 
@@ -120,6 +66,7 @@ def run_all(config: PipelineConfig, force: bool = False) -> dict:
             result = run_stage(stage, config, force=force, **options)
             summary["skipped"] += result.pop("skipped", [])
             summary.setdefault("stage_seconds", {}).update(result.pop("stage_seconds", {}))
+            summary.setdefault("lines", []).extend(result.pop("lines", []))
             summary.update(result)
     stage_table.running = None
     return summary
@@ -130,8 +77,8 @@ def run_one(stage: str, config: PipelineConfig, force: bool = False, **options) 
     stage_table.running = None
     if stage == "run":
         return run_all(config, force=force)
-    if stage == "score":
-        return run_score(config)
+    if BY_NAME[stage].always_runs:
+        return _recorded(_entry(stage)(config))
     summary = run_stage(stage, config, force=force, **options)
     summary.setdefault("skipped", [])
     return summary

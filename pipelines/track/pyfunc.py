@@ -119,10 +119,19 @@ def probabilities_udf(spark, model_path: Path):
     return mlflow.pyfunc.spark_udf(spark, str(model_path), result_type="array<double>", env_manager="local")
 
 
-def load_from_files(files: str, tracking_uri: str):
-    """The logged pyfunc from its files (``model_files``), in a Spark task or on a rank: the
-    tracking URI is set first, which files on a tracking server's artifact store need."""
+def load_model(location: str, tracking_uri: str):
+    """The logged pyfunc at ``location``: a ``runs:/`` or ``models:/`` URI, or its files
+    (``model_files``, in a Spark task or on a rank). The tracking URI is set first, which files on a
+    tracking server's artifact store need."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
-    return mlflow.pyfunc.load_model(files)
+    return mlflow.pyfunc.load_model(location)
+
+
+def run_of(model_uri: str, tracking_uri: str) -> str:
+    """The id of the run that logged the model at ``model_uri`` (``runs:/`` or ``models:/``)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return mlflow.models.get_model_info(model_uri).run_id

@@ -288,6 +288,25 @@ def log_training_outcome(config: PipelineConfig, run_id: str, early_stopping: di
             client.set_tag(run_id, f"dlfusion.early_stopping.{key}", "" if value is None else str(value))
 
 
+def log_artifact_or_warn(tracking_uri: str, run_id: str, path: Path, folder: str) -> bool:
+    """Attach a file to the run (from a rank, mid-training): an unreachable server costs a warning
+    and False, never the training."""
+    try:
+        mlflow_client(tracking_uri).log_artifact(run_id, str(path), folder)
+        return True
+    except Exception as err:
+        log.warning("could not log %s to MLflow (it stays at %s): %s", folder, path, str(err).splitlines()[0])
+        return False
+
+
+def download_run_artifact(tracking_uri: str, run_id: str, artifact_path: str) -> Path:
+    """A file logged to a run, downloaded to a temporary folder."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path))
+
+
 def log_evaluation(tracking_uri: str, run_id: str, metrics: dict[str, float], artifacts: Path) -> None:
     """Log a test evaluation to the training's run: its metrics, and the files in ``artifacts``
     under ``evaluation/``."""

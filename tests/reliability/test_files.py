@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.core.catalog import Catalog
 from pipelines.core.errors import ConfigError
-from pipelines.pipeline import runner
+from pipelines.ingest import stage as ingest_stage
 from pipelines.pipeline.config_files import load_config
 from tests.conftest import text_config
 
@@ -17,7 +17,7 @@ HEADER = "review\tsentiment\n"
 
 def _ingest(tmp_path, *overrides: str):
     config = text_config(tmp_path / "work", f"data.source={tmp_path / 'raw'}", *overrides)
-    summary = runner.run_ingest(config)["ingest"]
+    summary = ingest_stage.run(config).summary["ingest"]
     catalog = Catalog.for_workdir(config.workdir)
     written = pq.read_table(str(catalog.ingested)).to_pylist()
     quarantined = pq.read_table(str(catalog.quarantine)).to_pylist()

@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from pipelines.core.catalog import Catalog
 from pipelines.core.errors import TrainingError
 from pipelines.io import atomic, parquet
+from pipelines.preprocess import stage as preprocess_stage
 from pipelines.train import driver
 from tests.conftest import image_config
 from tests.reliability.conftest import Dlfusion, alive
@@ -84,12 +85,10 @@ def test_more_ranks_than_spark_task_slots_fails_within_the_start_timeout(digits_
 
 @pytest.mark.slow
 def test_uneven_shards_give_every_rank_the_same_steps(digits_workdir, tmp_path):
-    from pipelines.pipeline import runner
-
     workdir = tmp_path / "work"
     shutil.copytree(digits_workdir, workdir)
     config = image_config(workdir, "preprocess.rows_per_row_group=400", "train.num_proc=3", "train.epochs=2")
-    runner.run_preprocess(config)
+    preprocess_stage.run(config)
     sizes = parquet.row_group_sizes(Catalog.for_workdir(workdir).split("train"))
     assert len(sizes) == 4 and len(set(sizes)) > 1  # ranks get 2, 1 and 1 row groups of unequal size
 

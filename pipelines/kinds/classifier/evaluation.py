@@ -35,7 +35,7 @@ def predict_split(df: DataFrame, model_uri: str, tracking_uri: str, transform: T
         from pipelines.runtime.logs import quiet_library_warnings
 
         quiet_library_warnings()
-        model = pyfunc.load_from_files(files, tracking_uri)
+        model = pyfunc.load_model(files, tracking_uri)
         for batch in batches:
             if batch.empty:
                 continue
@@ -123,7 +123,7 @@ def score_shard(
 
     from pipelines.io import parquet
 
-    model = pyfunc.load_from_files(files, tracking_uri)
+    model = pyfunc.load_model(files, tracking_uri)
     counts: Counter = Counter()
     shard, shards = int(os.environ["HOROVOD_RANK"]), int(os.environ["HOROVOD_SIZE"])
     for group in parquet.row_groups(split, shard, shards):

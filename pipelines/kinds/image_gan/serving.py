@@ -56,23 +56,20 @@ def evaluate(config, spark, model_uri: str, catalog, artifacts: Path, ranks=None
     """The Fréchet distance between the test split and as many generated images, in the run's feature
     space; a grid of generated samples into ``artifacts`` (on the driver: ``ranks`` are not used)."""
     import keras
-    import mlflow
 
     from pipelines.preprocess.transforms import load_transform
+    from pipelines.track import pyfunc, runs
 
-    mlflow.set_tracking_uri(config.tracking_uri)
-    run_id = mlflow.models.get_model_info(model_uri).run_id  # runs:/ from evaluate, models:/ from promote
+    run_id = pyfunc.run_of(model_uri, config.tracking_uri)  # runs:/ from evaluate, models:/ from promote
     transform = load_transform(catalog.transform)
     extractor_file = quality.feature_extractor_file(catalog, run_id)
     if not extractor_file.is_file():  # evaluated elsewhere than trained: the run's copy
-        extractor_file = Path(
-            mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path="quality/feature_extractor.keras"
-            )
+        extractor_file = runs.download_run_artifact(
+            config.tracking_uri, run_id, "quality/feature_extractor.keras"
         )
     extractor = keras.models.load_model(extractor_file, compile=False)
     real, _ = quality.read_images(catalog.split("test"), transform, config.monitor.quality_samples)
-    generator = mlflow.pyfunc.load_model(model_uri)
+    generator = pyfunc.load_model(model_uri, config.tracking_uri)
     fake = np.asarray(generator.predict(pd.DataFrame({"count": [len(real)], "seed": [config.train.seed]})))
     score = quality.frechet_distance(
         quality.features(extractor, quality.to_unit_range(real)),

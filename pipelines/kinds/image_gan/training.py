@@ -8,18 +8,15 @@ different noise, and a run (or a resumed one: the step is the optimizer's counte
 
 from __future__ import annotations
 
-import logging
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 from pipelines.io import atomic
 from pipelines.kinds.image_gan import quality
+from pipelines.track import runs
 from pipelines.train import horovod_keras as hk
 from pipelines.train.task import RankContext, TrainingTask
-
-log = logging.getLogger(__name__)
 
 METRICS = ("d_loss", "g_loss", "d_real_accuracy", "d_fake_accuracy")
 
@@ -152,7 +149,7 @@ class GanMonitor(keras.callbacks.Callback):
                 ctx.config.train.seed,
             )
             atomic.write_atomically(path, self.extractor.save)
-            _log_artifact(ctx, path, "quality")
+            runs.log_artifact_or_warn(ctx.config.tracking_uri, ctx.run_id, path, "quality")
         self.real_features = quality.features(self.extractor, quality.to_unit_range(images))
 
     def on_epoch_end(self, epoch, logs=None):
@@ -167,14 +164,4 @@ class GanMonitor(keras.callbacks.Callback):
             run_folder = self.ctx.catalog.trained_model(self.ctx.run_id).parent
             path = run_folder / f"samples_epoch_{epoch + 1:03d}.png"
             quality.save_grid(grid, path, f"epoch {epoch + 1}, Fréchet distance {score:.2f}")
-            _log_artifact(self.ctx, path, "samples")
-
-
-def _log_artifact(ctx: RankContext, path, folder: str) -> None:
-    """Attach a file to the run; an unreachable server costs a warning, never the training."""
-    try:
-        from mlflow import MlflowClient
-
-        MlflowClient(ctx.config.tracking_uri).log_artifact(ctx.run_id, str(path), folder)
-    except Exception as err:
-        log.warning("could not log %s to MLflow (it stays at %s): %s", folder, path, str(err).splitlines()[0])
+            runs.log_artifact_or_warn(self.ctx.config.tracking_uri, self.ctx.run_id, path, "samples")
