@@ -59,7 +59,7 @@ def reference() -> str:
         "# Configuration reference",
         "",
         "Generated from the pydantic models by `python -m pipelines.pipeline.config_reference > "
-        "docs/configuration.md`; `tests/test_config.py` fails when this page is stale. A pipeline's "
+        "docs/configuration.md`; `tests/core/test_config.py` fails when this page is stale. A pipeline's "
         "YAML (`conf/<kind>.yaml`) is merged over `conf/base.yaml` beside it, and `KEY=VALUE` "
         "arguments override both (`train.epochs=2`); an unknown key is an error naming it. The "
         "defaults below are the models' own: `conf/base.yaml` and the kinds' YAML files set some "

@@ -1,4 +1,4 @@
-"""``image_mlp``: a kind outside dlfusion's repository (tests/plugin_kind), registered through the
+"""``image_mlp``: a kind outside dlfusion's repository (tests/kinds/plugin_kind), registered through the
 ``dlfusion.kinds`` entry point of its own package. A multi-layer perceptron on the image kinds'
 data: their ingest, preprocess, demo and scoring parts; its own config, model and served pyfunc;
 dlfusion's shared classifier evaluation."""

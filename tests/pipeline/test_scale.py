@@ -13,7 +13,7 @@ from pipelines.io import parquet
 from pipelines.kinds.image_cnn.demo import write_synthetic_images
 from tests.support.cli import dlfusion
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FILES = 32_000
 
 

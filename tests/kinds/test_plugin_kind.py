@@ -1,4 +1,4 @@
-"""A fourth kind that lives outside ``pipelines/`` (tests/plugin_kind), installed as a package of its
+"""A fourth kind that lives outside ``pipelines/`` (tests/kinds/plugin_kind), installed as a package of its
 own: the shared stages run it end to end, found through its entry point alone."""
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ def installed(tmp_path_factory) -> str:
     import shutil
 
     site, source = tmp_path_factory.mktemp("site"), tmp_path_factory.mktemp("kind") / "plugin_kind"
-    shutil.copytree(ROOT / "tests" / "plugin_kind", source)  # pip builds in place: not in the repository
+    # pip builds in place: in a copy, not in the repository
+    shutil.copytree(ROOT / "tests" / "kinds" / "plugin_kind", source)
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
     subprocess.run([*pip, "--target", str(site), str(source)], check=True)
     assert (site / "image_mlp").is_dir() and list(site.glob("dlfusion_image_mlp-*.dist-info"))

@@ -32,8 +32,8 @@ from pipelines.io import atomic, filesystems, parquet, spark_writes
 from pipelines.preprocess import stage as preprocess_stage
 from pipelines.runtime.spark import explain_spark_failure
 from tests.conftest import IMAGE_CONFIG, ROOT, image_config
+from tests.io.test_storage import SCHEMA, _batches
 from tests.support.cli import free_port
-from tests.test_storage import SCHEMA, _batches
 
 BUCKET = "dlfusion"
 

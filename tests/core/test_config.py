@@ -78,7 +78,7 @@ def test_cli_missing_config_file_exits_2(tmp_path):
 def test_jobs_are_thin_entry_points():
     for job in (ROOT / "jobs").glob("*.py"):
         assert len(job.read_text().splitlines()) < 40
-        assert f'main(["{job.stem}"' in job.read_text()  # one per stage: tests/test_stages.py
+        assert f'main(["{job.stem}"' in job.read_text()  # one per stage: tests/core/test_stages.py
 
 
 def test_cli_data_error_is_one_line_exit_1(tmp_path):

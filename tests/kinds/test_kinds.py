@@ -13,7 +13,7 @@ from pipelines.kinds import GROUP, contract, kind_named, registered
 from pipelines.pipeline.config_files import load_config
 from pipelines.train.task import TrainingTask
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # What each stage needs from a kind, and the shape of that part.
 STAGE_PARTS = {
