@@ -13,8 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,64 +31,31 @@ from pipelines.preprocess import stage as preprocess_stage
 from pipelines.runtime.spark import explain_spark_failure
 from tests.conftest import IMAGE_CONFIG, ROOT, image_config
 from tests.io.test_storage import SCHEMA, _batches
-from tests.support.cli import free_port
+from tests.support.s3 import moto_s3
 
 BUCKET = "dlfusion"
 
 
 @pytest.fixture(scope="module")
 def s3(spark):
-    """A moto S3 server on a free loopback port with one bucket; this process, the CLI processes it
-    starts and the shared Spark session's Python workers are pointed at it (``AWS_*`` variables).
+    """A moto S3 server with one bucket; this process, the CLI processes it starts and the shared
+    Spark session's Python workers are pointed at it (``AWS_*`` variables).
 
     Returns the environment variables that reach it."""
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"moto_server did not start on {endpoint}")
-            time.sleep(0.1)
-    env = {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-    }
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    # The session's JVM (and so its Python workers' environment) may have started before this server:
-    # give its workers the variables as spark.executorEnv.* would (what a cluster needs anyway).
-    context = spark.sparkContext
-    context.environment.update(env)
-    admin = pafs.S3FileSystem(
-        endpoint_override=f"127.0.0.1:{port}",
-        scheme="http",
-        access_key="testing",
-        secret_key="testing",
-        region="us-east-1",
-        allow_bucket_creation=True,
-    )
-    admin.create_dir(BUCKET)
-    yield env
-    for name, value in saved.items():
-        context.environment.pop(name, None)
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    server.terminate()
-    server.wait(timeout=10)
+    with moto_s3(BUCKET) as env:
+        saved = {name: os.environ.get(name) for name in env}
+        os.environ.update(env)
+        # The session's JVM (and so its Python workers' environment) may have started before this
+        # server: give its workers the variables as spark.executorEnv.* would (what a cluster needs).
+        context = spark.sparkContext
+        context.environment.update(env)
+        yield env
+        for name, value in saved.items():
+            context.environment.pop(name, None)
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _put(uri: str, content: bytes) -> None:
