@@ -40,6 +40,18 @@ def spark():
 
 
 @pytest.fixture(scope="session")
+def ranks():
+    """The local launcher's ranks for the default training settings (2 ranks), started once and
+    shared by the tests that train normally (``driver.run(config, ranks)``): each such training skips
+    the ranks' start, TensorFlow's import included. A test that kills a rank, or changes the rank
+    count or their environment (stall timeouts), starts its own."""
+    from pipelines.train.launchers import RankPool
+
+    with RankPool(image_config(Path("unused")).train) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="session")
 def digits_workdir(tmp_path_factory, spark) -> Path:
     """A workdir holding the ingested and preprocessed digits demo (read-only: copy it to change it)."""
 

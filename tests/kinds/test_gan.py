@@ -111,13 +111,13 @@ def test_gan_config_checks_the_image_size_against_the_generator(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def gan_trained(tmp_path_factory, spark):
+def gan_trained(tmp_path_factory, spark, ranks):
     """The digits at 16 px ingested and preprocessed once; 4 epochs of 2-rank GAN training."""
     workdir = tmp_path_factory.mktemp("gan") / "work"
     config = gan_config(workdir, "train.epochs=4", "monitor.sample_every=2", "monitor.quality_samples=500")
     ingest_stage.run(config)
     preprocess_stage.run(config)
-    return config, driver.run(config)
+    return config, driver.run(config, ranks)
 
 
 @pytest.mark.slow
@@ -170,10 +170,11 @@ def test_evaluate_logs_the_test_frechet_distance(gan_trained, spark):
 
 
 @pytest.mark.slow
-def test_resume_restores_both_optimizers_and_the_epoch(gan_trained):
+def test_resume_restores_both_optimizers_and_the_epoch(gan_trained, ranks):
     config, first = gan_trained
     resumed = driver.run(
-        config.model_copy(update={"train": config.train.model_copy(update={"resume": True, "epochs": 5})})
+        config.model_copy(update={"train": config.train.model_copy(update={"resume": True, "epochs": 5})}),
+        ranks,
     )
     assert resumed.run_id == first.run_id and resumed.initial_epoch == 4
     assert len(resumed.history["frechet_distance"]) == 1
@@ -185,14 +186,14 @@ def test_resume_restores_both_optimizers_and_the_epoch(gan_trained):
 
 
 @pytest.mark.slow
-def test_the_classifier_trains_on_the_gans_workdir_without_ingesting_again(gan_trained):
+def test_the_classifier_trains_on_the_gans_workdir_without_ingesting_again(gan_trained, ranks):
     from tests.conftest import image_config
 
     config, gan = gan_trained
     catalog = Catalog.for_workdir(config.workdir)
     ingested = catalog.ingested.stat().st_mtime_ns
     classifier = image_config(config.workdir, f"ingest.image_size={SIZE}", "train.epochs=1")
-    result = driver.run(classifier)
+    result = driver.run(classifier, ranks)
     assert result.run_id != gan.run_id
     assert catalog.ingested.stat().st_mtime_ns == ingested
     runs = {path.stem for path in (config.workdir / "runs").glob("*.json")}
@@ -201,7 +202,9 @@ def test_the_classifier_trains_on_the_gans_workdir_without_ingesting_again(gan_t
 
 
 @pytest.mark.slow
-def test_a_gan_promotes_twice_the_second_time_against_the_champion_from_the_registry(gan_trained, spark):
+def test_a_gan_promotes_twice_the_second_time_against_the_champion_from_the_registry(
+    gan_trained, spark, ranks
+):
     from pipelines.promote import promotion
 
     config, first = gan_trained
@@ -211,7 +214,7 @@ def test_a_gan_promotes_twice_the_second_time_against_the_champion_from_the_regi
         == "promoted"
     )
 
-    second = driver.run(gan_config(config.workdir, "train.epochs=1", *named))
+    second = driver.run(gan_config(config.workdir, "train.epochs=1", *named), ranks)
     result = promotion.run(gan_config(config.workdir, *named), spark)
 
     assert result["version"] == "2" and result["champion_version"] == "1"

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow  # every test here uses a text model trained on Ho
 
 
 @pytest.fixture(scope="module")
-def trained_text(tmp_path_factory, spark):
+def trained_text(tmp_path_factory, spark, ranks):
     """3,000 generated reviews, ingested, preprocessed and trained for 5 epochs on 2 ranks."""
     root = tmp_path_factory.mktemp("text")
     reviews = write_reviews(root / "reviews.tsv", count=3000, seed=3)
@@ -35,7 +35,7 @@ def trained_text(tmp_path_factory, spark):
     )
     summary = ingest_stage.run(config).summary
     preprocess_stage.run(config)
-    return config, summary, driver.run(config)
+    return config, summary, driver.run(config, ranks)
 
 
 def test_ingest_accounts_for_every_generated_review(trained_text):

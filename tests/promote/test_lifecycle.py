@@ -35,7 +35,7 @@ def noise_workdir(tmp_path_factory, spark):
 
 
 @pytest.mark.slow
-def test_early_stopping_stops_all_ranks_at_one_epoch_and_keeps_the_best_model(noise_workdir):
+def test_early_stopping_stops_all_ranks_at_one_epoch_and_keeps_the_best_model(noise_workdir, ranks):
     import keras
 
     workdir, overrides = noise_workdir
@@ -47,7 +47,7 @@ def test_early_stopping_stops_all_ranks_at_one_epoch_and_keeps_the_best_model(no
         "train.early_stopping.enabled=true",
         "train.early_stopping.patience=1",
     )
-    result = driver.run(config)
+    result = driver.run(config, ranks)
     early = result.early_stopping
     assert early["stopped_epoch"] is not None and early["stopped_epoch"] < 12, early
     assert early["best_epoch"] == early["stopped_epoch"] - 1  # patience 1
@@ -68,14 +68,14 @@ def test_early_stopping_stops_all_ranks_at_one_epoch_and_keeps_the_best_model(no
 
 
 @pytest.mark.slow
-def test_the_gate_moves_the_champion_alias_only_for_a_better_model(digits_workdir, tmp_path, spark):
+def test_the_gate_moves_the_champion_alias_only_for_a_better_model(digits_workdir, tmp_path, spark, ranks):
     workdir = tmp_path / "work"
     shutil.copytree(digits_workdir, workdir)
     registered = "mlflow.registered_model=digits"
 
     def train_and_promote(*overrides: str, override_gate: bool = False) -> dict:
         config = image_config(workdir, registered, *overrides)
-        driver.run(config)
+        driver.run(config, ranks)
         return promotion.run(config, spark, override_gate=override_gate)
 
     weak = train_and_promote("train.epochs=1", "train.learning_rate=0.00001", "train.warmup_epochs=0")

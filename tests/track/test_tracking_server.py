@@ -36,9 +36,9 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_training_logs_to_an_mlflow_server_over_http(mlflow_server, trainable_workdir, spark):
+def test_training_logs_to_an_mlflow_server_over_http(mlflow_server, trainable_workdir, spark, ranks):
     config = image_config(trainable_workdir, "train.epochs=1", f"mlflow.tracking_uri={mlflow_server}")
-    result = driver.run(config)
+    result = driver.run(config, ranks)
     client = MlflowClient(mlflow_server)
     run = client.get_run(result.run_id)
     assert run.data.params["data.ingest.files_seen"] == "1797"

@@ -25,14 +25,14 @@ pytestmark = pytest.mark.slow  # every test here trains on Horovod ranks, or use
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, digits_workdir, spark):
+def trained(tmp_path_factory, digits_workdir, spark, ranks):
     """Two epochs of 2-rank training on the digits demo, with the local (Gloo) launcher."""
     import shutil
 
     workdir = tmp_path_factory.mktemp("trained") / "work"
     shutil.copytree(digits_workdir, workdir)
     config = image_config(workdir, "train.epochs=2")
-    return config, driver.run(config)
+    return config, driver.run(config, ranks)
 
 
 def test_two_ranks_end_with_identical_weights(trained):
@@ -171,14 +171,14 @@ def test_score_predicts_a_new_folder_with_spark_udf_and_quarantines_a_bad_file(t
     assert np.allclose(probabilities, expected, atol=1e-5)
 
 
-def test_resume_continues_from_the_checkpoint(trainable_workdir, spark):
-    first = driver.run(image_config(trainable_workdir, "train.epochs=1"))
+def test_resume_continues_from_the_checkpoint(trainable_workdir, spark, ranks):
+    first = driver.run(image_config(trainable_workdir, "train.epochs=1"), ranks)
     catalog = Catalog.for_workdir(trainable_workdir)
     with np.load(catalog.checkpoint(first.run_id)) as saved:
         assert int(saved["__epoch__"]) == 1
 
     config = image_config(trainable_workdir, "train.epochs=2", "train.resume=true")
-    resumed = driver.run(config)
+    resumed = driver.run(config, ranks)
     assert resumed.run_id == first.run_id and resumed.initial_epoch == 1
     assert len(resumed.history["loss"]) == 1  # only the missing epoch ran
     assert resumed.rank_digests[0] == resumed.rank_digests[1]
