@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from pipelines.track import mlflow_server as mlflow_server_module
 from pipelines.track import runs
 from pipelines.train import driver
 from tests.conftest import ROOT, image_config
-from tests.support.cli import dlfusion, free_port
+from tests.support.cli import DLFUSION, clean_env, dlfusion, free_port
 
 QUIET = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
 
@@ -158,8 +157,10 @@ def test_training_outlives_a_server_outage_and_logs_everything_once_it_is_back(t
     args = ["train", "conf/image_cnn.yaml", f"workdir={trainable_workdir}", "spark.master=local[2]"]
     args += ["train.epochs=4", f"mlflow.tracking_uri={url}"]
     training_process = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", *args],
+        [DLFUSION, *args],
         cwd=ROOT,
+        # What a user sets to give up on a dead server at once instead of after MLflow's retries.
+        env=clean_env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
