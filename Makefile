@@ -28,15 +28,16 @@ run-gan: $(STAMP)
 mlflow: $(STAMP)
 	$(VENV)/bin/dlfusion mlflow-server --root work/mlflow-server --port $(or $(MLFLOW_PORT),5000)
 
-# Two pytest workers, one test file each at a time (pytest-xdist --dist loadfile): much of the suite
-# waits on processes, servers and timeouts, which the other worker's tests fill. Files with the most
-# slow tests go first (tests/conftest.py), so that quick files fill the end. PYTEST_WORKERS=0: serial.
+# Two pytest workers (pytest-xdist): much of the suite waits on processes, servers and timeouts, which
+# the other worker's tests fill. Each takes half the tests in order and, when done, steals from the
+# other's end (--dist worksteal), so that no long test file runs alone at the end. PYTEST_WORKERS=0:
+# serial.
 PYTEST_WORKERS ?= 2
 
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check pipelines models jobs tests benchmarks
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # Debian's Chromium, for the test that opens the MLflow UI in a real (headless) browser.
 browser:

@@ -20,16 +20,6 @@ TEXT_CONFIG = ROOT / "conf" / "text_lstm.yaml"
 setup_logging()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files with the most slow tests run first (stable otherwise): under ``make test``'s two workers
-    (``--dist loadfile``), the quick files then fill the end instead of one long file running alone."""
-    slow: dict[str, int] = {}
-    for item in items:
-        slow[item.nodeid.split("::")[0]] = slow.get(item.nodeid.split("::")[0], 0) + bool(
-            item.get_closest_marker("slow")
-        )
-    items.sort(key=lambda item: -slow[item.nodeid.split("::")[0]])
-
 
 def image_config(workdir: Path, *overrides: str) -> PipelineConfig:
     """The shipped image pipeline config, pointed at ``workdir``, with overrides."""

@@ -365,10 +365,12 @@ _FEED_IDS = itertools.count()
 
 
 @atexit.register
-def _close_feeds() -> None:
+def close_feeds() -> None:
     """Close every feed still open (a training's never-ending one, those of a rank that failed):
-    that stops its thread and its Petastorm readers. At exit, while threads still run: a feed left
-    to the interpreter's final clean-up would wait there forever for threads that no longer do."""
+    that stops its thread and its Petastorm readers. Called when a rank's training job ends (a rank
+    kept for later jobs would otherwise keep them, polling), and at exit, while threads still run: a
+    feed left to the interpreter's final clean-up would wait there forever for threads that no
+    longer do."""
     while _FEEDS:
         _, feed = _FEEDS.popitem()
         try:
