@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.metadata
+import pkgutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,8 +48,7 @@ class Kind:
 
     def part(self, name: str) -> Any:
         """Import and return the part ``name`` (e.g. ``kind.part("ingest")(config, spark, source)``)."""
-        module, _, attribute = getattr(self, name).partition(":")
-        return getattr(importlib.import_module(module), attribute)
+        return pkgutil.resolve_name(getattr(self, name))
 
 
 @functools.cache

@@ -6,8 +6,8 @@ inputs and config did not change since its last success is skipped (``pipelines.
 
 from __future__ import annotations
 
-import importlib
 import logging
+import pkgutil
 import time
 from collections.abc import Callable
 
@@ -24,8 +24,7 @@ log = logging.getLogger(__name__)
 def _entry(stage: str) -> Callable[..., StageResult]:
     """The stage's function (its table ``entry``), imported now: only the stages that run load
     TensorFlow or MLflow."""
-    module, _, function = BY_NAME[stage].entry.partition(":")
-    return getattr(importlib.import_module(module), function)
+    return pkgutil.resolve_name(BY_NAME[stage].entry)
 
 
 def _recorded(result: StageResult) -> dict:

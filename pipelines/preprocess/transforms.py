@@ -7,7 +7,7 @@ that a kind outside this repository brings its own.
 
 from __future__ import annotations
 
-import importlib
+import pkgutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
@@ -55,5 +55,4 @@ def load_transform(path: Path) -> Transform:
 
     data = read_json(path)
     reference = data.pop("class", None) or _SAVED_BEFORE_CLASSES[data.pop("kind")]
-    module, _, name = reference.partition(":")
-    return getattr(importlib.import_module(module), name)(**data)
+    return pkgutil.resolve_name(reference)(**data)
