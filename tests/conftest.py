@@ -20,7 +20,6 @@ TEXT_CONFIG = ROOT / "conf" / "text_lstm.yaml"
 setup_logging()
 
 
-
 def image_config(workdir: Path, *overrides: str) -> PipelineConfig:
     """The shipped image pipeline config, pointed at ``workdir``, with overrides."""
     return load_config(IMAGE_CONFIG, [f"workdir={workdir}", "spark.master=local[2]", *overrides])

@@ -25,6 +25,21 @@ class Catalog:
     def for_workdir(cls, workdir: str | Location) -> Catalog:
         return cls(locations.location(workdir))
 
+    @property
+    def lock(self) -> Location:
+        """The ``flock`` that lets one ``dlfusion`` command at a time work here (``runtime.locking``)."""
+        return self.workdir / ".dlfusion.lock"
+
+    @property
+    def logs(self) -> Location:
+        """One log file per ``dlfusion`` command, with its full traces (``runtime.logs``)."""
+        return self.workdir / "logs"
+
+    @property
+    def mlflow_database(self) -> Location:
+        """The SQLite tracking store used when ``mlflow.tracking_uri`` is unset."""
+        return self.workdir / "mlflow.db"
+
     def demo_data(self, name: str) -> Location:
         """Where a kind writes its demo raw data ``name`` (used when ``data.source`` is unset)."""
         return self.workdir / "raw" / name

@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from pipelines.core.catalog import Catalog
+
 BASE_CONFIG_NAME = "base.yaml"
 
 
@@ -170,7 +172,7 @@ class PipelineBase(Section):
         local = require_local(
             self.workdir, "the default MLflow database (SQLite; or set mlflow.tracking_uri)"
         )
-        return f"sqlite:///{(local / 'mlflow.db').resolve()}"
+        return f"sqlite:///{Catalog.for_workdir(local).mlflow_database}"
 
 
 # Any kind's config: the classes live in the kinds' folders (``pipelines.kinds``).

@@ -12,9 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipelines.core.catalog import Catalog
 from pipelines.core.errors import DlfusionError
-
-LOCK_NAME = ".dlfusion.lock"
 
 
 class WorkdirBusy(DlfusionError):
@@ -35,7 +34,7 @@ def workdir_lock(workdir: Path, stage: str) -> Iterator[Path]:
     """
     from pipelines.core.locations import require_local
 
-    path = require_local(workdir, "the workdir lock (flock)").resolve() / LOCK_NAME
+    path = Catalog.for_workdir(require_local(workdir, "the workdir lock (flock)")).lock
     handle = open(path, "a+", encoding="utf-8")  # never truncate: the holder's record is in it
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

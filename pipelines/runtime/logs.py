@@ -11,6 +11,8 @@ import threading
 import warnings
 from pathlib import Path
 
+from pipelines.core.catalog import Catalog
+
 # petastorm 0.13.1 uses pyarrow 14 APIs that warn on every import and read; the warnings say
 # nothing a user can act on, so they are silenced here, by module, and nowhere else.
 _NOISY_MODULES = (r"petastorm(\..*)?", r"pyarrow(\..*)?")
@@ -200,7 +202,7 @@ def log_to_file(workdir: Path, stage: str) -> Path:
     from pipelines.core.locations import require_local
 
     workdir = require_local(workdir, "the dlfusion command (its lock and log files)")
-    folder = Path(workdir).resolve() / "logs"
+    folder = Catalog.for_workdir(workdir).logs
     path = folder / f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 
-from pipelines.runtime.locking import LOCK_NAME, workdir_lock
+from pipelines.core.catalog import Catalog
+from pipelines.runtime.locking import workdir_lock
 from tests.reliability.conftest import ROOT, Dlfusion
 
 
@@ -47,7 +48,7 @@ def test_the_lock_of_a_killed_run_is_taken_over(tmp_path):
     with workdir_lock(workdir, "ingest") as path:  # no waiting, no manual clean-up
         assert json.loads(path.read_text())["stage"] == "ingest"
     assert time.monotonic() - started < 1
-    assert (workdir / LOCK_NAME).is_file()
+    assert Catalog.for_workdir(workdir).lock.is_file()
 
 
 def test_runs_in_different_workdirs_go_at_once(tmp_path):
