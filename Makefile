@@ -37,7 +37,7 @@ PYTEST_WORKERS ?= 2
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check pipelines models jobs tests benchmarks
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Debian's Chromium, for the test that opens the MLflow UI in a real (headless) browser.
 browser:

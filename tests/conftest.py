@@ -20,6 +20,25 @@ TEXT_CONFIG = ROOT / "conf" / "text_lstm.yaml"
 setup_logging()
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Order and group the suite for ``make test``'s workers (``--dist loadgroup``):
+
+    - the tests of a module that shares a module-scoped fixture (a trained model, a server) form one
+      group, so that one worker sets the fixture up once instead of every worker that runs one of them;
+    - slow tests first (stable otherwise): the longest work starts while the fast tests are left to
+      fill the gaps, so both workers finish together instead of one waiting on a late slow test.
+    """
+    for item in items:
+        definitions = getattr(item, "_fixtureinfo", None)
+        shared = definitions and any(
+            fixture.scope == "module" for defs in definitions.name2fixturedefs.values() for fixture in defs
+        )
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def image_config(workdir: Path, *overrides: str) -> PipelineConfig:
     """The shipped image pipeline config, pointed at ``workdir``, with overrides."""
     return load_config(IMAGE_CONFIG, [f"workdir={workdir}", "spark.master=local[2]", *overrides])
