@@ -166,6 +166,10 @@ def _run_stage(args: argparse.Namespace, summary: dict) -> int:
         options = {"override_gate": args.override_gate} if args.stage == "promote" else {}
         with workdir_lock(config.workdir, args.stage):
             summary.update(run_one(args.stage, config, force=getattr(args, "force", False), **options))
+        if summary.get("run_id"):
+            from pipelines.track.runs import ui_page
+
+            summary["mlflow_ui_page"] = ui_page(config.tracking_uri, summary["run_id"])
         summary["status"] = "succeeded"
         return EXIT_OK
     except Interrupted as err:
@@ -233,10 +237,14 @@ def _print_summary(summary: dict) -> None:
     if summary.get("skipped"):
         lines.append(f"  skipped, unchanged since their last success: {', '.join(summary['skipped'])}")
     lines += [f"  {line}" for line in summary.get("lines", [])]  # each stage's StageResult.lines
-    uri = summary.get("tracking_uri", "")
+    uri, page = summary.get("tracking_uri", ""), summary.get("mlflow_ui_page")
     if uri.startswith("sqlite:///"):
         lines.append(f"  MLflow database: {uri.removeprefix('sqlite:///')}")
         lines.append(f"  browse it with: mlflow ui --backend-store-uri {uri}")
+        if page:
+            lines.append(f"  the run: http://127.0.0.1:5000/{page}")
+    elif page:
+        lines.append(f"  the run in MLflow's UI: {uri.rstrip('/')}/{page}")
     print("\n".join(lines))
 
 

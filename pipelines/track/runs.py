@@ -48,17 +48,39 @@ def mlflow_client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+# MLflow's UI opens an experiment on its GenAI traces overview unless this tag says it holds model
+# training runs (the value the UI itself writes when a user picks "Model training").
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def _experiment_id(config: PipelineConfig) -> str:
     import mlflow
 
     mlflow.set_tracking_uri(config.tracking_uri)
     experiment = mlflow.get_experiment_by_name(config.mlflow.experiment)
     if experiment is not None:
+        for key, value in EXPERIMENT_KIND.items():
+            if key not in experiment.tags:  # made by an earlier version: tag it, never override a choice
+                mlflow_client(config.tracking_uri).set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
     artifacts = None
     if config.mlflow.tracking_uri is None:  # embedded store: keep artifacts beside the database
         artifacts = (Path(config.workdir).resolve() / "mlartifacts").as_uri()
-    return mlflow.create_experiment(config.mlflow.experiment, artifact_location=artifacts)
+    return mlflow.create_experiment(
+        config.mlflow.experiment, artifact_location=artifacts, tags=EXPERIMENT_KIND
+    )
+
+
+def ui_page(tracking_uri: str, run_id: str) -> str | None:
+    """The run's page in MLflow's UI, relative to the UI's address. MLflow 3.17's UI shows an
+    experiment as GenAI traces unless the page asks for its "Model training" view (``workflowType``;
+    without it, the choice last made in that browser, GenAI at first)."""
+    try:
+        experiment_id = mlflow_client(tracking_uri).get_run(run_id).info.experiment_id
+    except Exception as err:  # a link is a convenience: a server gone since must not fail the run
+        log.warning("MLflow run %s not found for its UI link: %s", run_id, err)
+        return None
+    return f"#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
 def git_commit() -> str:

@@ -15,8 +15,7 @@ from mlflow import MlflowClient
 
 from pipelines.track import mlflow_server as mlflow_server_module
 from pipelines.track import runs
-from pipelines.train import driver
-from tests.conftest import ROOT, image_config
+from tests.conftest import ROOT
 from tests.support.cli import DLFUSION, clean_env, dlfusion, free_port
 
 QUIET = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
@@ -32,21 +31,6 @@ def mlflow_server(tmp_path_factory):
     server = mlflow_server_module.start(tmp_path_factory.mktemp("mlflow-server"), port=port, **QUIET)
     yield f"http://127.0.0.1:{port}"
     mlflow_server_module.stop(server)
-
-
-@pytest.mark.slow
-def test_training_logs_to_an_mlflow_server_over_http(mlflow_server, trainable_workdir, spark, ranks):
-    config = image_config(trainable_workdir, "train.epochs=1", f"mlflow.tracking_uri={mlflow_server}")
-    result = driver.run(config, ranks)
-    client = MlflowClient(mlflow_server)
-    run = client.get_run(result.run_id)
-    assert run.data.params["data.ingest.files_seen"] == "1797"
-    assert [m.step for m in client.get_metric_history(result.run_id, "val_accuracy")] == [1]
-    assert not (trainable_workdir / "mlflow.db").exists()  # nothing went to the embedded store
-
-    mlflow.set_tracking_uri(mlflow_server)
-    model = mlflow.pyfunc.load_model(result.model_uri)  # artifacts come back through the server
-    assert np.asarray(model.predict(np.zeros((2, 32, 32, 3), np.uint8))).shape == (2, 10)
 
 
 def test_metric_logging_to_a_dead_server_warns_instead_of_raising(monkeypatch, caplog):
@@ -121,6 +105,15 @@ def test_a_whole_run_over_http_is_findable_in_the_server(mlflow_server, http_run
     champion = client.get_model_version_by_alias("digits-http", "champion")
     assert champion.run_id == run.info.run_id and report["promotion"]["decision"] == "promoted"
     assert "candidate" in champion.aliases
+    assert (
+        client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"]
+        == "custom_model_development"
+    )
+    assert not (Path(report["workdir"]) / "mlflow.db").exists()  # nothing went to the embedded store
+
+    mlflow.set_tracking_uri(mlflow_server)
+    model = mlflow.pyfunc.load_model(report["model_uri"])  # artifacts come back through the server
+    assert np.asarray(model.predict(np.zeros((2, 32, 32, 3), np.uint8))).shape == (2, 10)
 
 
 def test_a_server_that_is_down_fails_the_run_in_seconds_before_any_work(tmp_path):
@@ -209,7 +202,10 @@ def test_the_mlflow_ui_shows_the_run_in_a_real_browser(mlflow_server, http_run, 
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is needed: make test installs it (apt-get install chromium)"
     run = MlflowClient(mlflow_server).get_run(http_run["run_id"])
-    page = f"{mlflow_server}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    # The run's page as the console gives it (the URI printed there is redacted: open the plain one).
+    page = f"{mlflow_server}/{http_run['mlflow_ui_page']}"
+    assert "the run in MLflow's UI: http://alice:***@127.0.0.1:" in http_run["_console"]
+    assert http_run["mlflow_ui_page"] in http_run["_console"]
     flags = [
         "--headless",
         "--no-sandbox",
@@ -247,3 +243,13 @@ def test_the_mlflow_ui_shows_the_run_in_a_real_browser(mlflow_server, http_run, 
     ).stdout
     assert run.info.run_name in dom
     assert "val_accuracy" in dom
+
+    # The experiment in the same view opens on its runs table, not on MLflow's GenAI traces overview.
+    experiment = page.split("/runs/")[0] + "?workflowType=machine_learning"
+    dom = subprocess.run(
+        [chromium, *flags, f"--user-data-dir={tmp_path / 'c'}", "--dump-dom", experiment],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    ).stdout
+    assert "Run Name" in dom and run.info.run_name in dom and "Token Usage" not in dom, dom[-2000:]
