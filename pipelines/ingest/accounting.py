@@ -68,8 +68,21 @@ def check_accounted(
             source, f"{unit} seen ({seen}) != rows written ({written}) + rows quarantined ({quarantined})"
         )
     if written == 0:
-        raise DataError(source, f"no usable {unit} found (see the quarantine table {catalog.quarantine})")
+        raise DataError(source, f"no usable {unit} found: {_most_common_reason(catalog)}")
     labels: set = set()  # None too, if any: as Spark's distinct() counts it
     for batch in parquet.column_batches(catalog.ingested, ["label"]):
         labels.update(pc.unique(batch.column(0)).to_pylist())
     return Accounted(written, quarantined, len(labels))
+
+
+def _most_common_reason(catalog: Catalog) -> str:
+    """What stopped most of the quarantined rows, and where the rest are listed."""
+    from collections import Counter
+
+    reasons: Counter = Counter()
+    for batch in parquet.column_batches(catalog.quarantine, ["reason"]):
+        reasons.update(batch.column(0).to_pylist())
+    if not reasons:
+        return f"nothing was read (see the quarantine table {catalog.quarantine})"
+    reason, count = reasons.most_common(1)[0]
+    return f"{count} of {reasons.total()} {reason} (all reasons: the quarantine table {catalog.quarantine})"

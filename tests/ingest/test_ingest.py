@@ -184,8 +184,19 @@ def test_files_outside_class_folders_are_quarantined(spark, tmp_path):
     _write(root / "ok" / "fine.png", _encode(Image.new("RGB", (4, 4)), "PNG"))
     report = ingest.run(image_config(tmp_path / "work"), spark, str(root))
     quarantine = spark.read.parquet(str(Catalog.for_workdir(tmp_path / "work").quarantine)).collect()
-    assert [(Path(r.path).name, r.reason) for r in quarantine] == [("loose.png", "not inside a class folder")]
+    assert [(Path(r.path).name, r.reason) for r in quarantine] == [("loose.png", ingest.OUTSIDE_CLASS_FOLDER)]
     assert (report.rows_written, report.rows_quarantined) == (1, 1)
+
+
+def test_a_flat_folder_fails_in_one_line_naming_the_expected_layout(spark, tmp_path):
+    root = tmp_path / "flat"
+    for name in ("a.png", "b.png"):
+        _write(root / name, _encode(Image.new("RGB", (4, 4)), "PNG"))
+    with pytest.raises(DataError) as raised:
+        ingest.run(image_config(tmp_path / "work"), spark, str(root))
+    message = str(raised.value)
+    assert "\n" not in message and "no usable files found: 2 of 2 not inside a class folder" in message
+    assert "one sub-folder per class, SOURCE/CLASS/IMAGE" in message
 
 
 def test_missing_source_is_a_clear_error(spark, tmp_path):

@@ -33,6 +33,7 @@ from pipelines.runtime.progress import spark_stage
 log = logging.getLogger(__name__)
 
 IMAGE_FORMATS = ("JPEG", "PNG")
+OUTSIDE_CLASS_FOLDER = "not inside a class folder (expected: one sub-folder per class, SOURCE/CLASS/IMAGE)"
 # Planning weight of opening one file, in bytes: tasks are balanced on size + this per file.
 _FILE_COST_BYTES = 16 * 1024
 
@@ -140,7 +141,7 @@ def _decode_batch(relpaths: list[str], source_uri: str, image_size: int, labelle
     labels = [relpath.split("/", 1)[0] if labelled and "/" in relpath else None for relpath in relpaths]
     pixels, hashes, reasons = [], [], []
     for path, label in zip(paths, labels, strict=True):
-        image, reason = None, "not inside a class folder" if labelled and label is None else None
+        image, reason = None, OUTSIDE_CLASS_FOLDER if labelled and label is None else None
         if reason is None:
             try:
                 image = _decoded(filesystems.read_bytes(path), image_size)
