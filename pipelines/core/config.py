@@ -119,6 +119,12 @@ class PromoteConfig(Section):
     min_delta: float = Field(
         0.0, ge=0, description="a new model takes the champion alias only if better by at least this"
     )
+    baseline_margin: float = Field(
+        0.05,
+        ge=0,
+        description="a model is registered but never promoted unless it beats its kind's trivial "
+        "baseline by at least this (classifiers: the majority class's test macro-F1)",
+    )
 
 
 class ScoreConfig(Section):

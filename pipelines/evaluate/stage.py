@@ -16,7 +16,14 @@ if TYPE_CHECKING:
 
 def run(config: PipelineConfig, pool: RankPool | None = None) -> StageResult:
     """Evaluate the latest training's model on the test split (on ``pool``'s ranks when given)."""
-    primary = kind_of(config).primary_metric
+    kind = kind_of(config)
+    primary = kind.primary_metric
     metrics = evaluation.run(config, get_spark(config.spark), pool=pool)
     summary = {"test_metrics": metrics, "primary_metric": {primary: metrics[primary]}}
-    return StageResult(summary, (f"{primary} {metrics[primary]:.4f}",))
+    lines = [f"{primary} {metrics[primary]:.4f}"]
+    if kind.baseline:
+        model, baseline = kind.baseline
+        lines.append(
+            f"{model} {metrics[model]:.4f} against the baseline's {metrics[baseline]:.4f} ({baseline})"
+        )
+    return StageResult(summary, tuple(lines))

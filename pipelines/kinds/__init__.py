@@ -44,6 +44,10 @@ class Kind:
     # new raw data -> model input (contract.ScoreInput); None when the model takes no input data
     score_input: str | None = None
     higher_is_better: bool = True
+    # (model metric, the same metric of a trivial baseline on the same test rows), both in the
+    # evaluation's metrics: the model is promoted only if it beats the baseline by
+    # ``promote.baseline_margin`` (higher is better for both). None: the kind has no baseline.
+    baseline: tuple[str, str] | None = None
     stages: tuple[str, ...] = KIND_STAGES  # the chained stages it runs, in the table's order
 
     def part(self, name: str) -> Any:

@@ -23,12 +23,26 @@ def margin(kind: Kind, new: float, champion: float) -> float:
     return new - champion if kind.higher_is_better else champion - new
 
 
-def _score(
+def _evaluated(
     config: PipelineConfig, spark: SparkSession, kind: Kind, model_uri: str, catalog: Catalog
-) -> float:
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = kind.part("evaluate")(config, spark, model_uri, catalog, Path(tmp))
-    return float(metrics[kind.primary_metric])
+        return kind.part("evaluate")(config, spark, model_uri, catalog, Path(tmp))
+
+
+def below_baseline(kind: Kind, metrics: dict[str, float], required: float) -> str | None:
+    """Why the model does not beat its kind's trivial baseline by ``required``; None when it does
+    (or the kind has no baseline)."""
+    if kind.baseline is None:
+        return None
+    model, baseline = kind.baseline
+    lift = metrics[model] - metrics[baseline]
+    if lift >= required:
+        return None
+    return (
+        f"{model} {metrics[model]:.4f} beats {baseline} {metrics[baseline]:.4f} by {lift:.4f}"
+        f" < promote.baseline_margin {required}"
+    )
 
 
 def run(
@@ -51,14 +65,21 @@ def run(
     version = registry.registered_version(uri, name, run_id)
     champion = registry.champion_version(uri, name)
 
-    new_score = _score(config, spark, kind, f"models:/{name}/{version}", catalog)
+    metrics = _evaluated(config, spark, kind, f"models:/{name}/{version}", catalog)
+    new_score = float(metrics[kind.primary_metric])
     champion_score = better_by = None
     if champion is not None and champion != version:
-        champion_score = _score(config, spark, kind, f"models:/{name}/{champion}", catalog)
+        champion_metrics = _evaluated(config, spark, kind, f"models:/{name}/{champion}", catalog)
+        champion_score = float(champion_metrics[kind.primary_metric])
         better_by = margin(kind, new_score, champion_score)
+    weak = below_baseline(kind, metrics, config.promote.baseline_margin)
 
     if champion is not None and champion == version:
         decision, reason = "kept", "already the champion"
+    elif weak and override_gate:
+        decision, reason = "forced", f"--override-gate although {weak}"
+    elif weak:
+        decision, reason = "kept", weak
     elif champion is None:
         decision, reason = "promoted", "no champion yet"
     elif better_by >= config.promote.min_delta:

@@ -92,6 +92,10 @@ def test_the_gate_moves_the_champion_alias_only_for_a_better_model(digits_workdi
 
     client = MlflowClient(image_config(workdir).tracking_uri)
     assert str(client.get_model_version_by_alias("digits", "champion").version) == strong["version"]
+    # A model must also beat the majority-class baseline on macro-F1 by promote.baseline_margin.
+    gated = promotion.run(image_config(workdir, registered, "promote.baseline_margin=1.0"), spark)
+    assert gated["decision"] == "kept" and gated["reason"].endswith("< promote.baseline_margin 1.0")
+    assert str(client.get_model_version_by_alias("digits", "champion").version) == strong["version"]
     forced = promotion.run(image_config(workdir, registered), spark, override_gate=True)
     assert forced["decision"] == "forced" and forced["forced"] is True
     assert str(client.get_model_version_by_alias("digits", "champion").version) == worse["version"]
@@ -117,3 +121,28 @@ def test_promote_without_a_registered_model_is_a_one_line_config_error(tmp_path)
         "dlfusion: error: config error: mlflow.registered_model: is required to promote "
         "(the registry name of the model)"
     )
+
+
+def test_the_majority_baseline_is_what_always_answering_the_train_majority_scores():
+    from pipelines.kinds.classifier.evaluation import classification_metrics, majority_baseline
+
+    # Test rows: 6 of class a, 3 of b, 1 of c (rows: true class, columns: predicted). Train's majority: a.
+    matrix = np.array([[5, 1, 0], [1, 2, 0], [0, 0, 1]])
+    baseline = majority_baseline(matrix, [70, 20, 10], ["a", "b", "c"])
+    assert baseline["test_majority_accuracy"] == pytest.approx(0.6)
+    # Class a: precision 0.6, recall 1, F1 0.75; b and c: 0. Macro-F1 = 0.25.
+    assert baseline["test_majority_macro_f1"] == pytest.approx(0.25)
+    assert classification_metrics(matrix, ["a", "b", "c"])["test_macro_f1"] > 0.25 + 0.05
+
+
+def test_a_classifier_that_does_not_beat_the_majority_baseline_is_never_promoted_unless_forced():
+    from pipelines.kinds import kind_named
+
+    classifier, gan = kind_named("image_cnn"), kind_named("image_gan")
+    learned = {"test_macro_f1": 0.40, "test_majority_macro_f1": 0.26}
+    prior_only = {"test_macro_f1": 0.28, "test_majority_macro_f1": 0.26}
+    assert promotion.below_baseline(classifier, learned, 0.05) is None
+    assert promotion.below_baseline(classifier, prior_only, 0.05) == (
+        "test_macro_f1 0.2800 beats test_majority_macro_f1 0.2600 by 0.0200 < promote.baseline_margin 0.05"
+    )
+    assert promotion.below_baseline(gan, {}, 0.05) is None  # no baseline for a GAN

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from pipelines.io import atomic
 from pipelines.track import pyfunc
 
 if TYPE_CHECKING:
@@ -94,6 +95,18 @@ def classification_metrics(matrix: np.ndarray, class_names: list[str]) -> dict[s
     }
 
 
+def majority_baseline(matrix: np.ndarray, train_label_counts: list[int], class_names: list[str]) -> dict:
+    """The metrics of always predicting the train split's most frequent class, on the test rows of
+    ``matrix`` (the same rows the model was scored on)."""
+    constant = np.zeros_like(matrix)
+    constant[:, int(np.argmax(train_label_counts))] = matrix.sum(axis=1)
+    metrics = classification_metrics(constant, class_names)
+    return {
+        "test_majority_accuracy": metrics["test_accuracy"],
+        "test_majority_macro_f1": metrics["test_macro_f1"],
+    }
+
+
 def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path) -> None:
     import matplotlib
 
@@ -161,6 +174,9 @@ def evaluate(
         pairs = [(r["label"], r["prediction"], r["count"]) for r in counted]
     matrix = confusion_matrix(pairs, len(transform.class_names))
     metrics = classification_metrics(matrix, transform.class_names)
+    train_counts = atomic.read_json(catalog.preprocess_report)["splits"]["train"]["label_counts"]
+    metrics.update(majority_baseline(matrix, train_counts, transform.class_names))
+    metrics["test_macro_f1_lift"] = metrics["test_macro_f1"] - metrics["test_majority_macro_f1"]
     metrics["test_rows"] = float(matrix.sum())
     plot_confusion(matrix, transform.class_names, artifacts / "confusion_matrix.png")
     # Per class as a table, not as metrics: the metrics page stays readable with many classes.

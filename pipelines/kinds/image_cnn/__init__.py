@@ -1,6 +1,7 @@
 """The CNN image classifier on a class-per-folder image tree (ImageNet layout)."""
 
 from pipelines.kinds import Kind
+from pipelines.kinds.classifier import MAJORITY_BASELINE
 from pipelines.kinds.image_cnn.config import ImagePipelineConfig
 
 KIND = Kind(
@@ -13,5 +14,6 @@ KIND = Kind(
     served_model="pipelines.kinds.image_cnn.model:served_model",
     evaluate="pipelines.kinds.classifier.evaluation:evaluate",
     primary_metric="test_accuracy",
+    baseline=MAJORITY_BASELINE,
     score_input="pipelines.kinds.image_cnn.scoring:score_input",
 )

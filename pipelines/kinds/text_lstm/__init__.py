@@ -1,6 +1,7 @@
 """The LSTM sentiment classifier on text records (CSV, TSV or JSON Lines)."""
 
 from pipelines.kinds import Kind
+from pipelines.kinds.classifier import MAJORITY_BASELINE
 from pipelines.kinds.text_lstm.config import TextPipelineConfig
 
 KIND = Kind(
@@ -13,5 +14,6 @@ KIND = Kind(
     served_model="pipelines.kinds.text_lstm.model:served_model",
     evaluate="pipelines.kinds.classifier.evaluation:evaluate",
     primary_metric="test_accuracy",
+    baseline=MAJORITY_BASELINE,
     score_input="pipelines.kinds.text_lstm.scoring:score_input",
 )
