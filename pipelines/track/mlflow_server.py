@@ -30,13 +30,13 @@ def server_command(root: Path, host: str = "127.0.0.1", port: int = 5000) -> lis
     ]
 
 
-def is_up(url: str, timeout_s: float = 2.0) -> bool:
-    """Whether the server at ``url`` answers its health check."""
+def is_up(url: str, timeout_s: float = 2.0, path: str = "/health") -> bool:
+    """Whether the server at ``url`` answers its health check (``mlflow models serve``: ``/ping``)."""
     parts = urllib.parse.urlsplit(url.rstrip("/"))
     host = parts.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
     netloc += f":{parts.port}" if parts.port else ""
-    request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=netloc)) + "/health")
+    request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=netloc)) + path)
     if parts.username is not None:  # credentials in the URI (urllib does not take them from it)
         user = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
         request.add_header("Authorization", "Basic " + base64.b64encode(user.encode()).decode())

@@ -253,3 +253,38 @@ def test_the_mlflow_ui_shows_the_run_in_a_real_browser(mlflow_server, http_run, 
         timeout=180,
     ).stdout
     assert "Run Name" in dom and run.info.run_name in dom and "Token Usage" not in dom, dom[-2000:]
+
+
+@pytest.mark.slow
+def test_the_champion_served_by_mlflow_models_serve_answers_like_the_pyfunc(mlflow_server, http_run):
+    """`mlflow models serve` (MLflow's own server process) of the registry's champion, as the docs
+    say to start it; one digit image posted as MLflow's JSON gives the pyfunc's probabilities."""
+    import urllib.request
+
+    port = free_port()
+    champion = "models:/digits-http@champion"
+    command = ["mlflow", "models", "serve", "-m", champion, "--env-manager", "local"]  # mlflow on PATH
+    server = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--port", str(port)],
+        env=clean_env(MLFLOW_TRACKING_URI=mlflow_server),
+        start_new_session=True,
+        **QUIET,
+    )
+    try:
+        deadline = time.time() + 120
+        while not mlflow_server_module.is_up(f"http://127.0.0.1:{port}", path="/ping"):
+            assert server.poll() is None and time.time() < deadline, f"exit {server.poll()}"
+            time.sleep(0.5)
+        image = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"inputs": image.tolist()}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            served = np.asarray(json.loads(response.read())["predictions"])
+    finally:
+        mlflow_server_module.stop(server)
+    mlflow.set_tracking_uri(mlflow_server)
+    expected = np.asarray(mlflow.pyfunc.load_model(champion).predict(image))
+    assert served.shape == (1, 10) and np.allclose(served, expected, atol=1e-6)
