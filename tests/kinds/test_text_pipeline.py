@@ -21,6 +21,7 @@ from pipelines.preprocess import stage as preprocess_stage
 from pipelines.preprocess.transforms import load_transform
 from pipelines.train import driver
 from tests.conftest import text_config
+from tests.support.serving import served_predictions
 
 pytestmark = pytest.mark.slow  # every test here uses a text model trained on Horovod ranks
 
@@ -70,6 +71,13 @@ def test_pyfunc_predicts_from_raw_strings_like_the_training_time_path(trained_te
     positive = trained.predict(ids, verbose=0)[:, 0]
     assert served.shape == (len(test), 2)
     assert np.allclose(served[:, 1], positive, atol=1e-5)
+
+    # The same model served by MLflow's own server process, two raw texts posted as MLflow's JSON.
+    texts = test["text"].head(2).tolist()
+    over_http = served_predictions(
+        result.model_uri, config.tracking_uri, {"dataframe_records": [{"text": t} for t in texts]}
+    )
+    assert np.allclose(over_http, served[:2], atol=1e-6)
     assert np.allclose(served.sum(axis=1), 1.0, atol=1e-5)
     assert transform.class_names == ["negative", "positive"]
 

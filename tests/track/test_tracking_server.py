@@ -17,6 +17,7 @@ from pipelines.track import mlflow_server as mlflow_server_module
 from pipelines.track import runs
 from tests.conftest import ROOT
 from tests.support.cli import DLFUSION, clean_env, dlfusion, free_port
+from tests.support.serving import served_predictions
 
 QUIET = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
 
@@ -257,34 +258,10 @@ def test_the_mlflow_ui_shows_the_run_in_a_real_browser(mlflow_server, http_run, 
 
 @pytest.mark.slow
 def test_the_champion_served_by_mlflow_models_serve_answers_like_the_pyfunc(mlflow_server, http_run):
-    """`mlflow models serve` (MLflow's own server process) of the registry's champion, as the docs
-    say to start it; one digit image posted as MLflow's JSON gives the pyfunc's probabilities."""
-    import urllib.request
-
-    port = free_port()
+    """The registry's champion served as the docs say; one digit image posted as MLflow's JSON."""
     champion = "models:/digits-http@champion"
-    command = ["mlflow", "models", "serve", "-m", champion, "--env-manager", "local"]  # mlflow on PATH
-    server = subprocess.Popen(
-        [*command, "--host", "127.0.0.1", "--port", str(port)],
-        env=clean_env(MLFLOW_TRACKING_URI=mlflow_server),
-        start_new_session=True,
-        **QUIET,
-    )
-    try:
-        deadline = time.time() + 120
-        while not mlflow_server_module.is_up(f"http://127.0.0.1:{port}", path="/ping"):
-            assert server.poll() is None and time.time() < deadline, f"exit {server.poll()}"
-            time.sleep(0.5)
-        image = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=json.dumps({"inputs": image.tolist()}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            served = np.asarray(json.loads(response.read())["predictions"])
-    finally:
-        mlflow_server_module.stop(server)
+    image = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    served = served_predictions(champion, mlflow_server, {"inputs": image.tolist()})
     mlflow.set_tracking_uri(mlflow_server)
     expected = np.asarray(mlflow.pyfunc.load_model(champion).predict(image))
     assert served.shape == (1, 10) and np.allclose(served, expected, atol=1e-6)
