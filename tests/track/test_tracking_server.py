@@ -236,23 +236,19 @@ def test_the_mlflow_ui_shows_the_run_in_a_real_browser(mlflow_server, http_run, 
     assert shot.returncode == 0 and (output / "mlflow_run_page.png").stat().st_size > 10_000, shot.stderr[
         -2000:
     ]
-    dom = subprocess.run(
-        [chromium, *flags, f"--user-data-dir={tmp_path / 'b'}", "--dump-dom", page],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    ).stdout
+
+    def rendered(url: str, profile: str) -> str:
+        """The page's DOM once Chromium has rendered it, in a fresh browser profile."""
+        dump = [chromium, *flags, f"--user-data-dir={tmp_path / profile}", "--dump-dom", url]
+        return subprocess.run(dump, capture_output=True, text=True, timeout=180).stdout
+
+    dom = rendered(page, "b")
     assert run.info.run_name in dom
     assert "val_accuracy" in dom
 
     # The experiment in the same view opens on its runs table, not on MLflow's GenAI traces overview.
     experiment = page.split("/runs/")[0] + "?workflowType=machine_learning"
-    dom = subprocess.run(
-        [chromium, *flags, f"--user-data-dir={tmp_path / 'c'}", "--dump-dom", experiment],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    ).stdout
+    dom = rendered(experiment, "c")
     assert "Run Name" in dom and run.info.run_name in dom and "Token Usage" not in dom, dom[-2000:]
 
 
