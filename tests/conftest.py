@@ -24,7 +24,7 @@ setup_logging()
 def pytest_collection_modifyitems(config, items):
     """Order and group the suite for ``make test``'s workers (``--dist loadgroup``):
 
-    - the tests of a module that shares a module-scoped fixture (a trained model, a server) form one
+    - in each module, the tests that use a module-scoped fixture (a trained model, a server) form one
       group, so that one worker sets the fixture up once instead of every worker that runs one of them;
     - slow tests first (stable otherwise): the longest work starts while the fast tests are left to
       fill the gaps, so both workers finish together instead of one waiting on a late slow test.
