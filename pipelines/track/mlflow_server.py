@@ -59,14 +59,25 @@ def start(
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, **popen.pop("env", {})}
     # Its own session: ``mlflow server`` runs its web workers as children, which ``stop`` must reach.
     server = subprocess.Popen(server_command(root, host, port), start_new_session=True, env=env, **popen)
+    wait_until_up(server, f"http://{host}:{port}", wait_s)
+    return server
+
+
+def wait_until_up(
+    server: subprocess.Popen,
+    url: str,
+    wait_s: float = 120,
+    path: str = "/health",
+    name: str = "mlflow server",
+) -> None:
+    """Return once the server process ``name`` at ``url`` answers ``path``; if it exits or ``wait_s``
+    passes first, stop it and raise RuntimeError."""
     deadline = time.time() + wait_s
-    url = f"http://{host}:{port}"
-    while not is_up(url):
+    while not is_up(url, path=path):
         if server.poll() is not None or time.time() > deadline:
             stop(server)
-            raise RuntimeError(f"mlflow server at {url} did not start (exit code {server.poll()})")
+            raise RuntimeError(f"{name} at {url} did not start (exit code {server.poll()})")
         time.sleep(0.5)
-    return server
 
 
 def stop(server: subprocess.Popen, timeout_s: float = 5) -> None:

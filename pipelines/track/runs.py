@@ -48,8 +48,9 @@ def mlflow_client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-# MLflow's UI opens an experiment on its GenAI traces overview unless this tag says it holds model
-# training runs (the value the UI itself writes when a user picks "Model training").
+# The experiment holds model training runs (the value MLflow's UI writes when a user picks "Model
+# training"). MLflow 3.17.2's UI itself takes the view from the page's ``workflowType`` (``ui_page``),
+# not from this tag; MLflow versions without that switch read the tag.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 

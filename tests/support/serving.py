@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import urllib.request
 
 import numpy as np
@@ -27,12 +26,8 @@ def served_predictions(model_uri: str, tracking_uri: str, payload: dict, wait_s:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.time() + wait_s
-        while not mlflow_server.is_up(f"http://127.0.0.1:{port}", path="/ping"):
-            assert server.poll() is None and time.time() < deadline, (
-                f"mlflow models serve: exit {server.poll()}"
-            )
-            time.sleep(0.5)
+        url = f"http://127.0.0.1:{port}"
+        mlflow_server.wait_until_up(server, url, wait_s, path="/ping", name="mlflow models serve")
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations",
             data=json.dumps(payload).encode(),
