@@ -33,7 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.common import machine_info, ratio  # noqa: E402
+from benchmarks.common import machine_info, ratio, warm_page_cache  # noqa: E402
 
 DLFUSION = REPO_ROOT / ".venv" / "bin" / "dlfusion"
 SIZES = {
@@ -196,6 +196,7 @@ def measure(args: argparse.Namespace, count: int, heap: str | None = None) -> di
     if heap:
         overrides.append(f"spark.conf={{spark.driver.memory: {heap}}}")
     row: dict = {"count": count, "heap": heap}
+    warm_page_cache(source)
     if args.kind == "image" and heap is None:
         row["baseline"] = pillow_loop(source, args.image_size)
         row["parallel_baseline"] = parallel_pillow_loop(source, args.image_size, os.cpu_count() or 1)

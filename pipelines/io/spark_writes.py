@@ -94,7 +94,7 @@ def write_from_tasks(
     spark: SparkSession,
     tasks: int,
     produce: Callable[[int], Iterator[tuple[str, pa.RecordBatch]]],
-    schema: pa.Schema,
+    schema: pa.Schema | dict[str, pa.Schema],
     locations: dict[str, str | Path],
     row_group_bytes: int,
     compression: str = "none",
@@ -104,6 +104,7 @@ def write_from_tasks(
     pairs it yields as Parquet straight from its Python worker, then every ``locations[value]`` is
     replaced by its files (an empty data set where no task wrote that value): with a rename, or on
     object stores by moving the files and writing ``COMMIT_MARKER`` last (``_commit_staged``).
+    ``schema`` is every value's, or one per value (``{value: schema}``).
 
     Rows never cross into the JVM: Spark schedules, retries and reports progress, while the
     bytes go from the worker that computed them to storage (any pyarrow file system). Row groups
@@ -112,9 +113,11 @@ def write_from_tasks(
     Returns (value, file URI, rows) for each file written.
     """
     staging = _staging_uri(next(iter(locations.values())))
-    ordinary = [name for name in schema.names if name not in plain_columns]
-    settings = dict(compression=compression, use_dictionary=ordinary, write_statistics=ordinary)
-    wanted = set(locations)
+    schemas = schema if isinstance(schema, dict) else dict.fromkeys(locations, schema)
+    settings = {}
+    for value, value_schema in schemas.items():
+        ordinary = [name for name in value_schema.names if name not in plain_columns]
+        settings[value] = dict(compression=compression, use_dictionary=ordinary, write_statistics=ordinary)
 
     def run_tasks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
@@ -124,14 +127,14 @@ def write_from_tasks(
             for task in batch.column("id").to_pylist():
                 name = f"part-{task:05d}-{attempt}"
                 pairs = _dying_mid_task(produce(task), task, attempt)
-                files = _write_task(pairs, name, staging, schema, wanted, row_group_bytes, settings)
+                files = _write_task(pairs, name, staging, schemas, row_group_bytes, settings)
                 yield pa.RecordBatch.from_pylist(files, schema=_WRITTEN)
 
     from pyspark.sql.pandas.types import from_arrow_schema
 
     written = spark.range(0, tasks, 1, numPartitions=tasks).mapInArrow(run_tasks, from_arrow_schema(_WRITTEN))
     files = [(row["value"], row["file"], row["rows"]) for row in written.collect()]
-    _commit_staged(staging, files, locations, schema)
+    _commit_staged(staging, files, locations, schemas)
     return files
 
 
@@ -155,7 +158,7 @@ def _staging_uri(place: str | Path | Uri) -> str:
 
 
 def _commit_staged(
-    staging: str, files: list[tuple[str, str, int]], locations: dict, schema: pa.Schema
+    staging: str, files: list[tuple[str, str, int]], locations: dict, schemas: dict[str, pa.Schema]
 ) -> None:
     """Move ``staging/<value>`` to ``locations[value]`` keeping only ``files`` (the successful attempts').
 
@@ -175,7 +178,7 @@ def _commit_staged(
             if prefix + info.path not in keep:  # left by a failed or duplicate task attempt
                 fs.delete_file(info.path)
         if not keep:
-            pq.write_table(schema.empty_table(), f"{staged}/part-00000-empty.parquet", filesystem=fs)
+            pq.write_table(schemas[value].empty_table(), f"{staged}/part-00000-empty.parquet", filesystem=fs)
         _, target, _ = filesystem(place)
         if renames_atomically(place):
             if fs.get_file_info(target).type != pafs.FileType.NotFound:
@@ -209,7 +212,7 @@ def _write_marker(fs, target: str) -> None:
 _WRITTEN = pa.schema([("value", pa.string()), ("file", pa.string()), ("rows", pa.int64())])
 
 
-def _write_task(pairs, name, staging, schema, wanted, row_group_bytes, settings) -> list[dict]:
+def _write_task(pairs, name, staging, schemas, row_group_bytes, settings) -> list[dict]:
     """Write one task's (value, batch) pairs to ``staging/<value>/<name>.parquet``, buffering each
     value's batches into row groups of about ``row_group_bytes`` (the last one may be smaller)."""
     import pyarrow.parquet as pq
@@ -218,7 +221,7 @@ def _write_task(pairs, name, staging, schema, wanted, row_group_bytes, settings)
     writers, buffers, rows = {}, {}, {}
 
     def flush(value, last=False):
-        table = pa.Table.from_batches(buffers.pop(value), schema=schema)
+        table = pa.Table.from_batches(buffers.pop(value), schema=schemas[value])
         per_group = max(1, round(row_group_bytes * table.num_rows / max(table.nbytes, 1)))
         whole = table.num_rows if last else table.num_rows - table.num_rows % per_group
         if whole < table.num_rows:  # keep the rest for the next row group
@@ -228,14 +231,14 @@ def _write_task(pairs, name, staging, schema, wanted, row_group_bytes, settings)
         if value not in writers:
             fs.create_dir(f"{root}/{value}", recursive=True)
             writers[value] = pq.ParquetWriter(
-                f"{root}/{value}/{name}.parquet", schema, filesystem=fs, **settings
+                f"{root}/{value}/{name}.parquet", schemas[value], filesystem=fs, **settings[value]
             )
         writers[value].write_table(table.slice(0, whole), row_group_size=per_group)
         rows[value] = rows.get(value, 0) + whole
 
     for value, batch in pairs:
-        if value not in wanted:
-            raise ValueError(f"rows for {value!r}, which has no location (expected one of {sorted(wanted)})")
+        if value not in schemas:
+            raise ValueError(f"rows for {value!r}, which has no location (expected one of {sorted(schemas)})")
         if batch.num_rows == 0:
             continue
         buffers.setdefault(value, []).append(batch)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from pipelines.core.config import PipelineBase
     from pipelines.kinds import Kind
     from pipelines.runtime.local_ranks import LocalRanks
-    from pipelines.score.scoring import ScoreInputs
+    from pipelines.score.scoring import BatchScorer, ScoreInputs
 
 
 class Ingest(Protocol):
@@ -67,8 +67,8 @@ class Evaluate(Protocol):
 
 
 class ScoreInput(Protocol):
-    """New raw data at ``source`` -> the model's input columns at ``locations["inputs"]``, what
-    cannot be used at ``locations["quarantined"]``."""
+    """New raw data at ``source`` -> ``score``'s predictions of each usable input, made in the task
+    that read it, at ``locations["predictions"]``; what cannot be used at ``locations["quarantined"]``."""
 
     def __call__(
         self,
@@ -77,6 +77,7 @@ class ScoreInput(Protocol):
         source: str,
         transform: Any,
         locations: dict[str, str],
+        score: BatchScorer,
     ) -> ScoreInputs: ...
 
 

@@ -89,8 +89,7 @@ def model_files(model_uri: str, tracking_uri: str) -> str:
 
 
 def download_model(tracking_uri: str, model_uri: str, target: Path) -> tuple[Path, Path]:
-    """Fetch the model at ``model_uri`` into ``target`` once (a Spark UDF ships this copy to the
-    executors): (its folder, its saved transform).
+    """Fetch the model at ``model_uri`` into ``target``: (its folder, its saved transform).
 
     Raises:
         DataError: when it cannot be loaded, or is not a dlfusion model (no saved transform).
@@ -110,13 +109,6 @@ def download_model(tracking_uri: str, model_uri: str, target: Path) -> tuple[Pat
     if "transform" not in artifacts:
         raise DataError(model_uri, "not a dlfusion classifier (no saved transform)")
     return path, path / artifacts["transform"]["path"]
-
-
-def probabilities_udf(spark, model_path: Path):
-    """MLflow's Spark UDF of the downloaded pyfunc at ``model_path``: class probabilities per row."""
-    import mlflow.pyfunc
-
-    return mlflow.pyfunc.spark_udf(spark, str(model_path), result_type="array<double>", env_manager="local")
 
 
 def load_model(location: str, tracking_uri: str):

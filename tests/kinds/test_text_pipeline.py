@@ -92,7 +92,7 @@ def test_text_model_beats_the_majority_baseline(trained_text, spark):
     assert metrics["test_accuracy"] > baseline + 0.1, (metrics["test_accuracy"], baseline)
 
 
-def test_score_unlabelled_text_files_with_spark_udf_and_quarantine_bad_records(trained_text, tmp_path, spark):
+def test_score_unlabelled_text_files_in_one_pass_and_quarantine_bad_records(trained_text, tmp_path, spark):
     from pipelines.score import scoring
 
     config, _, result = trained_text

@@ -116,7 +116,7 @@ def test_evaluate_on_the_local_ranks_scores_the_test_split_as_spark_does(trained
     assert [process.returncode for process in ranks._ranks] == [0, 0]  # the pool ended them
 
 
-def test_score_predicts_a_new_folder_with_spark_udf_and_quarantines_a_bad_file(trained, tmp_path):
+def test_score_predicts_a_new_folder_in_one_pass_and_quarantines_a_bad_file(trained, tmp_path):
     import shutil
 
     from pipelines import cli
@@ -161,7 +161,7 @@ def test_score_predicts_a_new_folder_with_spark_udf_and_quarantines_a_bad_file(t
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
     assert (scored["prediction"] == pd.Series(picked)[scored.index]).mean() > 0.5
     assert (scored["confidence"] == probabilities.max(axis=1)).all()
-    # The UDF on the executors and the model loaded here give the same probabilities.
+    # The model in the Spark tasks and the model loaded here give the same probabilities.
     size = load_transform(Catalog.for_workdir(config.workdir).transform).image_size
     images = np.stack(
         [np.frombuffer(decode_image((new / key).read_bytes(), size), np.uint8) for key in sorted(picked)]

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
 
 from pipelines.core.errors import DataError
-from pipelines.ingest.accounting import write_by_reason
 from pipelines.io import spark_writes
 from pipelines.kinds.text_lstm.config import TextPipelineConfig
 from pipelines.kinds.text_lstm.ingest import read_records, text_reason
 from pipelines.kinds.text_lstm.transform import TextTransform
-from pipelines.score.scoring import ScoreInputs
+from pipelines.score.scoring import PREDICTIONS, BatchScorer, ScoreInputs
 
 
 def score_input(
@@ -21,13 +21,22 @@ def score_input(
     source: str,
     transform: TextTransform,
     locations: dict[str, str],
+    score: BatchScorer,
 ) -> ScoreInputs:
-    """Parse every record under ``source``: (key, path, text) to ``locations["inputs"]``; malformed
-    records and empty texts to ``locations["quarantined"]`` with the reason and the raw record."""
+    """Parse every record under ``source`` and score the usable ones in the tasks that parsed them:
+    predictions to ``locations["predictions"]``; malformed records and empty texts to
+    ``locations["quarantined"]`` with the reason and the raw record."""
     if not spark_writes.exists(spark, source):
         raise DataError(source, "data.source does not exist")
     records = read_records(spark, config.data, source, labelled=False).select(
         F.sha2(F.col("text"), 256).alias("key"), "path", "text", "record", text_reason().alias("reason")
     )
-    write_by_reason(records, locations["inputs"], locations["quarantined"])
-    return ScoreInputs(seen=None, columns=("text",))
+    # Two jobs, each parsing the text again (cheap next to the model): the two outputs differ in columns.
+    usable = records.filter(F.col("reason").isNull()).select("key", "path", "text")
+    spark_writes.write_parquet_atomically(
+        usable.mapInArrow(score.batches, from_arrow_schema(PREDICTIONS)), locations["predictions"]
+    )
+    spark_writes.write_parquet_atomically(
+        records.filter(F.col("reason").isNotNull()), locations["quarantined"]
+    )
+    return ScoreInputs(seen=None)
