@@ -75,6 +75,11 @@ class Catalog:
         return self.workdir / "preprocess" / "report.json"
 
     @property
+    def profile(self) -> Location:
+        """The data profile of the last preprocess that passed validation (``preprocess.profile``)."""
+        return self.workdir / "preprocess" / "profile.json"
+
+    @property
     def checkpoints(self) -> Location:
         return self.workdir / "checkpoints"
 

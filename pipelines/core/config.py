@@ -127,6 +127,41 @@ class PromoteConfig(Section):
     )
 
 
+class ValidateConfig(Section):
+    """The rules a preprocessed data set must pass before anything trains on it (see the data
+    profile); an unset limit is not checked."""
+
+    mode: Literal["fail", "warn"] = Field(
+        "fail",
+        description="fail: a broken rule stops the stage; warn: it is a warning in the summary and run",
+    )
+    min_classes: int = Field(2, ge=0, description="fewest distinct classes (classifiers)")
+    min_train_rows_per_class: int = Field(
+        1, ge=0, description="fewest rows of every class in the train split (classifiers)"
+    )
+    max_cross_label_fraction: float | None = Field(
+        0.01,
+        ge=0,
+        description="largest fraction of rows labelled otherwise than the most common label of the "
+        "same content (the same image or text under two labels)",
+    )
+    max_imbalance: float | None = Field(
+        None, ge=1, description="largest ratio of the biggest class's rows to the smallest's"
+    )
+    max_duplicate_fraction: float | None = Field(
+        None, ge=0, description="largest fraction of rows whose content appears more than once"
+    )
+    max_cross_split_fraction: float | None = Field(
+        None, ge=0, description="largest fraction of rows whose content is in two splits (leakage)"
+    )
+    max_drift: float | None = Field(
+        None,
+        ge=0,
+        description="largest population stability index of the class or shape distribution "
+        "against the previous preprocess",
+    )
+
+
 class ScoreConfig(Section):
     model_uri: str | None = Field(
         None,
@@ -157,6 +192,11 @@ Workdir = Annotated[Any, PlainValidator(_workdir), PlainSerializer(str, when_use
 class PipelineBase(Section):
     """Keys every kind shares; a kind's config class adds ``pipeline`` and its own sections."""
 
+    # ``validate`` is a BaseModel method: the section's field is ``validation``, its key ``validate``.
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, serialize_by_alias=True, validate_by_name=True
+    )
+
     pipeline: str = Field(description="which pipeline kind this config drives")
     workdir: Workdir = Field(
         Path("work"), description="root for all outputs of a run: a local path or a URI (s3://, hdfs://)"
@@ -166,6 +206,7 @@ class PipelineBase(Section):
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
+    validation: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
 
     @property
     def tracking_uri(self) -> str:

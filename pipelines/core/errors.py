@@ -31,6 +31,19 @@ class DataError(DlfusionError):
         return (type(self), (self.location, self.problem))
 
 
+class ValidationError(DlfusionError):
+    """A data set breaks a ``validate.*`` rule: the rule's key, the measured value and the limit."""
+
+    def __init__(self, rule: str, measured: str, limit: str):
+        super().__init__(f"the data fail validate.{rule}: {measured} ({limit}); nothing was trained on them")
+        self.rule = rule
+        self.measured = measured
+        self.limit = limit
+
+    def __reduce__(self):
+        return (type(self), (self.rule, self.measured, self.limit))
+
+
 class TrainingError(DlfusionError):
     """A Horovod rank failed; ``rank`` is the first rank that raised and ``detail`` its exception."""
 

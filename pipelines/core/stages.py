@@ -52,9 +52,9 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "preprocess",
-        "split, fit the transform on train, write Parquet for streaming",
+        "split, profile and validate the data, fit the transform on train, write Parquet for streaming",
         entry="pipelines.preprocess.stage:run",
-        config_sections=("preprocess",),
+        config_sections=("preprocess", "validate"),
     ),
     Stage(
         "train",

@@ -100,7 +100,7 @@ def _dotted(loc: tuple[Any, ...]) -> str:
 def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
     if error["type"] == "extra_forbidden":
         section = _section_at(model, error["loc"][:-1])
-        valid = ", ".join(sorted(section.model_fields)) if section else ""
+        valid = ", ".join(sorted(f.alias or n for n, f in section.model_fields.items())) if section else ""
         return f"unknown key (valid keys here: {valid})"
     if error["type"] == "missing":
         return "required key is missing"
@@ -112,7 +112,8 @@ def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
 
 def _section_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
     for part in loc:
-        field = model.model_fields.get(str(part))
+        by_key = {field.alias or name: field for name, field in model.model_fields.items()}
+        field = by_key.get(str(part))
         annotation = getattr(field, "annotation", None)
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return None

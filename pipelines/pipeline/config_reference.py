@@ -39,7 +39,7 @@ def _default(field) -> str:
 def _rows(model: type[BaseModel], prefix: str = "") -> list[str]:
     rows = []
     for name, field in model.model_fields.items():
-        key = f"{prefix}{name}"
+        key = f"{prefix}{field.alias or name}"
         if _is_section(field.annotation):
             rows += _rows(field.annotation, f"{key}.")
         else:

@@ -43,7 +43,12 @@ NOT_INPUTS = (
 # MLflow only, so their digest is that of their summary.
 OUTPUTS: dict[str, Callable[[Catalog, str], list]] = {
     "ingest": lambda c, kind: [c.ingested, c.quarantine, c.ingest_report],
-    "preprocess": lambda c, kind: [*(c.split(name) for name in SPLITS), c.transform, c.preprocess_report],
+    "preprocess": lambda c, kind: [
+        *(c.split(name) for name in SPLITS),
+        c.transform,
+        c.preprocess_report,
+        c.profile,
+    ],
     "train": lambda c, kind: [c.latest_run(kind)],
 }
 

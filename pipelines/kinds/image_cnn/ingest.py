@@ -56,11 +56,11 @@ def decode_image(content: bytes | None, size: int) -> bytes:
 
     Returns the pixels as size*size*3 uint8 bytes. Raises ValueError saying why it cannot.
     """
-    return _decoded(content, size).tobytes()
+    return _decoded(content, size)[0].tobytes()
 
 
 def _decoded(content: bytes | None, size: int):
-    """``decode_image`` as a Pillow RGB image."""
+    """``decode_image`` as a Pillow RGB image, with the file's own longest side and mode."""
     from PIL import Image, ImageOps
 
     if not content:
@@ -69,6 +69,7 @@ def _decoded(content: bytes | None, size: int):
         image = Image.open(io.BytesIO(content))
         if image.format not in IMAGE_FORMATS:
             raise ValueError(f"not a JPEG or PNG image (found {image.format})")
+        source = (max(image.size), image.mode)  # draft() below changes the size
         # JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale when the result stays >= size
         # (what Image.thumbnail does); a large photo shrunk to 32 px decodes several times faster.
         image.draft(None, (size, size))
@@ -78,7 +79,7 @@ def _decoded(content: bytes | None, size: int):
         raise
     except Exception as err:  # Pillow raises many types for corrupt data
         raise ValueError(f"cannot decode image: {type(err).__name__}: {err}") from None
-    return _to_rgb(image).resize((size, size), Image.Resampling.BILINEAR)
+    return _to_rgb(image).resize((size, size), Image.Resampling.BILINEAR), source
 
 
 def _to_rgb(image):
@@ -139,12 +140,16 @@ def decode_listed(
 def _decode_batch(relpaths: list[str], source_uri: str, image_size: int, labelled: bool) -> pa.RecordBatch:
     paths = [f"{source_uri}/{relpath}" for relpath in relpaths]
     labels = [relpath.split("/", 1)[0] if labelled and "/" in relpath else None for relpath in relpaths]
-    pixels, hashes, reasons = [], [], []
+    pixels, hashes, sides, modes, reasons = [], [], [], [], []
     for path, label in zip(paths, labels, strict=True):
-        image, reason = None, OUTSIDE_CLASS_FOLDER if labelled and label is None else None
+        image, source, reason = (
+            None,
+            (None, None),
+            OUTSIDE_CLASS_FOLDER if labelled and label is None else None,
+        )
         if reason is None:
             try:
-                image = _decoded(filesystems.read_bytes(path), image_size)
+                image, source = _decoded(filesystems.read_bytes(path), image_size)
             except ValueError as err:
                 reason = str(err)
             except IsADirectoryError:
@@ -154,6 +159,8 @@ def _decode_batch(relpaths: list[str], source_uri: str, image_size: int, labelle
         content = image.tobytes() if image else None
         pixels.append(content)
         hashes.append(_pixels_hash(content) if content else None)
+        sides.append(source[0])
+        modes.append(source[1])
         reasons.append(reason)
     # Per-channel sums and sums of squares for the statistics, for the whole batch at once.
     decoded = np.array([reason is None for reason in reasons])
@@ -173,6 +180,8 @@ def _decode_batch(relpaths: list[str], source_uri: str, image_size: int, labelle
         per_channel(sums),
         per_channel(squares),
         pa.array(hashes, pa.int64()),
+        pa.array(sides, pa.int32()),
+        pa.array(modes, pa.string()),
         pa.array(reasons, pa.string()),
     ]
     return pa.RecordBatch.from_arrays(columns, schema=_records_schema())

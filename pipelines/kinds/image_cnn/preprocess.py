@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 
@@ -15,9 +15,11 @@ from pipelines.core.catalog import SPLITS, Catalog
 from pipelines.core.config import PreprocessConfig
 from pipelines.core.errors import DataError
 from pipelines.io import atomic, filesystems, parquet, spark_writes
+from pipelines.kinds import kind_of
 from pipelines.kinds.image_cnn.config import ImagePipelineConfig
 from pipelines.kinds.image_cnn.schemas import IMAGE_SPLIT
 from pipelines.kinds.image_cnn.transform import ImageTransform
+from pipelines.preprocess.profile import checked_profile, data_profile, power_of_two_band, record_profile
 from pipelines.preprocess.splits import (
     assign_split,
     read_ingested,
@@ -110,6 +112,13 @@ def run(config: ImagePipelineConfig, spark: SparkSession) -> dict:
         sums.update({f"q{c}": F.col("channel_sq_sum")[c] for c in range(3)})
         rows = summarize_splits(images, ["relpath", "label", "pixels_hash"], sums)
         class_names = sorted({row["label"] for row in rows})
+        stage.phase = "profile"
+        profile = checked_profile(
+            catalog,
+            data_profile(images, F.col("pixels_hash"), _source_shape(images), rows, class_names),
+            config.validation,
+            kind_of(config).learns_classes,
+        )
         train = [row for row in rows if row["split"] == "train"]
         mean, std = channel_stats(
             np.array([sum(row[f"s{c}"] for row in train) for c in range(3)]),
@@ -120,4 +129,13 @@ def run(config: ImagePipelineConfig, spark: SparkSession) -> dict:
         stage.phase = "writing splits"
         write_image_splits(spark, catalog, class_names, config.preprocess, size * size * 3 + 64)
         report = record_splits(transform, catalog, split_summaries(rows, class_names))
-    return {**report, "seconds": round(stage.seconds, 2), "spark_jobs": stage.jobs}
+        record_profile(catalog, profile)
+    return {**report, "profile": profile, "seconds": round(stage.seconds, 2), "spark_jobs": stage.jobs}
+
+
+def _source_shape(images: DataFrame) -> Column:
+    """The profile's shape of an image: the band of its longest side and its mode, "64-127 px RGB"
+    (data ingested before the side and mode were recorded: "unknown")."""
+    if "source_side" not in images.columns:
+        return F.lit(None).cast("string")
+    return F.concat(power_of_two_band(F.col("source_side"), "px"), F.lit(" "), F.col("source_mode"))

@@ -14,7 +14,8 @@ from pyspark.sql.types import (
 
 # Ingest output: one row per file seen. A decoded image has pixels (H*W*3 uint8 bytes, row-major RGB),
 # its per-channel sums and sums of squares (so preprocess fits statistics without reading pixels) and
-# a hash of the pixels (so split digests need no pixels either); a file that cannot be used has a
+# a hash of the pixels (so split digests and the profile's duplicates need no pixels either), and
+# the file's own longest side and Pillow mode (for the profile); a file that cannot be used has a
 # ``reason`` instead. Usable rows and quarantined rows are written to two folders in one pass.
 IMAGE_RECORDS = StructType(
     [
@@ -25,6 +26,8 @@ IMAGE_RECORDS = StructType(
         StructField("channel_sum", ArrayType(DoubleType(), True), True),
         StructField("channel_sq_sum", ArrayType(DoubleType(), True), True),
         StructField("pixels_hash", LongType(), True),
+        StructField("source_side", IntegerType(), True),
+        StructField("source_mode", StringType(), True),
         StructField("reason", StringType(), True),
     ]
 )

@@ -14,4 +14,5 @@ KIND = Kind(
     evaluate="pipelines.kinds.image_gan.serving:evaluate",
     primary_metric="test_frechet_distance",
     higher_is_better=False,
+    learns_classes=False,
 )

@@ -13,9 +13,11 @@ from pyspark.sql import functions as F
 from pipelines.core.catalog import Catalog
 from pipelines.core.errors import DataError
 from pipelines.io import parquet
+from pipelines.kinds import kind_of
 from pipelines.kinds.text_lstm.config import TextPipelineConfig, TextPreprocessConfig
 from pipelines.kinds.text_lstm.schemas import TEXT_SPLIT
 from pipelines.kinds.text_lstm.transform import RESERVED_TOKENS, TextTransform, tokenize
+from pipelines.preprocess.profile import checked_profile, data_profile, power_of_two_band, record_profile
 from pipelines.preprocess.splits import (
     assign_split,
     index_labels,
@@ -81,9 +83,21 @@ def run(config: TextPipelineConfig, spark: SparkSession) -> dict:
             vocabulary, config.data.classes, settings.max_len, settings.lowercase, settings.html_unescape
         )
         stage.phase = "counts"
-        summaries = split_summaries(summarize_splits(records, ["key", "label"]), transform.class_names)
+        counts = summarize_splits(records, ["key", "label"])
+        summaries = split_summaries(counts, transform.class_names)
+        stage.phase = "profile"
+        words = F.size(F.split(F.trim(F.col("text")), r"\s+"))
+        profile = checked_profile(
+            catalog,
+            data_profile(
+                records, F.col("key"), power_of_two_band(words, "words"), counts, transform.class_names
+            ),
+            config.validation,
+            kind_of(config).learns_classes,
+        )
         stage.phase = "writing splits"
         indexed = index_labels(encode_texts(records, transform), transform.class_names)
         row_bytes = settings.max_len * 4 + 400  # ids plus the kept raw text, roughly
         report = write_splits(indexed, TEXT_SPLIT, transform, settings, catalog, row_bytes, summaries)
-    return {**report, "seconds": round(stage.seconds, 2), "spark_jobs": stage.jobs}
+        record_profile(catalog, profile)
+    return {**report, "profile": profile, "seconds": round(stage.seconds, 2), "spark_jobs": stage.jobs}
