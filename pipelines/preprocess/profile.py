@@ -184,12 +184,12 @@ def findings(profile: dict, rules: ValidateConfig, learns_classes: bool) -> list
             )
     drift = profile.get("drift")
     if rules.max_drift is not None and drift:
-        for name in ("classes", "shapes"):
+        for name, what in (("classes", "class"), ("shapes", "shape")):
             if drift[name] > rules.max_drift:
                 broken.append(
                     Finding(
                         "max_drift",
-                        f"the {name[:-1]} distribution moved by a stability index of {drift[name]:.3f}",
+                        f"the {what} distribution moved by a stability index of {drift[name]:.3f}",
                         f"at most {rules.max_drift:g}",
                     )
                 )

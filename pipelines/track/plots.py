@@ -1,4 +1,4 @@
-"""Pictures of a run for the MLflow UI: learning curves from the epoch history."""
+"""Pictures of a run for the MLflow UI: learning curves from the epoch history, the class balance."""
 
 from __future__ import annotations
 
@@ -28,6 +28,31 @@ def learning_curves(history: dict[str, list[float]], path: Path, title: str = ""
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def class_balance(profile: dict, path: Path) -> Path:
+    """Rows per class, stacked by split, from a data profile (``pipelines.preprocess.profile``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = list(profile["classes"])
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(classes) + 2), 3.2))
+    bottom = [0] * len(classes)
+    for split, counts in profile["splits"].items():
+        heights = [counts.get(name, 0) for name in classes]
+        ax.bar(classes, heights, bottom=bottom, label=split)
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    ax.set_ylabel("rows")
+    ax.set_title(f"class balance ({profile['rows']:,} rows)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.tick_params(axis="x", labelrotation=45 if len(classes) > 8 else 0, labelsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)

@@ -241,8 +241,12 @@ def flush_pending_metrics(tracking_uri: str, run_id: str, pending: Path) -> None
     log.info("sent %d epoch(s) of metrics kept during a tracking outage", len(epochs))
 
 
-def log_data(config: PipelineConfig, run_id: str, ingest_report: dict, preprocess_report: dict) -> None:
-    """Record ingest counts and split sizes (params) and each split as an MLflow dataset input."""
+def log_data(
+    config: PipelineConfig, run_id: str, ingest_report: dict, preprocess_report: dict, profile: dict | None
+) -> None:
+    """Record ingest counts and split sizes (params), each split as an MLflow dataset input, and the
+    data profile beside them (``data/profile.json``, ``data/class_balance.png``; its validation
+    warnings as the tag ``dlfusion.validation.warnings``)."""
     import mlflow
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
@@ -266,6 +270,22 @@ def log_data(config: PipelineConfig, run_id: str, ingest_report: dict, preproces
                 digest=split["digest"],
             )
             mlflow.log_input(dataset, context=name)
+        if profile is not None:
+            _log_profile(profile)
+
+
+def _log_profile(profile: dict) -> None:
+    import tempfile
+
+    import mlflow
+
+    from pipelines.track import plots
+
+    mlflow.log_dict(profile, "data/profile.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_artifact(str(plots.class_balance(profile, Path(tmp) / "class_balance.png")), "data")
+    if profile.get("warnings"):
+        mlflow.set_tag("dlfusion.validation.warnings", "; ".join(profile["warnings"]))
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from pipelines.core import locations
 from pipelines.core.catalog import Catalog
 from pipelines.core.config import PipelineConfig
 from pipelines.core.errors import DataError, Interrupted, TrackingError, TrainingError
-from pipelines.io import atomic, parquet
+from pipelines.io import atomic, filesystems, parquet
 from pipelines.track import pyfunc, runs
 from pipelines.train.launchers import RankPool, launch
 from pipelines.train.loader import plan_shards
@@ -65,7 +65,8 @@ def run(config: PipelineConfig, pool: RankPool | None = None) -> TrainResult:
         run_id = resumed_id or runs.start_run(config, preprocessed)
         runs.record_latest_run(config, run_id)
         if resumed_id is None:
-            runs.log_data(config, run_id, atomic.read_json(catalog.ingest_report), preprocessed)
+            profile = atomic.read_json(catalog.profile) if filesystems.is_file(catalog.profile) else None
+            runs.log_data(config, run_id, atomic.read_json(catalog.ingest_report), preprocessed, profile)
             pyfunc.log_transform(run_id, catalog.transform)
         log.info(
             "training %d epochs on %d ranks (%s launcher), %d steps per epoch; MLflow run %s",

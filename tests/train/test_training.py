@@ -67,6 +67,15 @@ def test_run_records_config_data_metrics_and_transform(trained):
     assert inputs["image_cnn-train"].digest == report["splits"]["train"]["digest"]
     logged = {a.path for a in client.list_artifacts(result.run_id, "transform")}
     assert logged == {"transform/transform.json", "transform/label_map.json"}
+    # The data profile beside the dataset inputs: the one preprocess wrote, and its chart.
+    assert {a.path for a in client.list_artifacts(result.run_id, "data")} == {
+        "data/profile.json",
+        "data/class_balance.png",
+    }
+    mlflow.set_tracking_uri(config.tracking_uri)
+    profile = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/data/profile.json")
+    assert profile == atomic.read_json(Catalog.for_workdir(config.workdir).profile)
+    assert sum(profile["classes"].values()) == 1797 and "dlfusion.validation.warnings" not in tags
     runs = client.search_runs([run.info.experiment_id])
     assert len(runs) == 1  # one run per pipeline run, not one per rank
 
