@@ -21,8 +21,7 @@ def run(config: PipelineConfig, pool: RankPool | None = None) -> StageResult:
     metrics = evaluation.run(config, get_spark(config.spark), pool=pool)
     summary = {"test_metrics": metrics, "primary_metric": {primary: metrics[primary]}}
     lines = [f"{primary} {metrics[primary]:.4f}"]
-    if kind.baseline:
-        model, baseline = kind.baseline
+    for model, baseline in ((kind.baseline,) if kind.baseline else ()) + kind.comparisons:
         lines.append(
             f"{model} {metrics[model]:.4f} against the baseline's {metrics[baseline]:.4f} ({baseline})"
         )

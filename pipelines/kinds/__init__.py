@@ -48,6 +48,9 @@ class Kind:
     # evaluation's metrics: the model is promoted only if it beats the baseline by
     # ``promote.baseline_margin`` (higher is better for both). None: the kind has no baseline.
     baseline: tuple[str, str] | None = None
+    # More (model metric, baseline metric) pairs the evaluate stage prints, never gated on (the
+    # text kind's bag-of-words model).
+    comparisons: tuple[tuple[str, str], ...] = ()
     # Its models learn the labels: the class rules of ``validate.*`` apply (two classes at least,
     # every class in train, no content under two labels). False for a generative model.
     learns_classes: bool = True

@@ -82,14 +82,19 @@ def test_pyfunc_predicts_from_raw_strings_like_the_training_time_path(trained_te
     assert transform.class_names == ["negative", "positive"]
 
 
-def test_text_model_beats_the_majority_baseline(trained_text, spark):
-    config, _, _ = trained_text
+def test_the_model_and_its_bag_of_words_baseline_beat_the_majority_class(trained_text, spark):
+    config, _, result = trained_text
     metrics = evaluation.run(config, spark)
     counts = atomic.read_json(Catalog.for_workdir(config.workdir).preprocess_report)["splits"]["test"][
         "label_counts"
     ]
     baseline = max(counts) / sum(counts)
     assert metrics["test_accuracy"] > baseline + 0.1, (metrics["test_accuracy"], baseline)
+    # The MLlib bag-of-words model learns the same words the LSTM does: far above the majority.
+    assert baseline + 0.1 < metrics["test_bow_accuracy"] <= 1, (metrics["test_bow_accuracy"], baseline)
+    assert metrics["test_macro_f1_lift_over_bow"] == metrics["test_macro_f1"] - metrics["test_bow_macro_f1"]
+    logged = MlflowClient(config.tracking_uri).get_run(result.run_id).data.metrics
+    assert logged["test_bow_macro_f1"] == pytest.approx(metrics["test_bow_macro_f1"])
 
 
 def test_score_unlabelled_text_files_in_one_pass_and_quarantine_bad_records(trained_text, tmp_path, spark):

@@ -12,8 +12,9 @@ KIND = Kind(
     demo="pipelines.kinds.text_lstm.demo:reviews_demo",
     task="pipelines.kinds.text_lstm.model:LstmTask",
     served_model="pipelines.kinds.text_lstm.model:served_model",
-    evaluate="pipelines.kinds.classifier.evaluation:evaluate",
+    evaluate="pipelines.kinds.text_lstm.evaluation:evaluate",
     primary_metric="test_accuracy",
     baseline=MAJORITY_BASELINE,
+    comparisons=(("test_macro_f1", "test_bow_macro_f1"),),
     score_input="pipelines.kinds.text_lstm.scoring:score_input",
 )
