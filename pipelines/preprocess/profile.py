@@ -29,8 +29,19 @@ log = logging.getLogger(__name__)
 MAX_SHAPES = 24  # the most common shapes kept by name; the others are counted as "other"
 
 
+def band(value: int | None, unit: str) -> str | None:
+    """``value`` as its power-of-two band, e.g. 96 -> "64-127 px" (0 and below: "0 px"); the
+    profile's shapes are such bands (``power_of_two_band`` is the same in Spark)."""
+    if value is None:
+        return None
+    if value <= 0:
+        return f"0 {unit}"
+    low = 1 << (int(value).bit_length() - 1)
+    return f"{low}-{2 * low - 1} {unit}"
+
+
 def power_of_two_band(value: Column, unit: str) -> Column:
-    """``value`` as its power-of-two band, e.g. 96 -> "64-127 px" (0 and below: "0 px")."""
+    """``band`` as a Spark column expression."""
     low = F.pow(F.lit(2), F.floor(F.log2(F.greatest(value, F.lit(1))))).cast("long")
     band = F.concat(low.cast("string"), F.lit("-"), (low * 2 - 1).cast("string"), F.lit(f" {unit}"))
     return F.when(value <= 0, F.lit(f"0 {unit}")).otherwise(band)

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ PREDICTIONS = pa.schema(
         ("prediction", pa.string()),
         ("confidence", pa.float64()),
         ("probabilities", pa.map_(pa.string(), pa.float64())),
+        ("input_shape", pa.string()),  # the raw input's shape band, as the data profile has them
     ]
 )
 
@@ -68,8 +69,8 @@ class BatchScorer:
     transform: Any
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """A batch of usable input (``key``, ``path`` and what the transform's ``model_input`` reads)
-        -> its ``PREDICTIONS``, one row per input row."""
+        """A batch of usable input (``key``, ``path``, ``input_shape`` and what the transform's
+        ``model_input`` reads) -> its ``PREDICTIONS``, one row per input row."""
         import numpy as np
 
         names = list(self.transform.class_names)
@@ -91,6 +92,7 @@ class BatchScorer:
             pa.array(np.asarray(names, dtype=object)[best], pa.string()),
             pa.array(probabilities.max(axis=1).astype(np.float64)),
             by_class,
+            batch.column("input_shape"),
         ]
         return pa.RecordBatch.from_arrays(columns, schema=PREDICTIONS)
 
@@ -140,6 +142,9 @@ class ScoreReport:
     model_uri: str
     output: str
     seconds: float = 0.0
+    # The population stability index of the predicted classes and of the inputs' shapes against
+    # the model's training data (its run's data profile); None when that run has no profile.
+    drift: dict[str, float] | None = None
 
 
 def model_uri_of(config: PipelineConfig) -> str:
@@ -181,6 +186,7 @@ def run(config: PipelineConfig, spark: SparkSession) -> ScoreReport:
     with spark_stage(spark, "score", total=100, unit="%") as stage:
         inputs = kind.part("score_input")(config, spark, source, transform, locations, scorer)
     report = _accounted(inputs, locations, output, model_uri, source, stage.seconds)
+    report = replace(report, drift=_drift(config.tracking_uri, model_uri, locations["predictions"]))
     _remove(staging)
     atomic.write_json_atomically(asdict(report), f"{output}/report.json")
     log.info(
@@ -191,6 +197,34 @@ def run(config: PipelineConfig, spark: SparkSession) -> ScoreReport:
         locations["predictions"],
     )
     return report
+
+
+def _drift(tracking_uri: str, model_uri: str, predictions: str) -> dict[str, float] | None:
+    """The drift of what was scored against the data the model was trained on, logged to its
+    training run (``score_class_drift``, ``score_shape_drift``)."""
+    from collections import Counter
+
+    from pipelines.preprocess.profile import stability_index
+    from pipelines.track import runs
+
+    run_id = pyfunc.run_of(model_uri, tracking_uri)
+    trained = runs.data_profile(tracking_uri, run_id)
+    if trained is None:
+        return None
+    classes: Counter = Counter()
+    shapes: Counter = Counter()
+    for batch in parquet.column_batches(predictions, ["prediction", "input_shape"]):
+        classes.update(batch.column(0).to_pylist())
+        shapes.update(shape or "unknown" for shape in batch.column(1).to_pylist())
+    drift = {
+        "classes": stability_index(dict(classes), trained["classes"]),
+        "shapes": stability_index(dict(shapes), trained["shapes"]),
+    }
+    runs.log_score_drift(tracking_uri, run_id, drift)
+    log.info(
+        "score: drift against the training data: classes %.3f, shapes %.3f", drift["classes"], drift["shapes"]
+    )
+    return drift
 
 
 def _accounted(

@@ -288,6 +288,34 @@ def _log_profile(profile: dict) -> None:
         mlflow.set_tag("dlfusion.validation.warnings", "; ".join(profile["warnings"]))
 
 
+def data_profile(tracking_uri: str, run_id: str) -> dict | None:
+    """The data profile a training logged (``data/profile.json``), or None (a run without one)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/data/profile.json")
+    except (MlflowException, OSError):
+        return None
+
+
+def log_score_drift(tracking_uri: str, run_id: str, drift: dict[str, float]) -> None:
+    """Log a scoring's drift to the training run of its model: one point per scoring, by time."""
+    names = {"classes": "score_class_drift", "shapes": "score_shape_drift"}
+    mlflow_client(tracking_uri).log_batch(
+        run_id, metrics=[_metric(names[name], value) for name, value in drift.items()]
+    )
+
+
+def _metric(key: str, value: float):
+    import time
+
+    from mlflow.entities import Metric
+
+    return Metric(key, value, int(time.time() * 1000), 0)
+
+
 @contextmanager
 def system_metrics(tracking_uri: str, run_id: str, enabled: bool = True):
     """Log CPU, memory, disk and network use to the run while the block runs (MLflow's own monitor)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from pyspark.sql import functions as F
 
 from pipelines.core.catalog import Catalog
 from pipelines.core.config import ValidateConfig
@@ -40,6 +41,15 @@ def test_the_stability_index_is_zero_for_the_same_shares_and_grows_with_the_shif
     shifted = profile.stability_index({"a": 30, "b": 10}, {"a": 10, "b": 30})
     assert shifted == pytest.approx(2 * 0.5 * np.log(3), rel=1e-5)
     assert profile.stability_index({"a": 10, "c": 1}, {"a": 10}) > 0  # a class that appeared
+
+
+def test_shape_bands_are_the_same_in_python_and_in_spark(spark):
+    values = [-3, 0, 1, 2, 3, 7, 8, 63, 64, 96, 127, 128, 4095, 4096, 5000]
+    bands = spark.createDataFrame([(v,) for v in values], "v int").select(
+        profile.power_of_two_band(F.col("v"), "px").alias("band")
+    )
+    assert [row["band"] for row in bands.collect()] == [profile.band(v, "px") for v in values]
+    assert profile.band(96, "px") == "64-127 px" and profile.band(0, "words") == "0 words"
 
 
 def test_the_default_rules_pass_a_sound_data_set_and_stop_what_no_one_would_train_on():

@@ -162,6 +162,11 @@ def test_score_predicts_a_new_folder_in_one_pass_and_quarantines_a_bad_file(trai
     assert code == 0
     report = json.loads(summary.read_text())["score"]
     assert (report["inputs"], report["scored"], report["quarantined"]) == (13, 12, 1)
+    # Drift against the training data's profile: the same kind of images (8x8 greyscale), but
+    # only two of the ten classes predicted.
+    assert report["drift"]["shapes"] == 0 and report["drift"]["classes"] > 1
+    logged = MlflowClient(config.tracking_uri).get_run(result.run_id).data.metrics
+    assert logged["score_class_drift"] == pytest.approx(report["drift"]["classes"])
     quarantined = pq.read_table(str(output / "quarantine")).to_pylist()
     assert [row["key"] for row in quarantined] == ["broken.jpg"]
     assert quarantined[0]["reason"].startswith("cannot decode image")

@@ -28,6 +28,7 @@ from pipelines.ingest.accounting import check_accounted
 from pipelines.io import atomic, filesystems, spark_writes
 from pipelines.kinds.image_cnn.config import ImagePipelineConfig, IngestConfig
 from pipelines.kinds.image_cnn.schemas import IMAGE_RECORDS
+from pipelines.preprocess.profile import band
 from pipelines.runtime.progress import spark_stage
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def decode_image(content: bytes | None, size: int) -> bytes:
 
 
 def _decoded(content: bytes | None, size: int):
-    """``decode_image`` as a Pillow RGB image, with the file's own longest side and mode."""
+    """``decode_image`` as a Pillow RGB image, with the file's own shape (``source_shape``)."""
     from PIL import Image, ImageOps
 
     if not content:
@@ -69,7 +70,7 @@ def _decoded(content: bytes | None, size: int):
         image = Image.open(io.BytesIO(content))
         if image.format not in IMAGE_FORMATS:
             raise ValueError(f"not a JPEG or PNG image (found {image.format})")
-        source = (max(image.size), image.mode)  # draft() below changes the size
+        shape = source_shape(max(image.size), image.mode)  # draft() below changes the size
         # JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale when the result stays >= size
         # (what Image.thumbnail does); a large photo shrunk to 32 px decodes several times faster.
         image.draft(None, (size, size))
@@ -79,7 +80,12 @@ def _decoded(content: bytes | None, size: int):
         raise
     except Exception as err:  # Pillow raises many types for corrupt data
         raise ValueError(f"cannot decode image: {type(err).__name__}: {err}") from None
-    return _to_rgb(image).resize((size, size), Image.Resampling.BILINEAR), source
+    return _to_rgb(image).resize((size, size), Image.Resampling.BILINEAR), shape
+
+
+def source_shape(longest_side: int, mode: str) -> str:
+    """An image's shape as the data profile counts it: "64-127 px RGB"."""
+    return f"{band(longest_side, 'px')} {mode}"
 
 
 def _to_rgb(image):
@@ -140,16 +146,13 @@ def decode_listed(
 def _decode_batch(relpaths: list[str], source_uri: str, image_size: int, labelled: bool) -> pa.RecordBatch:
     paths = [f"{source_uri}/{relpath}" for relpath in relpaths]
     labels = [relpath.split("/", 1)[0] if labelled and "/" in relpath else None for relpath in relpaths]
-    pixels, hashes, sides, modes, reasons = [], [], [], [], []
+    pixels, hashes, shapes, reasons = [], [], [], []
     for path, label in zip(paths, labels, strict=True):
-        image, source, reason = (
-            None,
-            (None, None),
-            OUTSIDE_CLASS_FOLDER if labelled and label is None else None,
-        )
+        image, shape = None, None
+        reason = OUTSIDE_CLASS_FOLDER if labelled and label is None else None
         if reason is None:
             try:
-                image, source = _decoded(filesystems.read_bytes(path), image_size)
+                image, shape = _decoded(filesystems.read_bytes(path), image_size)
             except ValueError as err:
                 reason = str(err)
             except IsADirectoryError:
@@ -159,8 +162,7 @@ def _decode_batch(relpaths: list[str], source_uri: str, image_size: int, labelle
         content = image.tobytes() if image else None
         pixels.append(content)
         hashes.append(_pixels_hash(content) if content else None)
-        sides.append(source[0])
-        modes.append(source[1])
+        shapes.append(shape)
         reasons.append(reason)
     # Per-channel sums and sums of squares for the statistics, for the whole batch at once.
     decoded = np.array([reason is None for reason in reasons])
@@ -180,8 +182,7 @@ def _decode_batch(relpaths: list[str], source_uri: str, image_size: int, labelle
         per_channel(sums),
         per_channel(squares),
         pa.array(hashes, pa.int64()),
-        pa.array(sides, pa.int32()),
-        pa.array(modes, pa.string()),
+        pa.array(shapes, pa.string()),
         pa.array(reasons, pa.string()),
     ]
     return pa.RecordBatch.from_arrays(columns, schema=_records_schema())

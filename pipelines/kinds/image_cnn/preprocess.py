@@ -19,7 +19,7 @@ from pipelines.kinds import kind_of
 from pipelines.kinds.image_cnn.config import ImagePipelineConfig
 from pipelines.kinds.image_cnn.schemas import IMAGE_SPLIT
 from pipelines.kinds.image_cnn.transform import ImageTransform
-from pipelines.preprocess.profile import checked_profile, data_profile, power_of_two_band, record_profile
+from pipelines.preprocess.profile import checked_profile, data_profile, record_profile
 from pipelines.preprocess.splits import (
     assign_split,
     read_ingested,
@@ -134,8 +134,6 @@ def run(config: ImagePipelineConfig, spark: SparkSession) -> dict:
 
 
 def _source_shape(images: DataFrame) -> Column:
-    """The profile's shape of an image: the band of its longest side and its mode, "64-127 px RGB"
-    (data ingested before the side and mode were recorded: "unknown")."""
-    if "source_side" not in images.columns:
-        return F.lit(None).cast("string")
-    return F.concat(power_of_two_band(F.col("source_side"), "px"), F.lit(" "), F.col("source_mode"))
+    """The profile's shape of an image (``ingest.source_shape``; data ingested before it was
+    recorded: "unknown")."""
+    return F.col("source_shape") if "source_shape" in images.columns else F.lit(None).cast("string")

@@ -15,8 +15,9 @@ from pyspark.sql.types import (
 # Ingest output: one row per file seen. A decoded image has pixels (H*W*3 uint8 bytes, row-major RGB),
 # its per-channel sums and sums of squares (so preprocess fits statistics without reading pixels) and
 # a hash of the pixels (so split digests and the profile's duplicates need no pixels either), and
-# the file's own longest side and Pillow mode (for the profile); a file that cannot be used has a
-# ``reason`` instead. Usable rows and quarantined rows are written to two folders in one pass.
+# the file's own shape for the profile (the band of its longest side and its Pillow mode, "64-127 px
+# RGB"); a file that cannot be used has a ``reason`` instead. Usable rows and quarantined rows are
+# written to two folders in one pass.
 IMAGE_RECORDS = StructType(
     [
         StructField("path", StringType(), False),
@@ -26,8 +27,7 @@ IMAGE_RECORDS = StructType(
         StructField("channel_sum", ArrayType(DoubleType(), True), True),
         StructField("channel_sq_sum", ArrayType(DoubleType(), True), True),
         StructField("pixels_hash", LongType(), True),
-        StructField("source_side", IntegerType(), True),
-        StructField("source_mode", StringType(), True),
+        StructField("source_shape", StringType(), True),
         StructField("reason", StringType(), True),
     ]
 )

@@ -21,9 +21,10 @@ UNSCORED = pa.schema([("key", pa.string()), ("path", pa.string()), ("reason", pa
 
 
 def score_rows(records: pa.RecordBatch) -> pa.RecordBatch:
-    """``IMAGE_RECORDS`` -> the relative path as ``key``, ``path``, ``pixels`` and ``reason``."""
-    columns = [records.column(name) for name in ("relpath", "path", "pixels", "reason")]
-    return pa.RecordBatch.from_arrays(columns, names=["key", "path", "pixels", "reason"])
+    """``IMAGE_RECORDS`` -> the relative path as ``key``, ``path``, ``pixels``, ``reason`` and the
+    file's ``input_shape`` (as the data profile counts it)."""
+    columns = [records.column(name) for name in ("relpath", "path", "pixels", "reason", "source_shape")]
+    return pa.RecordBatch.from_arrays(columns, names=["key", "path", "pixels", "reason", "input_shape"])
 
 
 def score_input(

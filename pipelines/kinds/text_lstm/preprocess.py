@@ -7,7 +7,7 @@ tokenizer is the one the served model uses (``transform.tokenize``), so both see
 from __future__ import annotations
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.core.catalog import Catalog
@@ -39,6 +39,11 @@ def tokenize_texts(df: DataFrame, settings: TextPreprocessConfig) -> DataFrame:
         return texts.map(lambda text: tokenize(text, lowercase=lowercase, html_unescape=unescape))
 
     return df.withColumn("words", words(F.col("text")))
+
+
+def text_shape(text: Column) -> Column:
+    """A text's shape as the data profile counts it: the band of its word count, "16-31 words"."""
+    return power_of_two_band(F.size(F.split(F.trim(text), r"\s+")), "words")
 
 
 def fit_vocabulary(tokenized: DataFrame, vocab_size: int) -> list[str]:
@@ -86,12 +91,9 @@ def run(config: TextPipelineConfig, spark: SparkSession) -> dict:
         counts = summarize_splits(records, ["key", "label"])
         summaries = split_summaries(counts, transform.class_names)
         stage.phase = "profile"
-        words = F.size(F.split(F.trim(F.col("text")), r"\s+"))
         profile = checked_profile(
             catalog,
-            data_profile(
-                records, F.col("key"), power_of_two_band(words, "words"), counts, transform.class_names
-            ),
+            data_profile(records, F.col("key"), text_shape(F.col("text")), counts, transform.class_names),
             config.validation,
             kind_of(config).learns_classes,
         )

@@ -11,6 +11,7 @@ from pipelines.core.errors import DataError
 from pipelines.io import spark_writes
 from pipelines.kinds.text_lstm.config import TextPipelineConfig
 from pipelines.kinds.text_lstm.ingest import read_records, text_reason
+from pipelines.kinds.text_lstm.preprocess import text_shape
 from pipelines.kinds.text_lstm.transform import TextTransform
 from pipelines.score.scoring import PREDICTIONS, BatchScorer, ScoreInputs
 
@@ -32,7 +33,9 @@ def score_input(
         F.sha2(F.col("text"), 256).alias("key"), "path", "text", "record", text_reason().alias("reason")
     )
     # Two jobs, each parsing the text again (cheap next to the model): the two outputs differ in columns.
-    usable = records.filter(F.col("reason").isNull()).select("key", "path", "text")
+    usable = records.filter(F.col("reason").isNull()).select(
+        "key", "path", "text", text_shape(F.col("text")).alias("input_shape")
+    )
     spark_writes.write_parquet_atomically(
         usable.mapInArrow(score.batches, from_arrow_schema(PREDICTIONS)), locations["predictions"]
     )
