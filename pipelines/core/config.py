@@ -92,6 +92,13 @@ class TrainConfig(Section):
     )
     seed: int = Field(42, description="seed for weights and row-group shuffling")
     resume: bool = Field(False, description="continue from the last checkpoint in workdir")
+    init_from: str = Field(
+        "none",
+        min_length=1,
+        description="champion | RUN_ID | none: start from that model's weights (fine-tuning on grown "
+        "data) instead of from scratch; from scratch, with one line saying why, when its classes "
+        "or layers differ",
+    )
     class_weight: Literal["none", "balanced"] = Field(
         "none", description="balanced: weight classes by inverse train frequency (imbalanced data)"
     )

@@ -111,6 +111,23 @@ def download_model(tracking_uri: str, model_uri: str, target: Path) -> tuple[Pat
     return path, path / artifacts["transform"]["path"]
 
 
+def download_weights(tracking_uri: str, model_uri: str, target: Path) -> tuple[Path, Path]:
+    """Fetch the model at ``model_uri`` into ``target``: (its Keras file, its saved transform).
+
+    Raises:
+        DataError: as ``download_model``, or when the model holds no Keras file.
+    """
+    from mlflow.models import Model
+
+    from pipelines.core.errors import DataError
+
+    path, transform = download_model(tracking_uri, model_uri, target)
+    artifacts = Model.load(str(path)).flavors["python_function"].get("artifacts", {})
+    if "keras_model" not in artifacts:
+        raise DataError(model_uri, "holds no Keras model to start from")
+    return path / artifacts["keras_model"]["path"], transform
+
+
 def load_model(location: str, tracking_uri: str):
     """The logged pyfunc at ``location``: a ``runs:/`` or ``models:/`` URI, or its files
     (``model_files``, in a Spark task or on a rank). The tracking URI is set first, which files on a

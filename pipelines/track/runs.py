@@ -179,6 +179,12 @@ def resume_run(config: PipelineConfig) -> str | None:
     return run_id
 
 
+def set_tags(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:
+    client = mlflow_client(tracking_uri)
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+
+
 def mark_running(tracking_uri: str, run_id: str) -> None:
     """Show the run as RUNNING while the ranks train (logging through ``mlflow.start_run`` ends it)."""
     mlflow_client(tracking_uri).update_run(run_id, status="RUNNING")

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pipelines.core import locations
 from pipelines.core.catalog import Catalog
 from pipelines.core.config import PipelineConfig
-from pipelines.core.errors import DataError, Interrupted, TrackingError, TrainingError
+from pipelines.core.errors import ConfigError, DataError, Interrupted, TrackingError, TrainingError
 from pipelines.io import atomic, filesystems, parquet
-from pipelines.track import pyfunc, runs
+from pipelines.preprocess.transforms import load_transform
+from pipelines.track import pyfunc, registry, runs
 from pipelines.train.launchers import RankPool, launch
 from pipelines.train.loader import plan_shards
 from pipelines.train.task import TrainJob
@@ -40,6 +41,47 @@ def class_weights(label_counts: list[int]) -> dict[int, float]:
     present = {label: count for label, count in enumerate(label_counts) if count}
     total = sum(present.values())
     return {label: total / (len(present) * count) for label, count in present.items()}
+
+
+def initial_weights(config: PipelineConfig, catalog: Catalog, run_id: str) -> str | None:
+    """The Keras file ``train.init_from`` names, downloaded under the run's own folder, or None to
+    train from scratch: ``none``, no champion yet, or a model of other classes (said in one line).
+
+    Raises:
+        ConfigError: on ``train.init_from`` for ``champion`` without ``mlflow.registered_model``,
+            or a run that logged no dlfusion model.
+    """
+    source = config.train.init_from
+    if source == "none":
+        return None
+    if source == "champion":
+        name = config.mlflow.registered_model
+        if not name:
+            raise ConfigError(
+                "train.init_from", "champion needs mlflow.registered_model (the registry's name)"
+            )
+        if registry.champion_version(config.tracking_uri, name) is None:
+            log.info("train.init_from: %s has no champion yet: training from scratch", name)
+            return None
+        model_uri = f"models:/{name}@{registry.CHAMPION}"
+    else:
+        model_uri = f"runs:/{source}/model"
+    target = catalog.trained_model(run_id).parent / "init"
+    try:
+        keras_file, transform_file = pyfunc.download_weights(config.tracking_uri, model_uri, target)
+    except DataError as err:
+        raise ConfigError("train.init_from", err.problem) from None
+    before, now = load_transform(transform_file), load_transform(catalog.transform)
+    if before.class_names != now.class_names:
+        log.warning(
+            "train.init_from: the classes changed since %s (%d then, %d now): training from scratch",
+            model_uri,
+            len(before.class_names),
+            len(now.class_names),
+        )
+        return None
+    runs.set_tags(config.tracking_uri, run_id, {"dlfusion.init_from": model_uri})
+    return str(keras_file)
 
 
 def run(config: PipelineConfig, pool: RankPool | None = None) -> TrainResult:
@@ -80,7 +122,8 @@ def run(config: PipelineConfig, pool: RankPool | None = None) -> TrainResult:
             runs.mark_running(config.tracking_uri, run_id)
             runs.flush_pending_metrics(config.tracking_uri, run_id, catalog.pending_metrics(run_id))
             launched = ranks.started if ranks else time.time()
-            results = launch(TrainJob(config, run_id, train_plan, validate, weights), ranks)
+            init = initial_weights(config, catalog, run_id) if resumed_id is None else None
+            results = launch(TrainJob(config, run_id, train_plan, validate, weights, init), ranks)
             digests = [result["weights_digest"] for result in results]
             if len(set(digests)) != 1:  # data parallelism must leave every rank with the same model
                 raise TrainingError(-1, f"ranks finished with different weights: {digests}")

@@ -78,6 +78,8 @@ def _train(job: TrainJob, hvd, catalog: Catalog, started: float) -> dict:
 
     checkpoint = catalog.checkpoint(job.run_id)
     initial_epoch = 0
+    if rank == 0 and job.init_weights:  # the others get them from BroadcastInitialState
+        _start_from(model, job.init_weights)
     if rank == 0 and train.resume and checkpoint.is_file():
         with np.load(checkpoint) as saved:
             hk.restore_state(model, {k: saved[k] for k in saved.files if k != "__epoch__"})
@@ -143,6 +145,20 @@ def _train(job: TrainJob, hvd, catalog: Catalog, started: float) -> dict:
     marks["exported"] = [time.time()]
     early = stopping.summary() if stopping else None
     return {**outcome, "history": history.history, "early_stopping": early, "marks": marks}
+
+
+def _start_from(model, keras_file: str) -> None:
+    """Set ``model``'s weights to those of the Keras model in ``keras_file`` (``train.init_from``);
+    when its layers differ (a changed ``model.*`` key), say so and keep the fresh weights."""
+    import keras
+
+    weights = keras.models.load_model(keras_file, compile=False).get_weights()
+    shapes = [w.shape for w in weights]
+    if shapes != [w.shape for w in model.get_weights()]:
+        log.warning("train.init_from: its model has other layers than this one: training from scratch")
+        return
+    model.set_weights(weights)
+    log.info("train.init_from: starting from the weights of %s", keras_file)
 
 
 def weights_digest(arrays) -> str:

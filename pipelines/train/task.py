@@ -26,6 +26,7 @@ class TrainJob:
     train_plan: ShardPlan
     validate: bool
     class_weight: dict[int, float] | None = None
+    init_weights: str | None = None  # a logged Keras model whose weights rank 0 starts from
 
 
 @dataclass

@@ -231,3 +231,47 @@ def test_a_failing_rank_reports_its_own_exception(trainable_workdir, spark):
     assert "train.parquet: a row holds 3072 bytes of features, not 768" in caught.value.detail
     run_id = json.loads(catalog.latest_run("image_cnn").read_text())["run_id"]
     assert MlflowClient(config.tracking_uri).get_run(run_id).info.status == "FAILED"
+
+
+def test_init_from_a_run_starts_from_its_weights_and_from_scratch_when_the_classes_changed(
+    trained, tmp_path, ranks, caplog
+):
+    import dataclasses
+    import shutil
+
+    import keras
+
+    from pipelines.preprocess.transforms import save_transform
+
+    config, result = trained
+    shutil.copytree(config.workdir, tmp_path / "work")  # the module's other tests keep their latest run
+    catalog = Catalog.for_workdir(tmp_path / "work")
+    # A learning rate of 1e-12 barely moves the weights: the model ends where it started.
+    tuned = driver.run(
+        image_config(
+            tmp_path / "work",
+            "train.epochs=1",
+            "train.learning_rate=1e-12",
+            f"train.init_from={result.run_id}",
+        ),
+        ranks,
+    )
+    started = keras.models.load_model(Catalog.for_workdir(config.workdir).trained_model(result.run_id))
+    ended = keras.models.load_model(catalog.trained_model(tuned.run_id))
+    assert all(
+        np.allclose(a, b, atol=1e-6) for a, b in zip(started.get_weights(), ended.get_weights(), strict=True)
+    )
+    tags = MlflowClient(image_config(tmp_path / "work").tracking_uri).get_run(tuned.run_id).data.tags
+    assert tags["dlfusion.init_from"] == f"runs:/{result.run_id}/model"
+
+    transform = load_transform(catalog.transform)
+    save_transform(
+        dataclasses.replace(transform, class_names=[*transform.class_names, "x"]), catalog.transform
+    )
+    changed = image_config(tmp_path / "work", f"train.init_from={result.run_id}")
+    with caplog.at_level("WARNING"):
+        assert driver.initial_weights(changed, catalog, "next") is None
+    assert "train.init_from: the classes changed since runs:/" in caplog.text
+    assert "(10 then, 11 now): training from scratch" in caplog.text
+    with pytest.raises(Exception, match="train.init_from: champion needs mlflow.registered_model"):
+        driver.initial_weights(image_config(tmp_path / "work", "train.init_from=champion"), catalog, "next")
