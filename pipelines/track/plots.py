@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipelines.core.catalog import SPLITS
+
 
 def learning_curves(history: dict[str, list[float]], path: Path, title: str = "") -> Path:
     """One panel per metric (train and ``val_`` side by side, by epoch); returns ``path``.
@@ -45,10 +47,13 @@ def class_balance(profile: dict, path: Path) -> Path:
     classes = list(profile["classes"])
     fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(classes) + 2), 3.2))
     bottom = [0] * len(classes)
-    for split, counts in profile["splits"].items():
+    at = range(len(classes))  # positions, not the names: names like "0".."9" are not numbers here
+    for split in SPLITS:
+        counts = profile["splits"].get(split, {})
         heights = [counts.get(name, 0) for name in classes]
-        ax.bar(classes, heights, bottom=bottom, label=split)
+        ax.bar(at, heights, bottom=bottom, label=split)
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    ax.set_xticks(list(at), classes)
     ax.set_ylabel("rows")
     ax.set_title(f"class balance ({profile['rows']:,} rows)", fontsize=10)
     ax.legend(fontsize=8)
