@@ -169,6 +169,19 @@ class ValidateConfig(Section):
     )
 
 
+class RetentionConfig(Section):
+    """What a workdir keeps of earlier runs (a nightly job adds one a night); unset: everything.
+    Models stay in MLflow, which has its own ``mlflow gc`` for deleted runs."""
+
+    checkpoints: int | None = Field(
+        None,
+        ge=1,
+        description="newest runs whose checkpoints/RUN_ID folder (model, checkpoint, best weights) is "
+        "kept; older ones are deleted after each successful training",
+    )
+    logs: int | None = Field(None, ge=1, description="newest run log files kept in workdir/logs")
+
+
 class ScoreConfig(Section):
     model_uri: str | None = Field(
         None,
@@ -214,6 +227,7 @@ class PipelineBase(Section):
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     validation: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @property
     def tracking_uri(self) -> str:

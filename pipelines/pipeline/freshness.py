@@ -35,6 +35,7 @@ NOT_INPUTS = (
     "workdir",
     "spark",
     "score",
+    "retention",
     "train.resume",
     "train.stall_timeout_s",
     "train.start_timeout_s",

@@ -15,7 +15,7 @@ from pipelines.core import locations
 from pipelines.core.catalog import Catalog
 from pipelines.core.config import PipelineConfig
 from pipelines.core.errors import ConfigError, DataError, Interrupted, TrackingError, TrainingError
-from pipelines.io import atomic, filesystems, parquet
+from pipelines.io import atomic, filesystems, parquet, retention
 from pipelines.preprocess.transforms import load_transform
 from pipelines.track import pyfunc, registry, runs
 from pipelines.train.launchers import RankPool, launch
@@ -147,6 +147,8 @@ def run(config: PipelineConfig, pool: RankPool | None = None) -> TrainResult:
             f"{catalog.trained_model(run_id).parent}: when the server answers, log them with "
             "dlfusion train CONFIG train.resume=true"
         ) from err
+    retention.keep_newest(catalog.checkpoints, config.retention.checkpoints, protect={run_id})
+    retention.keep_newest(catalog.logs, config.retention.logs)
     timing = stage_timing(launched, first["marks"], time.time())
     log.info(
         "train: epochs' steps %.1f s (the first, with tracing, %.1f s); validation %.1f s; outside "
