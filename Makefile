@@ -29,9 +29,9 @@ mlflow: $(STAMP)
 	$(VENV)/bin/dlfusion mlflow-server --root work/mlflow-server --port $(or $(MLFLOW_PORT),5000)
 
 # Two pytest workers (pytest-xdist): much of the suite waits on processes, servers and timeouts, which
-# the other worker's tests fill. Each takes half the tests in order and, when done, steals from the
-# other's end (--dist worksteal), so that no long test file runs alone at the end. PYTEST_WORKERS=0:
-# serial.
+# the other worker's tests fill. --dist loadgroup: the tests that share a module-scoped fixture (a
+# trained model, a server) run on one worker (tests/conftest.py groups them, slow ones first), so
+# that no fixture is built twice. PYTEST_WORKERS=0: serial.
 PYTEST_WORKERS ?= 2
 
 test: $(STAMP) browser
