@@ -71,9 +71,19 @@ def reference() -> str:
     ]
     for name in registered():
         config = kind_named(name).config
-        rows = [row for n in config.model_fields if n not in shared for row in _rows(_only(config, n))]
+        rows = [row for n in config.model_fields for row in _own_rows(config, n, shared)]
         parts += ["", f"## `{name}`", "", f"`pipeline: {name}`; its own sections and keys:", "", _table(rows)]
     return "\n".join(parts) + "\n"
+
+
+def _own_rows(config: type[BaseModel], name: str, shared: set[str]) -> list[str]:
+    """The rows of ``config``'s field ``name`` that the shared keys do not have (all of a kind's own
+    section; the added keys of a shared section it extends, such as the image kind's ``train``)."""
+    rows = _rows(_only(config, name))
+    if name not in shared:
+        return rows
+    common = set(_rows(_only(PipelineBase, name)))
+    return [row for row in rows if row not in common]
 
 
 def _only(model: type[BaseModel], name: str) -> type[BaseModel]:

@@ -19,6 +19,11 @@ class ClassifierTask(TrainingTask):
     def build_model(self, config: PipelineConfig, transform: Transform) -> keras.Model:
         raise NotImplementedError
 
+    def augmentation(self, ctx: RankContext) -> keras.Layer | None:
+        """Random layers the training model applies to its inputs first (inactive at inference;
+        the exported model is ``build_model``'s, without them). None: no augmentation."""
+        return None
+
     def build(self, ctx: RankContext) -> keras.Model:
         import keras
 
@@ -26,6 +31,10 @@ class ClassifierTask(TrainingTask):
 
         train = ctx.config.train
         model = self.build_model(ctx.config, ctx.transform)
+        augment = self.augmentation(ctx)
+        if augment is not None:  # they hold no weights: the model's weights stay the served model's
+            inputs = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype, name="raw")
+            model = keras.Model(inputs, model(augment(inputs)), name=f"augmented_{model.name}")
         schedule = hk.WarmupSchedule(
             train.learning_rate, ctx.size, int(train.warmup_epochs * ctx.steps_per_epoch)
         )

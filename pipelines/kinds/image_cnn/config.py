@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipelines.core.config import PipelineBase, PreprocessConfig, Section
+from pipelines.core.config import PipelineBase, PreprocessConfig, Section, TrainConfig
 
 _MB = 1024 * 1024
 
@@ -35,6 +35,29 @@ class IngestConfig(Section):
     )
 
 
+class AugmentConfig(Section):
+    """Random changes to the train split's images on the ranks (Keras preprocessing layers in the
+    training model: never applied to validation, test, scoring or the served model)."""
+
+    flip: bool = Field(False, description="random horizontal flips (not for digits or text in images)")
+    crop: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="random shifts up to this fraction of the side, edges reflected; 0: off",
+    )
+    rotation: float = Field(
+        0.0, ge=0, le=0.5, description="random rotations up to this fraction of a turn; 0: off"
+    )
+    contrast: float = Field(
+        0.0, ge=0, lt=1, description="random brightness and contrast changes up to this fraction; 0: off"
+    )
+
+
+class ImageTrainConfig(TrainConfig):
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+
 class ModelConfig(Section):
     filters: list[int] = Field([32, 64, 128], description="filters of each Conv-Pool block")
     dense_units: int = Field(128, ge=1, description="units of the dense layer")
@@ -47,3 +70,4 @@ class ImagePipelineConfig(PipelineBase):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    train: ImageTrainConfig = Field(default_factory=ImageTrainConfig)

@@ -22,6 +22,14 @@ class CnnTask(ClassifierTask):
             dropout=config.model.dropout,
         )
 
+    def augmentation(self, ctx):
+        from models.augment import build_augmentation
+
+        augment = ctx.config.train.augment
+        return build_augmentation(
+            augment.flip, augment.crop, augment.rotation, augment.contrast, seed=ctx.config.train.seed
+        )
+
 
 class ImageClassifier(KerasClassifier):
     """Takes uint8 images of shape (n, size, size, 3)."""

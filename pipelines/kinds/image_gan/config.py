@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pipelines.core.config import Section
+from pipelines.core.config import Section, TrainConfig
 from pipelines.kinds.image_cnn.config import ImagePipelineConfig
 
 
@@ -43,6 +43,7 @@ class GanPipelineConfig(ImagePipelineConfig):
     pipeline: Literal["image_gan"] = Field(description="which pipeline this config drives")
     model: GanModelConfig = Field(default_factory=GanModelConfig)
     monitor: GanMonitorConfig = Field(default_factory=GanMonitorConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)  # no train.augment: the GAN does not augment
 
     @model_validator(mode="after")
     def _image_fits_the_generator(self) -> GanPipelineConfig:
