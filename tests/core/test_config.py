@@ -31,7 +31,7 @@ def test_overrides_use_dotted_keys_and_yaml_types():
 @pytest.mark.parametrize(
     "override,key,words",
     [
-        ("train.epochz=2", "train.epochz", "unknown key (valid keys here: batch_size"),
+        ("train.epochz=2", "train.epochz", "unknown key (valid keys here: augment, batch_size"),
         ("train.epochs=many", "train.epochs", "valid integer"),
         ("train.launcher=yarn", "train.launcher", "'local' or 'spark'"),
         ("ingest.image_size=1000", "ingest.image_size", "less than or equal to 224"),
@@ -63,10 +63,9 @@ def test_cli_bad_key_is_one_line_and_exit_code_2():
     result = dlfusion("train", "conf/image_cnn.yaml", "train.epochz=2")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "dlfusion: error: config error: train.epochz: unknown key (valid keys here: batch_size, "
+        "dlfusion: error: config error: train.epochz: unknown key (valid keys here: augment, batch_size, "
         "class_weight, early_stopping, epochs, init_from, launcher, learning_rate, num_proc, reader_workers, "
-        "resume, "
-        "seed, shuffle_buffer, stall_timeout_s, start_timeout_s, warmup_epochs)"
+        "resume, seed, shuffle_buffer, stall_timeout_s, start_timeout_s, warmup_epochs)"
     ]
 
 
