@@ -51,7 +51,15 @@ class Catalog:
 
     @property
     def ingested(self) -> Location:
+        """The usable records. Image ingest writes them already split, one ``split=NAME`` folder per
+        split (``ingested_split``: Spark reads the folder name as a ``split`` column)."""
         return self.workdir / "ingest" / "records.parquet"
+
+    def ingested_split(self, name: str) -> Location:
+        """The ingested records of split ``name``, where a kind's ingest splits them itself."""
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; splits are {', '.join(SPLITS)}")
+        return self.ingested / f"split={name}"
 
     @property
     def quarantine(self) -> Location:

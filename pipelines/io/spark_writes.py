@@ -138,6 +138,35 @@ def write_from_tasks(
     return files
 
 
+def publish_files(sources: dict[str, list[str]], locations: dict[str, str | Path], schema: pa.Schema) -> None:
+    """Make the Parquet files ``sources[value]`` (URIs) the data set at ``locations[value]``, without
+    reading them: hard links where the file system is local (no byte is copied; the files stay as
+    they are if their first data set is replaced later), a copy elsewhere (server-side on object
+    stores). Each location is replaced as ``write_from_tasks`` replaces it (a rename, or the
+    marker last); one with no files gets an empty data set of ``schema``.
+    """
+    import os
+
+    import pyarrow.fs as pafs
+
+    staging = _staging_uri(next(iter(locations.values())))
+    fs, root, prefix = filesystem(staging)
+    files = []
+    for value, uris in sources.items():
+        fs.create_dir(f"{root}/{value}", recursive=True)
+        for number, uri in enumerate(uris):
+            _, path, _ = filesystem(uri)
+            target = f"{root}/{value}/part-{number:05d}.parquet"
+            try:
+                if not isinstance(fs, pafs.LocalFileSystem):
+                    raise OSError("not a local file system")
+                os.link(path, target)
+            except OSError:  # another file system, or another device
+                fs.copy_file(path, target)
+            files.append((value, prefix + target, 0))
+    _commit_staged(staging, files, locations, dict.fromkeys(locations, schema))
+
+
 def _dying_mid_task(pairs: Iterator, task: int, attempt: int) -> Iterator:
     """``pairs``, with the fault point ``mid-task`` (``faults.die_if_armed``) once the writer has
     taken the first: the task has decoded its data and not yet closed its file."""

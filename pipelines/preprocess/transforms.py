@@ -12,7 +12,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
+
+from pipelines.core.errors import DataError
 
 # Transforms saved before they named their class (a "kind" of "image" or "text"): where those
 # classes are now, so that such workdirs keep working. Frozen: new transforms name their class.
@@ -39,6 +42,25 @@ class Transform(Protocol):
     def readable_files(self) -> dict[str, str]:
         """Parts of the transform to log as text files of their own (name -> content), e.g. a vocabulary."""
         ...
+
+
+def class_indices(labels: Any, class_names: list[str]) -> np.ndarray:
+    """A split's labels as int32 class indices: class names (the image kinds' splits keep them) are
+    looked up in ``class_names``; indices (the text kind's) pass through.
+
+    Raises:
+        DataError: for a class name that is not among ``class_names``.
+    """
+    values = np.asarray(labels)
+    if values.dtype.kind not in "OUS":
+        return values.astype(np.int32, copy=False)
+    index = {name: number for number, name in enumerate(class_names)}
+    try:
+        return np.fromiter((index[value] for value in values), np.int32, len(values))
+    except KeyError as err:
+        raise DataError(
+            "split", f"has label {err.args[0]!r}, which is not one of the fitted classes"
+        ) from None
 
 
 def save_transform(transform: Transform, path: Path) -> None:

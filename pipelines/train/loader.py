@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import queue
+import re
 import sys
 import threading
 import time
@@ -22,7 +23,7 @@ import numpy as np
 from pipelines.core import locations
 from pipelines.core.errors import DataError
 from pipelines.io import parquet
-from pipelines.preprocess.transforms import Transform
+from pipelines.preprocess.transforms import Transform, class_indices
 from pipelines.runtime.logs import quiet_library_warnings
 
 # Row groups a reader may hold decoded ahead of the trainer, and ready batches after it: together
@@ -101,7 +102,9 @@ def _row_group_batches(
         opened = [
             make_batch_reader(
                 url,
-                schema_fields=[column, "label"],
+                # Anchored: the splits may hold more columns (``pixels_hash``), which petastorm's
+                # old prefix match would also take, and warn about.
+                schema_fields=[f"{re.escape(column)}$", "label$"],
                 cur_shard=shard,
                 shard_count=count,
                 shuffle_row_groups=True,
@@ -253,7 +256,7 @@ def batches(
 
     for raw, labels in row_groups:
         window.extend(raw)
-        window_labels.append(np.asarray(labels, np.int32))
+        window_labels.append(np.asarray(labels))
         held += len(raw)
         if held >= max(shuffle_rows, batch_size):
             yield from cut(held - held % batch_size)
@@ -354,7 +357,8 @@ def split_dataset(
             row_groups, batch_size, shape, dtype, shuffle_rows=shuffle_buffer,
             seed=_pass_seed(seed + rank, first_pass), drop_remainder=repeat,
         )  # fmt: skip
-        return _read_ahead(((f.view(native), labels) for f, labels in ready), READ_AHEAD_BATCHES, stall)
+        indexed = ((f.view(native), class_indices(labels, transform.class_names)) for f, labels in ready)
+        return _read_ahead(indexed, READ_AHEAD_BATCHES, stall)
 
     return _hand_over(feed, (batch_size if repeat else None, *shape), tf.as_dtype(native), str(location))
 

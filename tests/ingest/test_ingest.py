@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from pyspark.sql.types import StringType
 from sklearn.datasets import load_sample_images
 
 from pipelines.core.catalog import Catalog
 from pipelines.core.errors import DataError
 from pipelines.kinds.image_cnn import ingest
 from pipelines.kinds.image_cnn.schemas import IMAGE_RECORDS
+from pipelines.preprocess.splits import split_names
 from tests.conftest import image_config
 
 
@@ -144,8 +146,10 @@ def test_ingest_quarantines_exactly_the_bad_files_and_accounts_for_every_file(sp
 
     images = spark.read.parquet(str(catalog.ingested))
     declared = [(f.name, f.dataType) for f in IMAGE_RECORDS]
-    assert [(f.name, f.dataType) for f in images.schema] == declared
+    # Written split: the folder of each split's records is read back as a ``split`` column.
+    assert [(f.name, f.dataType) for f in images.schema] == [*declared, ("split", StringType())]
     rows = images.collect()
+    assert all(row.split == split_names([row.relpath], config.preprocess.split)[0] for row in rows)
     assert {row.label for row in rows} == {"cats", "dogs"}
     assert all(len(row.pixels) == 24 * 24 * 3 and row.reason is None for row in rows)
     assert "cats/nested/deeper/c.Png" in {row.relpath for row in rows}

@@ -75,7 +75,8 @@ def test_preprocess_writes_declared_splits_and_fits_on_train_only(spark, digits_
     total = 0
     for name in SPLITS:
         data = spark.read.parquet(str(catalog.split(name)))
-        assert [(f.name, f.dataType) for f in data.schema] == [(f.name, f.dataType) for f in IMAGE_SPLIT]
+        columns = {field.name: field.dataType for field in data.schema}
+        assert all(columns.get(field.name) == field.dataType for field in IMAGE_SPLIT), columns
         assert report["splits"][name]["rows"] == data.count()
         assert report["splits"][name]["row_groups"] >= 2  # enough for the default two ranks
         total += data.count()
@@ -98,12 +99,46 @@ def test_report_counts_and_digests_match_the_written_splits(spark, digits_workdi
     for name in SPLITS:
         split = spark.read.parquet(str(catalog.split(name)))
         counts = dict(split.groupBy("label").count().collect())
-        assert report["splits"][name]["label_counts"] == [counts.get(i, 0) for i in range(10)]
+        assert report["splits"][name]["label_counts"] == [counts.get(c, 0) for c in report["class_names"]]
         # The digest computed before writing covers exactly the rows that were written.
-        names = F.element_at(F.array(*[F.lit(c) for c in report["class_names"]]), F.col("label") + 1)
-        joined = split.join(ingested, "relpath").withColumn("name", names)
-        value = joined.agg(F.bit_xor(F.xxhash64("relpath", "name", "pixels_hash"))).first()[0]
+        joined = split.select("relpath", "label").join(ingested, "relpath")
+        value = joined.agg(F.bit_xor(F.xxhash64("relpath", "label", "pixels_hash"))).first()[0]
         assert report["splits"][name]["digest"] == f"{value & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def _inodes(location) -> set[int]:
+    return {part.stat().st_ino for part in location.glob("*.parquet")}
+
+
+def test_the_splits_are_ingests_files_unless_the_split_changes(spark, digits_workdir, tmp_path):
+    """Ingest writes each image into its split's file once; preprocess publishes those files (hard
+    links: no pixel read again). A changed split is written anew, each row where the new split puts
+    it, with its class; going back to ingest's split publishes its files again."""
+    import shutil
+
+    catalog = Catalog.for_workdir(digits_workdir)
+    for name in SPLITS:
+        assert _inodes(catalog.split(name)) == _inodes(catalog.ingested_split(name)) != set()
+
+    workdir = tmp_path / "work"
+    shutil.copytree(digits_workdir, workdir)
+    catalog = Catalog.for_workdir(workdir)
+    changed = ("preprocess.split.train=0.5", "preprocess.split.val=0.25", "preprocess.split.test=0.25")
+    config = image_config(workdir, *changed)
+    report = preprocess.run(config, spark)
+    relpaths = []
+    for name in SPLITS:
+        assert not _inodes(catalog.split(name)) & _inodes(catalog.ingested_split(name))
+        rows = spark.read.parquet(str(catalog.split(name))).select("relpath", "label").collect()
+        assert report["splits"][name]["rows"] == len(rows)
+        assert set(splits.split_names([row.relpath for row in rows], config.preprocess.split)) == {name}
+        assert all(row.relpath.split("/")[0] == row.label for row in rows)
+        relpaths += [row.relpath for row in rows]
+    assert len(relpaths) == len(set(relpaths)) == 1797
+
+    preprocess.run(image_config(workdir), spark)
+    for name in SPLITS:
+        assert _inodes(catalog.split(name)) == _inodes(catalog.ingested_split(name))
 
 
 def test_row_group_size_follows_config(spark, tmp_path, digits_workdir):
@@ -143,4 +178,5 @@ def test_row_groups_mix_the_classes(digits_workdir):
         parquet_file = pq.ParquetFile(part)
         for index in range(parquet_file.num_row_groups):
             labels = parquet_file.read_row_group(index, columns=["label"]).column("label").to_pylist()
-            assert len(set(labels)) >= min(5, len(labels)), labels
+            if len(labels) >= 20:  # a file's last row group may hold a few rows
+                assert len(set(labels)) >= 5, labels

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.io import atomic
+from pipelines.preprocess.transforms import class_indices
 from pipelines.track import pyfunc
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def predict_split(df: DataFrame, model_uri: str, tracking_uri: str, transform: T
             probabilities = np.asarray(model.predict(transform.model_input(batch)))
             yield pd.DataFrame(
                 {
-                    "label": batch["label"],
+                    "label": class_indices(batch["label"], transform.class_names),
                     "prediction": probabilities.argmax(axis=1).astype(np.int32),
                     "confidence": probabilities.max(axis=1).astype(np.float64),
                 }
@@ -142,7 +143,8 @@ def score_shard(
     for group in parquet.row_groups(split, shard, shards):
         rows = group.to_pandas()
         probabilities = np.asarray(model.predict(transform.model_input(rows)))
-        counts.update(zip(rows["label"].tolist(), probabilities.argmax(axis=1).tolist(), strict=True))
+        labels = class_indices(rows["label"], transform.class_names).tolist()
+        counts.update(zip(labels, probabilities.argmax(axis=1).tolist(), strict=True))
     return [(label, prediction, count) for (label, prediction), count in counts.items()]
 
 

@@ -27,7 +27,10 @@ class IngestConfig(Section):
         16 * _MB, ge=1024, description="decoded pixel bytes a task holds before writing them"
     )
     row_group_bytes: int = Field(
-        32 * _MB, ge=1024 * 64, description="Parquet row-group size of ingested data"
+        32 * _MB,
+        ge=1024 * 64,
+        description="Parquet row-group size of the predictions `dlfusion score` writes (ingested images "
+        "come in row groups of preprocess.rows_per_row_group rows, what the ranks stream)",
     )
     compression: Literal["none", "snappy", "zstd", "lz4_raw"] = Field(
         "none",
@@ -54,6 +57,14 @@ class AugmentConfig(Section):
     )
 
 
+class ImagePreprocessConfig(PreprocessConfig):
+    compression: Literal["none", "snappy", "zstd", "lz4_raw"] = Field(
+        "none",
+        description="Parquet codec of the splits; while it, the split and the row-group size are "
+        "ingest's, preprocess publishes ingest's files as the splits (no pixel read again)",
+    )
+
+
 class ImageTrainConfig(TrainConfig):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
@@ -68,6 +79,6 @@ class ImagePipelineConfig(PipelineBase):
     pipeline: Literal["image_cnn"] = Field(description="which pipeline this config drives")
     data: ImageDataConfig = Field(default_factory=ImageDataConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
-    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    preprocess: ImagePreprocessConfig = Field(default_factory=ImagePreprocessConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: ImageTrainConfig = Field(default_factory=ImageTrainConfig)

@@ -2,9 +2,11 @@
 
 The driver lists the files (names and sizes only) and writes the listing in parts; each Spark task
 takes one part, reads its files itself where it decodes them, in batches sized in bytes, and writes
-the records to Parquet itself (``spark_writes.write_from_tasks``). No file content or pixel crosses the
-JVM/Python boundary, none goes through a shuffle and nothing is cached: memory does not grow with
-the number of files. Files that cannot be used go to
+the records to Parquet itself (``spark_writes.write_from_tasks``), each usable one already into its
+split's folder (the stable hash split of ``preprocess.split``), in the row groups the ranks stream:
+preprocess then publishes these files as the splits without reading a pixel again. No file content or
+pixel crosses the JVM/Python boundary, none goes through a shuffle and nothing is cached: memory does
+not grow with the number of files. Files that cannot be used go to
 the quarantine folder with the reason, in the same single pass, and every run checks files seen =
 rows written + rows quarantined, counted from the written files' footers.
 """
@@ -16,19 +18,21 @@ import logging
 import math
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
 from pyspark.sql import SparkSession
 
-from pipelines.core.catalog import Catalog
+from pipelines.core.catalog import SPLITS, Catalog
+from pipelines.core.config import PreprocessConfig, SplitConfig
 from pipelines.core.errors import DataError
 from pipelines.ingest.accounting import check_accounted
 from pipelines.io import atomic, filesystems, spark_writes
 from pipelines.kinds.image_cnn.config import ImagePipelineConfig, IngestConfig
 from pipelines.kinds.image_cnn.schemas import IMAGE_RECORDS
 from pipelines.preprocess.profile import band
+from pipelines.preprocess.splits import split_names
 from pipelines.runtime.progress import spark_stage
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,18 @@ class IngestReport:
     image_size: int
     seconds: float = 0.0
     spark_jobs: int = 0
+    # How the usable records are split and stored (``ingest_layout``): preprocess publishes them as
+    # they are when its own settings match, and rewrites them otherwise.
+    layout: dict = field(default_factory=dict)
+
+
+def ingest_layout(preprocess: PreprocessConfig, compression: str) -> dict:
+    """The split, row-group size and codec of the records ingest writes for these settings."""
+    return {
+        "split": preprocess.split.model_dump(),
+        "rows_per_row_group": preprocess.rows_per_row_group,
+        "compression": compression,
+    }
 
 
 def decode_image(content: bytes | None, size: int) -> bytes:
@@ -223,10 +239,12 @@ def decoding_tasks(
     batch_bytes: int,
     labelled: bool = True,
     rows: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
+    split: SplitConfig | None = None,
 ) -> Callable[[int], Iterator[tuple[str, pa.RecordBatch]]]:
     """``produce(task)`` for ``spark_writes.write_from_tasks``: decodes the files of listing part ``task``
     and yields ("usable", batch) and ("unusable", batch) pairs of ``IMAGE_RECORDS`` batches (or of
-    what ``rows`` makes of them)."""
+    what ``rows`` makes of them); with ``split``, each usable row under its split's name instead
+    (``split_names``: the split preprocess computes from the same path)."""
 
     def produce(task: int) -> Iterator[tuple[str, pa.RecordBatch]]:
         import pyarrow.compute as pc
@@ -237,7 +255,13 @@ def decoding_tasks(
             batch = rows(batch) if rows else batch
             failed = batch.column("reason").null_count != batch.num_rows
             usable = pc.is_null(batch.column("reason")) if failed else None
-            yield "usable", batch.filter(usable) if failed else batch
+            kept = batch.filter(usable) if failed else batch
+            if split is None:
+                yield "usable", kept
+            else:
+                names = split_names(kept.column("relpath").to_pylist(), split)
+                for name in SPLITS:
+                    yield name, kept.filter(pa.array(names == name))
             if failed:
                 yield "unusable", batch.filter(pc.invert(usable))
 
@@ -251,19 +275,38 @@ def decode_and_write(
     source_uri: str,
     catalog: Catalog,
     settings: IngestConfig,
+    preprocess: PreprocessConfig,
 ) -> None:
     """One Spark task per listing part decodes its files and writes the records (``IMAGE_RECORDS``)
-    itself: usable ones to the catalog's ingested folder, the others to its quarantine folder."""
+    itself: usable ones to their split's folder of the catalog's ingested data set, in row groups of
+    ``preprocess.rows_per_row_group`` rows (what the ranks stream), the others to its quarantine folder."""
+    _drop_unsplit_records(catalog)
+    locations = {name: catalog.ingested_split(name) for name in SPLITS}
     spark_writes.write_from_tasks(
         spark,
         tasks,
-        decoding_tasks(listing_uri, source_uri, settings.image_size, settings.batch_bytes),
+        decoding_tasks(
+            listing_uri, source_uri, settings.image_size, settings.batch_bytes, split=preprocess.split
+        ),
         _records_schema(),
-        {"usable": catalog.ingested, "unusable": catalog.quarantine},
-        settings.row_group_bytes,
+        {**locations, "unusable": catalog.quarantine},
+        preprocess.rows_per_row_group * (settings.image_size**2 * 3 + 64),
         settings.compression,
         plain_columns=("pixels",),
     )
+
+
+def _drop_unsplit_records(catalog: Catalog) -> None:
+    """Delete ingested records written before ingest split them (files right in the folder), which
+    would otherwise sit beside the ``split=`` folders."""
+    import pyarrow.fs as pafs
+
+    fs, root, _ = filesystems.filesystem(catalog.ingested)
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        return
+    children = fs.get_file_info(pafs.FileSelector(root))
+    if any(info.type == pafs.FileType.File and info.base_name.endswith(".parquet") for info in children):
+        fs.delete_dir(root)
 
 
 def part_uri(listing_uri: str, part: int) -> str:
@@ -308,7 +351,9 @@ def run(config: ImagePipelineConfig, spark: SparkSession, source: str) -> Ingest
         tasks,
     )
     with spark_stage(spark, "ingest", total=seen, unit="files") as stage:
-        decode_and_write(spark, listing_uri, tasks, filesystems.source_uri(source), catalog, settings)
+        decode_and_write(
+            spark, listing_uri, tasks, filesystems.source_uri(source), catalog, settings, config.preprocess
+        )
         counts = check_accounted(spark, seen, catalog, source, "files")
     report = IngestReport(
         seen,
@@ -318,6 +363,7 @@ def run(config: ImagePipelineConfig, spark: SparkSession, source: str) -> Ingest
         settings.image_size,
         round(stage.seconds, 2),
         stage.jobs,
+        ingest_layout(config.preprocess, settings.compression),
     )
     atomic.write_json_atomically(asdict(report), catalog.ingest_report)
     log.info(

@@ -17,7 +17,8 @@ from pipelines.core.errors import DataError
 from pipelines.io import atomic, filesystems, parquet, spark_writes
 from pipelines.kinds import kind_of
 from pipelines.kinds.image_cnn.config import ImagePipelineConfig
-from pipelines.kinds.image_cnn.schemas import IMAGE_SPLIT
+from pipelines.kinds.image_cnn.ingest import ingest_layout
+from pipelines.kinds.image_cnn.schemas import IMAGE_RECORDS, IMAGE_SPLIT
 from pipelines.kinds.image_cnn.transform import ImageTransform
 from pipelines.preprocess.profile import checked_profile, data_profile, record_profile
 from pipelines.preprocess.splits import (
@@ -43,15 +44,32 @@ def channel_stats(sums: np.ndarray, squares: np.ndarray, pixels: int) -> tuple[l
     return mean.tolist(), np.sqrt(np.maximum(var, 1e-12)).tolist()
 
 
+def publish_ingested_splits(catalog: Catalog) -> None:
+    """Make ingest's split folders (``Catalog.ingested_split``) the splits, without reading them:
+    ingest wrote them with the split, row groups and codec preprocess would write
+    (``spark_writes.publish_files``: hard links on a local file system)."""
+    spark_writes.publish_files(
+        {name: parquet.data_files(catalog.ingested_split(name)) for name in SPLITS},
+        {name: catalog.split(name) for name in SPLITS},
+        to_arrow_schema(IMAGE_RECORDS),
+    )
+
+
+def written_as_splits(ingest_report: dict, config: PreprocessConfig) -> bool:
+    """Whether ingest wrote its records as these settings' splits (``ingest.ingest_layout``)."""
+    return ingest_report.get("layout") == ingest_layout(config, config.compression)
+
+
 def write_image_splits(
-    spark: SparkSession, catalog: Catalog, class_names: list[str], config: PreprocessConfig, row_bytes: int
+    spark: SparkSession, catalog: Catalog, config: PreprocessConfig, row_bytes: int
 ) -> None:
-    """Write every split of the ingested images (``IMAGE_SPLIT``) in one Spark job.
+    """Write every split of the ingested images (``IMAGE_SPLIT``) in one Spark job: for settings
+    other than those ingest split its records with (``written_as_splits``).
 
     One task per ingested file reads it in batches of about ``BATCH_BYTES``, decides each row's split
-    (``split_names``), turns its label into its index in ``class_names`` and writes the rows to its
-    split's folder itself, in row groups of about ``rows_per_row_group`` rows: no pixel crosses into
-    the JVM. Rows keep the order ingest wrote, which already mixes the classes.
+    (``split_names``) and writes the rows to its split's folder itself, in row groups of about
+    ``rows_per_row_group`` rows: no pixel crosses into the JVM. Rows keep the order ingest wrote,
+    which already mixes the classes.
     """
     files = parquet.data_files(catalog.ingested)
     schema = to_arrow_schema(IMAGE_SPLIT)
@@ -59,19 +77,13 @@ def write_image_splits(
     split = config.split
 
     def produce(task: int) -> Iterator[tuple[str, pa.RecordBatch]]:
-        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        classes = pa.array(class_names, pa.string())
         fs, path, _ = filesystems.filesystem(files[task])
         with fs.open_input_file(path) as handle:
-            columns = ["relpath", "label", "pixels"]
-            for batch in pq.ParquetFile(handle).iter_batches(rows_per_batch, columns=columns):
+            for batch in pq.ParquetFile(handle).iter_batches(rows_per_batch, columns=schema.names):
                 names = split_names(batch.column("relpath").to_pylist(), split)
-                labels = pc.index_in(batch.column("label"), value_set=classes).cast(pa.int32())
-                rows = pa.RecordBatch.from_arrays(
-                    [batch.column("relpath"), labels, batch.column("pixels")], schema=schema
-                )
+                rows = pa.RecordBatch.from_arrays(batch.columns, schema=schema)
                 for name in SPLITS:
                     yield name, rows.filter(pa.array(names == name))
 
@@ -90,14 +102,17 @@ def write_image_splits(
 def run(config: ImagePipelineConfig, spark: SparkSession) -> dict:
     """Split the ingested images, fit the transform on train, write one Parquet data set per split.
 
-    Two Spark jobs: one over the small columns (split and label counts, digests, the train split's
-    channel sums computed at ingest), one that writes every split (``write_image_splits``); the
-    pixels are read once, and only by Python workers.
+    Spark jobs over the small columns only (split and label counts, digests, the train split's
+    channel sums computed at ingest, the profile); the splits are ingest's own files, which ingest
+    wrote split (``publish_ingested_splits``): no pixel is read. With a split or storage other than
+    ingest's, one more job writes every split (``write_image_splits``), the pixels read once, and
+    only by Python workers.
     """
     catalog = Catalog.for_workdir(config.workdir)
     size = config.ingest.image_size
     ingested = read_ingested(spark, catalog)
-    ingested_size = atomic.read_json(catalog.ingest_report).get("image_size", size)
+    ingest_report = atomic.read_json(catalog.ingest_report)
+    ingested_size = ingest_report.get("image_size", size)
     if ingested_size != size:
         raise DataError(
             str(catalog.ingested),
@@ -126,8 +141,13 @@ def run(config: ImagePipelineConfig, spark: SparkSession) -> dict:
             sum(row["rows"] for row in train) * size * size,
         )
         transform = ImageTransform(size, class_names, mean, std)
-        stage.phase = "writing splits"
-        write_image_splits(spark, catalog, class_names, config.preprocess, size * size * 3 + 64)
+        if written_as_splits(ingest_report, config.preprocess):
+            stage.phase = "publishing splits"
+            publish_ingested_splits(catalog)
+        else:
+            stage.phase = "writing splits"
+            log.info("preprocess: the split or its storage differs from ingest's: writing every split")
+            write_image_splits(spark, catalog, config.preprocess, size * size * 3 + 64)
         report = record_splits(transform, catalog, split_summaries(rows, class_names))
         record_profile(catalog, profile)
     return {**report, "profile": profile, "seconds": round(stage.seconds, 2), "spark_jobs": stage.jobs}

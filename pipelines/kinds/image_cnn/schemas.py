@@ -5,7 +5,6 @@ from pyspark.sql.types import (
     ArrayType,
     BinaryType,
     DoubleType,
-    IntegerType,
     LongType,
     StringType,
     StructField,
@@ -32,11 +31,14 @@ IMAGE_RECORDS = StructType(
     ]
 )
 
-# Preprocess output, one data set per split, streamed by Petastorm to the Horovod ranks.
+# Preprocess output, one data set per split, streamed by Petastorm to the Horovod ranks: at least
+# these columns. The label is the class name, indexed by the transform's class names where it is read
+# (``transforms.class_indices``), so that a split can be ingest's own files (``IMAGE_RECORDS``, split
+# by ingest) published without a rewrite.
 IMAGE_SPLIT = StructType(
     [
         StructField("relpath", StringType(), False),
-        StructField("label", IntegerType(), False),
+        StructField("label", StringType(), False),
         StructField("pixels", BinaryType(), False),
     ]
 )

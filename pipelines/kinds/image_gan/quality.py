@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.preprocess.transforms import class_indices
+
 
 def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
     """||mu_r - mu_f||^2 + Tr(C_r + C_f - 2 (C_r C_f)^1/2) between two (n, d) feature samples."""
@@ -39,7 +41,8 @@ def read_images(location: str | Path, transform, limit: int) -> tuple[np.ndarray
     import pyarrow.dataset as ds
 
     table = ds.dataset(str(location), format="parquet").head(limit, columns=["pixels", "label"])
-    return transform.to_images(table.column("pixels").to_pylist()), table.column("label").to_numpy()
+    labels = class_indices(table.column("label").to_numpy(zero_copy_only=False), transform.class_names)
+    return transform.to_images(table.column("pixels").to_pylist()), labels
 
 
 def feature_extractor_file(catalog, run_id: str) -> Path:
