@@ -68,13 +68,23 @@ def column_batches(location: str | Path | Uri, columns: list[str]) -> Iterator[p
 
 
 def _require_committed(fs, root: str, location) -> None:
-    """On an object store, a data set whose folder exists must hold ``COMMIT_MARKER``: without it, its
-    write did not finish (or a replacement is under way) and its files are not to be trusted."""
+    """On an object store, a data set whose folder exists must hold ``COMMIT_MARKER``, or, when it is
+    made of partition folders (``split=train``, ...) each written as a data set, each of them must:
+    without it, its write did not finish (or a replacement is under way) and its files are not to
+    be trusted."""
     import pyarrow.fs as pafs
 
     if renames_atomically(location) or fs.get_file_info(root).type != pafs.FileType.Directory:
         return  # a missing data set fails in the reader as before
-    if fs.get_file_info(f"{root}/{COMMIT_MARKER}").type != pafs.FileType.File:
+    if fs.get_file_info(f"{root}/{COMMIT_MARKER}").type == pafs.FileType.File:
+        return
+    parts = [info for info in fs.get_file_info(pafs.FileSelector(root)) if not info.base_name.startswith(".")]
+    partitioned = parts and all(
+        info.type == pafs.FileType.Directory and "=" in info.base_name for info in parts
+    )
+    if not partitioned or any(
+        fs.get_file_info(f"{info.path}/{COMMIT_MARKER}").type != pafs.FileType.File for info in parts
+    ):
         raise DataError(
             str(location),
             f"incomplete data set: no {COMMIT_MARKER} marker (its write did not finish; run its stage again)",

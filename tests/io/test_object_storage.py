@@ -191,6 +191,27 @@ def test_commit_on_s3_keeps_only_successful_attempts_and_replaces_the_old_data_s
     assert parquet.row_group_sizes(target) == [2, 2]
 
 
+def test_published_files_on_s3_are_copied_into_a_committed_data_set_and_partitions_count(s3):
+    """``publish_files`` (preprocess's image splits) copies on an object store and commits with the
+    marker; a data set of partition folders is trusted when each of them is committed."""
+    source = f"s3://{BUCKET}/pub/records.parquet/split=train"
+    fs, inner, _ = filesystems.filesystem(source)
+    pq.write_table(pa.Table.from_batches([_batches()(0, 3)]), f"{inner}/part-00000-0.parquet", filesystem=fs)
+    with pytest.raises(DataError, match="incomplete data set"):  # its partition has no marker yet
+        parquet.row_group_sizes(f"s3://{BUCKET}/pub/records.parquet")
+    _put(f"{source}/_SUCCESS", b"")
+    assert parquet.row_group_sizes(f"s3://{BUCKET}/pub/records.parquet") == [3]
+
+    target = f"s3://{BUCKET}/pub/train.parquet"
+    spark_writes.publish_files({"train": parquet.data_files(source)}, {"train": target}, SCHEMA)
+    assert [key for key in _keys("pub") if key.startswith("train")] == [
+        "train.parquet/_SUCCESS",
+        "train.parquet/part-00000.parquet",
+    ]
+    assert parquet.row_group_sizes(target) == [3]
+    assert not [key for key in _keys("pub") if ".tmp-" in key]
+
+
 def test_a_data_set_without_its_marker_is_not_trusted_on_s3(s3):
     location = f"s3://{BUCKET}/half/records.parquet"
     fs, inner, _ = filesystems.filesystem(location)
@@ -268,5 +289,6 @@ def test_ingest_into_an_s3_workdir_runs_on_the_python_side(spark, s3, s3_digits)
         for uri in parquet.data_files(catalog.ingested)
     )
     keys = _keys("work/ingest")
-    assert "records.parquet/_SUCCESS" in keys and "quarantine.parquet/_SUCCESS" in keys
+    assert "quarantine.parquet/_SUCCESS" in keys
+    assert all(f"records.parquet/split={name}/_SUCCESS" in keys for name in ("train", "val", "test"))
     assert not [key for key in _keys("work") if ".tmp-" in key]

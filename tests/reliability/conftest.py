@@ -66,7 +66,7 @@ class Dlfusion:
         ``folder``: the stage is writing its new output and has not committed it. A condition on
         disk, not a timer-driven progress line that a fast run may never print."""
         deadline = time.monotonic() + timeout
-        while not list(folder.glob(".tmp-*/*/part-*.parquet")):
+        while not list(folder.glob("**/.tmp-*/*/part-*.parquet")):
             assert self.process.poll() is None, "dlfusion ended before it staged a file:\n" + "\n".join(
                 self.lines[-30:]
             )
