@@ -72,6 +72,8 @@ def dlfusion_command(params: dict, stage: str, run_id: str) -> str:
         args.append(f"data.source={params['data_source']}")
     if params.get("registered_model"):
         args.append(f"mlflow.registered_model={params['registered_model']}")
+    if params.get("init_from"):
+        args.append(f"train.init_from={params['init_from']}")
     args += params.get("overrides") or []
     args += ["--summary-json", summary_file(params, run_id, stage)]
     # exec: the stage's process replaces the shell, so its exit code and signals are its own.
@@ -146,6 +148,12 @@ with DAG(
         "data_source": Param("", type="string", description="empty: dlfusion's digits demo data"),
         "registered_model": Param(
             "image_cnn", type="string", description="mlflow.registered_model (promote needs one)"
+        ),
+        "init_from": Param(
+            "champion",
+            type="string",
+            description="train.init_from: champion (fine-tune it on the grown data; without one, "
+            "training starts from scratch and says so), a run id, or none",
         ),
         "overrides": Param([], type="array", description='more KEY=VALUE, e.g. ["train.epochs=2"]'),
         "dlfusion": Param(

@@ -66,6 +66,15 @@ class Catalog:
         return self.workdir / "ingest" / "quarantine.parquet"
 
     @property
+    def snapshots(self) -> Location:
+        """One snapshot per ingest (``ingest.increments``): every file ingested and the data file
+        that holds its row; the newest is what the next ingest compares the source with."""
+        return self.workdir / "ingest" / "snapshots"
+
+    def snapshot(self, number: int) -> Location:
+        return self.snapshots / f"i{number:05d}.parquet"
+
+    @property
     def ingest_report(self) -> Location:
         return self.workdir / "ingest" / "report.json"
 
@@ -73,6 +82,11 @@ class Catalog:
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r}; splits are {', '.join(SPLITS)}")
         return self.workdir / "preprocess" / f"{name}.parquet"
+
+    @property
+    def published_snapshot(self) -> Location:
+        """The ingest snapshot whose files the splits hold (``ingest.increments``), logged by training."""
+        return self.workdir / "preprocess" / "snapshot.parquet"
 
     @property
     def transform(self) -> Location:

@@ -57,6 +57,11 @@ class PreprocessConfig(Section):
     compression: Literal["none", "snappy", "zstd", "lz4_raw"] = Field(
         "snappy", description="Parquet codec of the splits"
     )
+    refit: bool = Field(
+        False,
+        description="fit the transform again after an incremental ingest (it is kept otherwise, unless "
+        "the classes changed or the drift passed validate.max_drift)",
+    )
 
 
 class EarlyStoppingConfig(Section):
@@ -180,6 +185,12 @@ class RetentionConfig(Section):
         "kept; older ones are deleted after each successful training",
     )
     logs: int | None = Field(None, ge=1, description="newest run log files kept in workdir/logs")
+    snapshots: int | None = Field(
+        None,
+        ge=1,
+        description="newest ingest snapshots kept in workdir/ingest/snapshots (each lists the files "
+        "an ingest saw; trainings log theirs to MLflow)",
+    )
 
 
 class ScoreConfig(Section):

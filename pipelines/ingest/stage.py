@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pipelines.core.catalog import Catalog
 from pipelines.core.config import PipelineConfig
 from pipelines.core.stages import StageResult
+from pipelines.ingest.increments import forget_snapshots
 from pipelines.kinds import kind_of
 from pipelines.runtime.spark import get_spark
 
@@ -23,8 +24,11 @@ def source_of(config: PipelineConfig) -> str:
     return str(demo)
 
 
-def run(config: PipelineConfig, source: str | None = None) -> StageResult:
-    """Ingest ``source`` (default ``source_of(config)``); every file or record is accounted for."""
+def run(config: PipelineConfig, source: str | None = None, force: bool = False) -> StageResult:
+    """Ingest ``source`` (default ``source_of(config)``); every file or record is accounted for.
+    ``force`` forgets the snapshots (``ingest.increments``), so that everything is read again."""
+    if force:
+        forget_snapshots(Catalog.for_workdir(config.workdir))
     report = asdict(
         kind_of(config).part("ingest")(config, get_spark(config.spark), source or source_of(config))
     )
@@ -34,6 +38,13 @@ def run(config: PipelineConfig, source: str | None = None) -> StageResult:
     lines = [
         f"{unit} seen {seen} = written {report['rows_written']} + quarantined {report['rows_quarantined']}"
     ]
+    increment = report.get("increment")
+    if increment and not increment["whole"]:
+        lines.append(
+            f"increment {increment['number']}: read {increment['files_read']} files "
+            f"({increment['added']} new, {increment['changed']} changed), dropped {increment['removed']} "
+            f"removed, kept {increment['unchanged']} as written"
+        )
     if report.get("empty_files"):
         lines.append(f"{report['empty_files']} of {report['files_seen']} files were empty (no records)")
     return StageResult({"ingest": report}, tuple(lines))

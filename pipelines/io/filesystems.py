@@ -83,7 +83,8 @@ def _s3(bucket: str, endpoint_s3, endpoint, region, default_region, key, secret,
 
 
 def list_files(root: str | Path) -> pa.Table:
-    """Every file under ``root`` (recursively) as a table of (``relpath``, ``size``), sorted.
+    """Every file under ``root`` (recursively) as a table of (``relpath``, ``size``, ``mtime``: its
+    modification time in ns, 0 where the file system has none), sorted.
 
     Listed from Python one folder at a time (local disks with ``os.scandir``, other file systems with
     pyarrow's: HDFS, S3, ...), so memory holds the result (about 60 bytes a file) plus one folder's
@@ -99,8 +100,18 @@ def list_files(root: str | Path) -> pa.Table:
     else:
         chunks = _list_remote(fs, base, str(root))
     if not chunks:
-        return pa.table({"relpath": pa.array([], pa.string()), "size": pa.array([], pa.int64())})
+        return _listed([], [], [])
     return pa.concat_tables(chunks).sort_by("relpath").combine_chunks()
+
+
+def _listed(relpaths: list[str], sizes: list[int], mtimes: list[int]) -> pa.Table:
+    return pa.table(
+        {
+            "relpath": pa.array(relpaths, pa.string()),
+            "size": pa.array(sizes, pa.int64()),
+            "mtime": pa.array(mtimes, pa.int64()),
+        }
+    )
 
 
 def list_source(source: str | Path) -> pa.Table:
@@ -137,15 +148,15 @@ def _list_local(base: Path) -> list[pa.Table]:
     if not base.exists():
         raise FileNotFoundError(str(base))
     if base.is_file():
-        return [pa.table({"relpath": [base.name], "size": [base.stat().st_size]})]
+        return [_listed([base.name], [base.stat().st_size], [base.stat().st_mtime_ns])]
     inside = os.path.realpath(base)
     chunks, folders, visited, cut = [], [str(base)], set(), len(str(base).rstrip("/")) + 1
     while folders:
         folder = folders.pop()
         identity = (os.stat(folder).st_dev, os.stat(folder).st_ino)
-        relpaths, sizes = [], []
+        relpaths, sizes, mtimes = [], [], []
         if identity in visited:  # a second link to one outside folder: listed, not followed
-            chunks.append(pa.table({"relpath": [folder[cut:]], "size": pa.array([0], pa.int64())}))
+            chunks.append(_listed([folder[cut:]], [0], [0]))
             continue
         visited.add(identity)
         with os.scandir(folder) as entries:
@@ -154,9 +165,11 @@ def _list_local(base: Path) -> list[pa.Table]:
                     folders.append(entry.path)
                 elif entry.is_file() or entry.is_symlink():  # a dangling link or a link into the tree
                     relpaths.append(entry.path[cut:])
-                    sizes.append(entry.stat().st_size if entry.is_file() else 0)
+                    stat = entry.stat() if entry.is_file() else None
+                    sizes.append(stat.st_size if stat else 0)
+                    mtimes.append(stat.st_mtime_ns if stat else 0)
         if relpaths:
-            chunks.append(pa.table({"relpath": relpaths, "size": pa.array(sizes, pa.int64())}))
+            chunks.append(_listed(relpaths, sizes, mtimes))
     return chunks
 
 
@@ -176,7 +189,7 @@ def _list_remote(fs, base: str, root: str) -> list[pa.Table]:
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(root)
     if info.type == pafs.FileType.File:
-        return [pa.table({"relpath": [info.base_name], "size": [info.size]})]
+        return [_listed([info.base_name], [info.size], [info.mtime_ns or 0])]
     chunks, folders, cut = [], [base], len(base.rstrip("/")) + 1
     while folders:
         entries = fs.get_file_info(pafs.FileSelector(folders.pop(), recursive=False))
@@ -184,7 +197,9 @@ def _list_remote(fs, base: str, root: str) -> list[pa.Table]:
         folders.extend(e.path for e in entries if e.type == pafs.FileType.Directory)
         if files:
             chunks.append(
-                pa.table({"relpath": [e.path[cut:] for e in files], "size": [e.size for e in files]})
+                _listed(
+                    [e.path[cut:] for e in files], [e.size for e in files], [e.mtime_ns or 0 for e in files]
+                )
             )
     return chunks
 

@@ -9,6 +9,16 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+def keep_newest_snapshots(catalog, keep: int | None) -> list[str]:
+    """``keep_newest`` of the ingest snapshots of a local workdir (the newest is the one the next
+    ingest compares with, so at least it stays)."""
+    from pipelines.core.locations import is_uri
+
+    if is_uri(catalog.snapshots):
+        return []
+    return keep_newest(Path(catalog.snapshots), keep)
+
+
 def keep_newest(folder: Path, keep: int | None, protect: set[str] = frozenset()) -> list[str]:
     """Keep ``keep`` entries of ``folder`` (files or folders): those named in ``protect`` (never
     deleted), then the most recently modified; delete the others. ``keep=None`` keeps everything.

@@ -99,6 +99,7 @@ def write_from_tasks(
     row_group_bytes: int,
     compression: str = "none",
     plain_columns: tuple[str, ...] = (),
+    append: str | None = None,
 ) -> list[tuple[str, str, int]]:
     """Run ``produce(task)`` for task 0..tasks-1 as Spark tasks; each task writes the (value, batch)
     pairs it yields as Parquet straight from its Python worker, then every ``locations[value]`` is
@@ -110,7 +111,9 @@ def write_from_tasks(
     bytes go from the worker that computed them to storage (any pyarrow file system). Row groups
     hold about ``row_group_bytes``; ``plain_columns`` (large unique values such as pixels) get no
     dictionary and no statistics. Only the files of successful task attempts are kept.
-    Returns (value, file URI, rows) for each file written.
+    With ``append``, the files join the data sets at the locations instead, named
+    ``{append}-part-...`` (an increment: ``ingest.increments``).
+    Returns (value, file URI, rows) for each file written (staged; with ``append``, where it is now).
     """
     staging = _staging_uri(next(iter(locations.values())))
     schemas = schema if isinstance(schema, dict) else dict.fromkeys(locations, schema)
@@ -134,8 +137,37 @@ def write_from_tasks(
 
     written = spark.range(0, tasks, 1, numPartitions=tasks).mapInArrow(run_tasks, from_arrow_schema(_WRITTEN))
     files = [(row["value"], row["file"], row["rows"]) for row in written.collect()]
+    if append:
+        return _append_staged(staging, files, locations, append)
     _commit_staged(staging, files, locations, schemas)
     return files
+
+
+def _append_staged(staging: str, files: list[tuple[str, str, int]], locations: dict, tag: str) -> list:
+    """Move the successful attempts' files (``files``) into the data sets at ``locations``, named
+    ``{tag}-{name}``; a data set that does not exist yet is created (with the marker on an object
+    store). Returns (value, URI, rows) of each file moved."""
+    import pyarrow.fs as pafs
+
+    fs, staging_root, _ = filesystem(staging)
+    moved = []
+    for value, uri, rows in files:
+        place = locations[value]
+        _, target, _ = filesystem(place)
+        fs.create_dir(target, recursive=True)
+        name = f"{tag}-{uri.rsplit('/', 1)[1]}"
+        fs.move(filesystem(uri)[1], f"{target}/{name}")
+        moved.append((value, f"{filesystem(place)[2]}{target}/{name}", rows))
+    for place in locations.values():
+        _, target, _ = filesystem(place)
+        if (
+            not renames_atomically(place)
+            and fs.get_file_info(f"{target}/{COMMIT_MARKER}").type != pafs.FileType.File
+        ):
+            fs.create_dir(target, recursive=True)
+            _write_marker(fs, target)
+    fs.delete_dir(staging_root)
+    return moved
 
 
 def publish_files(sources: dict[str, list[str]], locations: dict[str, str | Path], schema: pa.Schema) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -119,26 +118,15 @@ def stage_keys(stage: str, config: PipelineConfig) -> dict:
 
 
 def source_digest(source: str) -> dict:
-    """Files, bytes and a digest of the listing of ``source`` (path, size, and the modification time
-    where the file system is local); the listing ingest makes."""
+    """Files, bytes and a digest of the listing of ``source`` (path, size, modification time); the
+    listing ingest makes."""
     listing = filesystems.list_source(source)
-    _, root, prefix = filesystems.filesystem(source)
-    folder = None if prefix != "file:" else (os.path.dirname(root) if os.path.isfile(root) else root)
     digest = hashlib.sha256()
-    for relpath, size in zip(
-        listing.column("relpath").to_pylist(), listing.column("size").to_pylist(), strict=True
-    ):
-        mtime = _local_mtime(os.path.join(folder, relpath)) if folder else 0
+    columns = (listing.column(name).to_pylist() for name in ("relpath", "size", "mtime"))
+    for relpath, size, mtime in zip(*columns, strict=True):
         digest.update(f"{relpath}\0{size}\0{mtime}\n".encode())
     total = sum(listing.column("size").to_pylist())
     return {"files": listing.num_rows, "bytes": total, "digest": digest.hexdigest()}
-
-
-def _local_mtime(path: str) -> int:
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:  # a dangling link: listed with size 0, quarantined by ingest
-        return 0
 
 
 def _upstream_digest(stage: str, catalog: Catalog, kind: str) -> str | None:

@@ -36,7 +36,7 @@ def run_stage(stage: str, config: PipelineConfig, force: bool = False, **options
     (``force`` runs it anyway); either way one line says which, and why."""
     stage_table.running = stage
     if stage == CHAIN[0]:  # the first stage reads the raw data: its listing is an input
-        options["source"] = source_of(config)
+        options.update(source=source_of(config), force=force)
     check = freshness.check(stage, config, source=options.get("source"), force=force)
     if check.skip:
         log.info("%s: skipped, %s; --force redoes it", stage, check.reason)

@@ -16,7 +16,8 @@ from pipelines.core.catalog import SPLITS, Catalog
 from pipelines.core.config import PreprocessConfig, SplitConfig
 from pipelines.core.errors import DataError
 from pipelines.io import atomic, parquet, spark_writes
-from pipelines.preprocess.transforms import Transform, save_transform
+from pipelines.io.filesystems import is_file, read_bytes
+from pipelines.preprocess.transforms import Transform, load_transform, save_transform
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,32 @@ def split_summaries(rows: list[Row], class_names: list[str]) -> dict[str, dict]:
     return summaries
 
 
+def kept_transform(
+    catalog: Catalog, ingest_report: dict, refit: bool, class_names: list[str], profile: dict, max_drift
+) -> Transform | None:
+    """The transform fitted before, to keep after an incremental ingest (a model trained on it, and
+    continued with ``train.init_from``, sees the same inputs); None: fit it anew. It is fit anew after
+    a whole ingest, with ``refit``, when the classes changed, or when the drift against the last
+    profile passed ``max_drift`` (``validate.max_drift``)."""
+    drift = profile.get("drift") or {}
+    drifted = max_drift is not None and any(value > max_drift for value in drift.values())
+    whole = ingest_report.get("increment", {}).get("whole", True)
+    if refit or whole or drifted or not is_file(catalog.transform):
+        return None
+    before = load_transform(catalog.transform)
+    return before if before.class_names == class_names else None
+
+
+def publish_snapshot(catalog: Catalog, ingest_report: dict) -> dict | None:
+    """Copy the snapshot of the ingest whose records the splits hold (``ingest.increments``) to
+    ``Catalog.published_snapshot``, for training to log; its number and files (None: no snapshot)."""
+    number = ingest_report.get("increment", {}).get("number")
+    if number is None or not is_file(catalog.snapshot(number)):
+        return None
+    atomic.write_bytes_atomically(read_bytes(str(catalog.snapshot(number))), str(catalog.published_snapshot))
+    return {"number": number, "files": ingest_report["files_seen"], "path": str(catalog.published_snapshot)}
+
+
 def read_ingested(spark: SparkSession, catalog: Catalog) -> DataFrame:
     if not spark_writes.exists(spark, catalog.ingested):
         raise DataError(str(catalog.ingested), "no ingested data: run the ingest stage first")
@@ -118,13 +145,15 @@ def write_splits(
     return record_splits(transform, catalog, summaries)
 
 
-def record_splits(transform: Transform, catalog: Catalog, summaries: dict[str, dict]) -> dict:
+def record_splits(
+    transform: Transform, catalog: Catalog, summaries: dict[str, dict], **facts: object
+) -> dict:
     """Check the written splits' rows (from the footers) against ``summaries``; save the transform and
-    the report (rows, row groups, label counts, digest per split).
+    the report (rows, row groups, label counts, digest per split, and ``facts``).
 
     Raises DataError when a row was lost or duplicated.
     """
-    report: dict = {"class_names": transform.class_names, "splits": {}}
+    report: dict = {"class_names": transform.class_names, "splits": {}, **facts}
     for name in SPLITS:
         location = catalog.split(name)
         groups = parquet.row_group_sizes(location)

@@ -15,7 +15,12 @@ def run(config: PipelineConfig) -> StageResult:
     profile = report["profile"]
     summary = {
         "splits": splits,
-        "preprocess": {"seconds": report["seconds"], "spark_jobs": report["spark_jobs"]},
+        "preprocess": {
+            "seconds": report["seconds"],
+            "spark_jobs": report["spark_jobs"],
+            "transform_kept": report.get("transform_kept", False),
+            "snapshot": (report.get("snapshot") or {}).get("number"),
+        },
         "profile": {
             "classes": profile["classes"],
             "duplicates": {key: found["rows"] for key, found in profile["duplicates"].items()},
@@ -24,6 +29,8 @@ def run(config: PipelineConfig) -> StageResult:
         },
     }
     lines = ("rows per split: " + ", ".join(f"{k}={v}" for k, v in splits.items()), profile_line(profile))
+    if report.get("transform_kept"):
+        lines += ("transform: kept from the last preprocess (preprocess.refit=true fits it again)",)
     return StageResult(summary, lines + tuple(f"warning: {line}" for line in profile["warnings"]))
 
 

@@ -15,6 +15,7 @@ from tenacity import retry, stop_after_attempt, wait_exponential
 from pipelines.core.catalog import Catalog
 from pipelines.core.config import PipelineConfig, flatten
 from pipelines.core.errors import DataError
+from pipelines.io.filesystems import read_bytes
 
 log = logging.getLogger(__name__)
 
@@ -260,12 +261,21 @@ def log_data(
     with mlflow.start_run(run_id=run_id):
         # Counts are facts about the data, not curves: params, so that the metrics page shows
         # only what training and evaluation measured.
-        counts = {f"data.ingest.{k}": v for k, v in ingest_report.items()}
+        counts = {f"data.ingest.{k}": v for k, v in ingest_report.items() if not isinstance(v, dict)}
+        counts.update(
+            {f"data.ingest.increment.{k}": v for k, v in ingest_report.get("increment", {}).items()}
+        )
         for name, split in preprocess_report["splits"].items():
             counts.update(
                 {f"data.{name}.rows": split["rows"], f"data.{name}.row_groups": split["row_groups"]}
             )
         mlflow.log_params(counts)
+        snapshot = preprocess_report.get("snapshot")
+        # The snapshot names every file the splits came from: listed from the run after later
+        # ingests removed some (``data/snapshot.parquet``), and named on each dataset input.
+        tags = {"dlfusion.snapshot": f"i{snapshot['number']:05d}"} if snapshot else None
+        if snapshot:
+            _log_file(snapshot["path"], "data/snapshot.parquet")
         for name, split in preprocess_report["splits"].items():
             with warnings.catch_warnings():  # MLflow registers its local source twice and says so
                 warnings.filterwarnings("ignore", message="The specified dataset source")
@@ -275,9 +285,21 @@ def log_data(
                 name=f"{config.pipeline}-{name}",
                 digest=split["digest"],
             )
-            mlflow.log_input(dataset, context=name)
+            mlflow.log_input(dataset, context=name, tags=tags)
         if profile is not None:
             _log_profile(profile)
+
+
+def _log_file(location: str, artifact: str) -> None:
+    """Log the file at ``location`` (local or a URI) as the run's artifact ``artifact``."""
+    import tempfile
+
+    import mlflow
+
+    folder, name = artifact.rsplit("/", 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / name).write_bytes(read_bytes(location))
+        mlflow.log_artifact(str(Path(tmp) / name), folder)
 
 
 def _log_profile(profile: dict) -> None:

@@ -36,7 +36,7 @@ def test_an_unwritable_workdir_fails_in_one_line_before_any_work(tmp_path):
 def test_an_unexpected_error_is_one_line_with_its_trace_in_the_log_file(digits_workdir, tmp_path):
     workdir = tmp_path / "work"
     shutil.copytree(digits_workdir, workdir)
-    for part in (workdir / "ingest" / "records.parquet").glob("*.parquet"):
+    for part in (workdir / "ingest" / "records.parquet").glob("split=*/*.parquet"):
         part.write_bytes(b"PAR1 this is not parquet")  # damaged behind the pipeline's back
     summary = tmp_path / "summary.json"
 

@@ -121,6 +121,7 @@ def test_command_quotes_every_argument_and_takes_a_stage_placeholder():
         "workdir": "/data/work dir",
         "data_source": "/data/my flowers",
         "registered_model": "flowers",
+        "init_from": "champion",
         "overrides": ["train.epochs=2", "ingest.image_size=64"],
         "dlfusion": "spark-submit --master local[2] /opt/dlfusion/jobs/{stage}.py",
     }
@@ -132,6 +133,7 @@ def test_command_quotes_every_argument_and_takes_a_stage_placeholder():
         "workdir=/data/work dir",
         "data.source=/data/my flowers",
         "mlflow.registered_model=flowers",
+        "train.init_from=champion",
         "train.epochs=2",
         "ingest.image_size=64",
         "--summary-json",

@@ -26,6 +26,12 @@ class IngestConfig(Section):
     batch_bytes: int = Field(
         16 * _MB, ge=1024, description="decoded pixel bytes a task holds before writing them"
     )
+    compact_files: int = Field(
+        8,
+        ge=1,
+        description="an incremental ingest merges a split's small files (under 8 row groups each) "
+        "once there are more than this many",
+    )
     row_group_bytes: int = Field(
         32 * _MB,
         ge=1024 * 64,

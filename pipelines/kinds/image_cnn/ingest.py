@@ -27,8 +27,9 @@ from pyspark.sql import SparkSession
 from pipelines.core.catalog import SPLITS, Catalog
 from pipelines.core.config import PreprocessConfig, SplitConfig
 from pipelines.core.errors import DataError
+from pipelines.ingest import increments
 from pipelines.ingest.accounting import check_accounted
-from pipelines.io import atomic, filesystems, spark_writes
+from pipelines.io import atomic, filesystems, parquet, retention, spark_writes
 from pipelines.kinds.image_cnn.config import ImagePipelineConfig, IngestConfig
 from pipelines.kinds.image_cnn.schemas import IMAGE_RECORDS
 from pipelines.preprocess.profile import band
@@ -57,6 +58,10 @@ class IngestReport:
     # How the usable records are split and stored (``ingest_layout``): preprocess publishes them as
     # they are when its own settings match, and rewrites them otherwise.
     layout: dict = field(default_factory=dict)
+    source: str = ""
+    # This ingest's share: what it read and wrote, and how the source changed since the last one
+    # (``whole``: everything was read).
+    increment: dict = field(default_factory=dict)
 
 
 def ingest_layout(preprocess: PreprocessConfig, compression: str) -> dict:
@@ -276,24 +281,31 @@ def decode_and_write(
     catalog: Catalog,
     settings: IngestConfig,
     preprocess: PreprocessConfig,
-) -> None:
+    append: str | None = None,
+) -> list[tuple[str, str, int]]:
     """One Spark task per listing part decodes its files and writes the records (``IMAGE_RECORDS``)
     itself: usable ones to their split's folder of the catalog's ingested data set, in row groups of
-    ``preprocess.rows_per_row_group`` rows (what the ranks stream), the others to its quarantine folder."""
-    _drop_unsplit_records(catalog)
-    locations = {name: catalog.ingested_split(name) for name in SPLITS}
-    spark_writes.write_from_tasks(
+    ``preprocess.rows_per_row_group`` rows (what the ranks stream), the others to its quarantine folder.
+    With ``append`` (an increment), the files join those already there. Returns the files written."""
+    if not append:
+        _drop_unsplit_records(catalog)
+    return spark_writes.write_from_tasks(
         spark,
         tasks,
         decoding_tasks(
             listing_uri, source_uri, settings.image_size, settings.batch_bytes, split=preprocess.split
         ),
         _records_schema(),
-        {**locations, "unusable": catalog.quarantine},
+        _record_locations(catalog),
         preprocess.rows_per_row_group * (settings.image_size**2 * 3 + 64),
         settings.compression,
         plain_columns=("pixels",),
+        append=append,
     )
+
+
+def _record_locations(catalog: Catalog) -> dict:
+    return {**{name: catalog.ingested_split(name) for name in SPLITS}, "unusable": catalog.quarantine}
 
 
 def _drop_unsplit_records(catalog: Catalog) -> None:
@@ -330,42 +342,71 @@ def list_images(
 ) -> tuple[pa.Table, str, int]:
     """List the visible files under ``source`` in class-mixing order and write the listing in one part
     per planned Spark task to ``location``. Returns (listing, listing URI, number of tasks)."""
+    listing = mix_classes(listed_images(source))
+    return (listing, *plan_listing(spark, listing, settings, location))
+
+
+def listed_images(source: str) -> pa.Table:
+    """The visible files under ``source`` (relpath, size, mtime); DataError when there is none."""
     listing = filesystems.visible_files(filesystems.list_source(source))
     if listing.num_rows == 0:
         raise DataError(source, "no files found (hidden files and folders are ignored)")
-    listing = mix_classes(listing)
+    return listing
+
+
+def plan_listing(spark: SparkSession, listing: pa.Table, settings: IngestConfig, location) -> tuple[str, int]:
+    """Write ``listing`` in one part per planned Spark task to ``location``: (its URI, the tasks)."""
     starts = plan_tasks(listing.column("size").to_numpy(), settings, spark.sparkContext.defaultParallelism)
-    return listing, write_listing(listing, starts, location), len(starts) - 1
+    return write_listing(listing, starts, location), len(starts) - 1
 
 
 def run(config: ImagePipelineConfig, spark: SparkSession, source: str) -> IngestReport:
-    """Ingest the image tree at ``source`` into the catalog's images and quarantine tables."""
+    """Ingest the image tree at ``source`` into the catalog's images and quarantine tables: only what
+    changed since the last ingest (``increments``) when it wrote with these settings, else all of it."""
     catalog = Catalog.for_workdir(config.workdir)
     settings = config.ingest
-    listing, listing_uri, tasks = list_images(spark, source, settings, catalog.listing)
-    seen = listing.num_rows
-    log.info(
-        "ingest: %d files (%.1f MB) in %d Spark tasks",
-        seen,
-        float(listing["size"].to_numpy().sum()) / 1e6,
-        tasks,
-    )
-    with spark_stage(spark, "ingest", total=seen, unit="files") as stage:
-        decode_and_write(
-            spark, listing_uri, tasks, filesystems.source_uri(source), catalog, settings, config.preprocess
-        )
-        counts = check_accounted(spark, seen, catalog, source, "files")
+    layout = ingest_layout(config.preprocess, settings.compression)
+    listing = listed_images(source)
+    last = _last_increment(catalog, source, settings.image_size, layout)
+    number = (increments.snapshot_numbers(catalog) or [0])[-1] + 1
+    change = increments.difference(listing, last) if last is not None else None
+    to_read = mix_classes(change.to_read if change else listing)
+    if change:
+        log.info("ingest: %s since the last ingest", _changes(change))
+    with spark_stage(spark, "ingest", total=to_read.num_rows, unit="files") as stage:
+        written = []
+        if to_read.num_rows:
+            listing_uri, tasks = plan_listing(spark, to_read, settings, catalog.listing)
+            megabytes = float(to_read["size"].to_numpy().sum()) / 1e6
+            log.info("ingest: %d files (%.1f MB) in %d Spark tasks", to_read.num_rows, megabytes, tasks)
+            written = decode_and_write(
+                spark,
+                listing_uri,
+                tasks,
+                filesystems.source_uri(source),
+                catalog,
+                settings,
+                config.preprocess,
+                append=f"i{number:05d}" if change else None,
+            )
+        merged = _apply_change(catalog, change, number, settings, config.preprocess) if change else 0
+        counts = check_accounted(spark, listing.num_rows, catalog, source, "files")
+        _check_increment(source, to_read.num_rows, written)
+        increments.record_snapshot(catalog, number, listing, _parts(catalog, last))
     report = IngestReport(
-        seen,
+        listing.num_rows,
         counts.written,
         counts.quarantined,
         counts.classes,
         settings.image_size,
         round(stage.seconds, 2),
         stage.jobs,
-        ingest_layout(config.preprocess, settings.compression),
+        layout,
+        source,
+        _increment_summary(number, change, to_read.num_rows, written, merged),
     )
     atomic.write_json_atomically(asdict(report), catalog.ingest_report)
+    retention.keep_newest_snapshots(catalog, config.retention.snapshots)
     log.info(
         "ingest: %d files seen, %d rows written, %d quarantined, %d classes",
         report.files_seen,
@@ -374,3 +415,96 @@ def run(config: ImagePipelineConfig, spark: SparkSession, source: str) -> Ingest
         report.classes,
     )
     return report
+
+
+def _last_increment(catalog: Catalog, source: str, image_size: int, layout: dict) -> pa.Table | None:
+    """The newest snapshot, when the last ingest wrote what these settings would (same source,
+    image size and layout) and its data sets are there; None: ingest everything."""
+    try:
+        report = atomic.read_json(catalog.ingest_report)
+    except (OSError, ValueError):
+        return None
+    same = (report.get("source"), report.get("image_size"), report.get("layout")) == (
+        source,
+        image_size,
+        layout,
+    )
+    latest = increments.latest_snapshot(catalog) if same else None
+    try:
+        files = {uri for place in _record_locations(catalog).values() for uri in parquet.data_files(place)}
+    except (OSError, DataError):
+        return None
+    return increments.reconciled(latest[1], files) if latest is not None else None
+
+
+def _apply_change(catalog, change, number: int, settings: IngestConfig, preprocess: PreprocessConfig) -> int:
+    """Drop the rows of changed and removed files from their data files; merge each data set's
+    small files. Returns the number of files merged."""
+    options = _writer_options(settings.compression)
+    for index, (part, relpaths) in enumerate(sorted(change.dropped.items())):
+        increments.drop_rows(part, relpaths, f"i{number:05d}-r{index:05d}.parquet", options)
+    merged = 0
+    for place in _record_locations(catalog).values():
+        result = increments.compact(
+            place,
+            small_rows=8 * preprocess.rows_per_row_group,
+            most=settings.compact_files,
+            name=f"i{number:05d}-merged.parquet",
+            rows_per_group=preprocess.rows_per_row_group,
+            settings=options,
+        )
+        merged += len(result[0]) if result else 0
+    return merged
+
+
+def _writer_options(compression: str) -> dict:
+    """Parquet writer options of the records' files (as ``write_from_tasks`` writes them)."""
+    ordinary = [name for name in _records_schema().names if name != "pixels"]
+    return {"compression": compression, "use_dictionary": ordinary, "write_statistics": ordinary}
+
+
+def _parts(catalog: Catalog, last: pa.Table | None) -> pa.Table:
+    """(relpath, part) of every record now: from the last snapshot for the files it knew and that are
+    still there as they were, from the files themselves for the others (new, rewritten, merged)."""
+    import pyarrow.compute as pc
+
+    files = [uri for place in _record_locations(catalog).values() for uri in parquet.data_files(place)]
+    known = set(last.column("part").to_pylist()) & set(files) if last is not None else set()
+    kept = (
+        last.filter(pc.is_in(last["part"], value_set=pa.array(sorted(known), pa.string()))).select(
+            ["relpath", "part"]
+        )
+        if known
+        else None
+    )
+    read = increments.parts_of(uri for uri in files if uri not in known)
+    return pa.concat_tables([kept, read]) if kept is not None else read
+
+
+def _check_increment(source: str, read: int, written: list[tuple[str, str, int]]) -> None:
+    """The files read this time = the rows they gave (written + quarantined)."""
+    rows = sum(count for _, _, count in written)
+    if rows != read:
+        raise DataError(source, f"files read this ingest ({read}) != rows they gave ({rows})")
+
+
+def _changes(change: increments.Difference) -> str:
+    return (
+        f"{change.added} new, {change.changed} changed, {change.removed} removed and "
+        f"{change.unchanged} unchanged files"
+    )
+
+
+def _increment_summary(number: int, change, read: int, written: list, merged: int) -> dict:
+    return {
+        "number": number,
+        "whole": change is None,
+        "files_read": read,
+        "rows_written": sum(rows for value, _, rows in written if value != "unusable"),
+        "rows_quarantined": sum(rows for value, _, rows in written if value == "unusable"),
+        "added": change.added if change else read,
+        "changed": change.changed if change else 0,
+        "removed": change.removed if change else 0,
+        "unchanged": change.unchanged if change else 0,
+        "files_merged": merged,
+    }

@@ -23,6 +23,8 @@ from pipelines.kinds.image_cnn.transform import ImageTransform
 from pipelines.preprocess.profile import checked_profile, data_profile, record_profile
 from pipelines.preprocess.splits import (
     assign_split,
+    kept_transform,
+    publish_snapshot,
     read_ingested,
     record_splits,
     split_names,
@@ -113,6 +115,12 @@ def run(config: ImagePipelineConfig, spark: SparkSession) -> dict:
     ingested = read_ingested(spark, catalog)
     ingest_report = atomic.read_json(catalog.ingest_report)
     ingested_size = ingest_report.get("image_size", size)
+    written = sum(parquet.row_group_sizes(catalog.ingested))
+    if written != ingest_report["rows_written"]:
+        raise DataError(
+            str(catalog.ingested),
+            f"holds {written} rows, its ingest wrote {ingest_report['rows_written']}: re-run ingest",
+        )
     if ingested_size != size:
         raise DataError(
             str(catalog.ingested),
@@ -120,8 +128,7 @@ def run(config: ImagePipelineConfig, spark: SparkSession) -> dict:
         )
     size_batches(spark, size * size * 3 + 64)
     images = assign_split(ingested, config.preprocess.split)
-    total = sum(parquet.row_group_sizes(catalog.ingested))
-    with spark_stage(spark, "preprocess", total=total, unit="images") as stage:
+    with spark_stage(spark, "preprocess", total=written, unit="images") as stage:
         stage.phase = "statistics"
         sums = {f"s{c}": F.col("channel_sum")[c] for c in range(3)}
         sums.update({f"q{c}": F.col("channel_sq_sum")[c] for c in range(3)})
@@ -140,7 +147,12 @@ def run(config: ImagePipelineConfig, spark: SparkSession) -> dict:
             np.array([sum(row[f"q{c}"] for row in train) for c in range(3)]),
             sum(row["rows"] for row in train) * size * size,
         )
-        transform = ImageTransform(size, class_names, mean, std)
+        kept = kept_transform(
+            catalog, ingest_report, config.preprocess.refit, class_names, profile, config.validation.max_drift
+        )
+        transform = kept or ImageTransform(size, class_names, mean, std)
+        if kept:
+            log.info("preprocess: the transform fitted before is kept (preprocess.refit=true fits it again)")
         if written_as_splits(ingest_report, config.preprocess):
             stage.phase = "publishing splits"
             publish_ingested_splits(catalog)
@@ -148,7 +160,13 @@ def run(config: ImagePipelineConfig, spark: SparkSession) -> dict:
             stage.phase = "writing splits"
             log.info("preprocess: the split or its storage differs from ingest's: writing every split")
             write_image_splits(spark, catalog, config.preprocess, size * size * 3 + 64)
-        report = record_splits(transform, catalog, split_summaries(rows, class_names))
+        report = record_splits(
+            transform,
+            catalog,
+            split_summaries(rows, class_names),
+            transform_kept=kept is not None,
+            snapshot=publish_snapshot(catalog, ingest_report),
+        )
         record_profile(catalog, profile)
     return {**report, "profile": profile, "seconds": round(stage.seconds, 2), "spark_jobs": stage.jobs}
 

@@ -1,0 +1,207 @@
+"""Incremental ingest: what changed in ``data.source`` since the last ingest, and the snapshots
+that say which file's record lives in which data file.
+
+A snapshot (``Catalog.snapshot``) lists every file ingested, with its size and modification time
+as listed, and the Parquet file that holds its row (a split's or the quarantine's). The next ingest
+lists the source again and compares (``difference``): new and changed files are read, the rows of
+changed and removed ones are dropped from their data files (``drop_rows``), everything else stays
+as written. Many small increments are merged (``compact``) so that night 300 reads as night 1.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.core.catalog import Catalog
+from pipelines.core.errors import DataError
+from pipelines.core.locations import Location
+from pipelines.io import atomic, filesystems, parquet
+
+SNAPSHOT = pa.schema(
+    [("relpath", pa.string()), ("size", pa.int64()), ("mtime", pa.int64()), ("part", pa.string())]
+)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A listing against the last snapshot: the files to read and the rows to drop."""
+
+    to_read: pa.Table  # listing rows (relpath, size, mtime) of the added and changed files
+    dropped: dict[str, list[str]]  # data file -> relpaths whose rows go (changed and removed files)
+    added: int
+    changed: int
+    removed: int
+    unchanged: int
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.changed or self.removed)
+
+
+def difference(listing: pa.Table, snapshot: pa.Table) -> Difference:
+    """Compare ``listing`` (relpath, size, mtime) with ``snapshot`` by path, size and modification
+    time: a file is added (not in the snapshot), changed (either differs), removed (not listed) or
+    unchanged."""
+    before = snapshot.select(["relpath", "size", "mtime", "part"]).rename_columns(
+        ["relpath", "size_before", "mtime_before", "part"]
+    )
+    joined = listing.select(["relpath", "size", "mtime"]).join(before, "relpath", join_type="full outer")
+    listed, known = pc.is_valid(joined["size"]), pc.is_valid(joined["size_before"])
+    same = pc.and_(
+        pc.equal(joined["size"], joined["size_before"]), pc.equal(joined["mtime"], joined["mtime_before"])
+    )
+    both = pc.and_(listed, known)
+    changed = pc.and_(both, pc.invert(pc.fill_null(same, False)))
+    added, removed = pc.and_(listed, pc.invert(known)), pc.and_(known, pc.invert(listed))
+    to_read = joined.filter(pc.or_(added, changed)).select(["relpath", "size", "mtime"]).sort_by("relpath")
+    gone = joined.filter(pc.or_(changed, removed))
+    dropped: dict[str, list[str]] = {}
+    for relpath, part in zip(gone["relpath"].to_pylist(), gone["part"].to_pylist(), strict=True):
+        dropped.setdefault(part, []).append(relpath)
+    count = lambda mask: int(pc.sum(mask).as_py() or 0)  # noqa: E731
+    return Difference(
+        to_read, dropped, count(added), count(changed), count(removed), count(pc.and_(both, same))
+    )
+
+
+def reconciled(snapshot: pa.Table, files: set[str]) -> pa.Table:
+    """``snapshot`` against the data ``files`` there now, after an ingest that did not finish:
+    files an increment wrote that no snapshot knows are deleted, and the rows of files that are
+    gone are left out of the snapshot, so that their source files are read again."""
+    known = set(snapshot.column("part").to_pylist())
+    for uri in files - known:
+        if uri.rsplit("/", 1)[1].startswith("i"):  # named by an increment (``i00003-...``)
+            fs, path, _ = filesystems.filesystem(uri)
+            fs.delete_file(path)
+    return snapshot.filter(pc.is_in(snapshot["part"], value_set=pa.array(sorted(files & known), pa.string())))
+
+
+def latest_snapshot(catalog: Catalog) -> tuple[int, pa.Table] | None:
+    """The number and the table of the newest snapshot, or None when there is none."""
+    numbers = snapshot_numbers(catalog)
+    if not numbers:
+        return None
+    import pyarrow.parquet as pq
+
+    content = filesystems.read_bytes(str(catalog.snapshot(numbers[-1])))
+    return numbers[-1], pq.read_table(io.BytesIO(content)).cast(SNAPSHOT)
+
+
+def forget_snapshots(catalog: Catalog) -> None:
+    """Delete every snapshot: the next ingest reads the whole source (``--force``)."""
+    fs, root, _ = filesystems.filesystem(catalog.snapshots)
+    fs.delete_dir_contents(root, missing_dir_ok=True)
+
+
+def snapshot_numbers(catalog: Catalog) -> list[int]:
+    """The numbers of the snapshots kept, oldest first."""
+    import pyarrow.fs as pafs
+
+    fs, root, _ = filesystems.filesystem(catalog.snapshots)
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    names = [info.base_name for info in infos if info.type == pafs.FileType.File]
+    return sorted(int(name[1:-8]) for name in names if name.startswith("i") and name.endswith(".parquet"))
+
+
+def record_snapshot(catalog: Catalog, number: int, listing: pa.Table, parts: pa.Table) -> pa.Table:
+    """Write snapshot ``number``: each listed file with the data file holding its row (``parts``:
+    relpath, part). Raises DataError when a file has no row or several (nothing may be lost)."""
+    import pyarrow.parquet as pq
+
+    joined = listing.select(["relpath", "size", "mtime"]).join(parts, "relpath", join_type="left outer")
+    if joined.num_rows != listing.num_rows or joined["part"].null_count or parts.num_rows != listing.num_rows:
+        raise DataError(
+            str(catalog.ingested),
+            f"{listing.num_rows} files listed, {parts.num_rows} rows hold them"
+            f" ({joined['part'].null_count} files without a row)",
+        )
+    snapshot = joined.sort_by("relpath").cast(SNAPSHOT)
+    buffer = io.BytesIO()
+    pq.write_table(snapshot, buffer, compression="zstd")
+    atomic.write_bytes_atomically(buffer.getvalue(), str(catalog.snapshot(number)))
+    return snapshot
+
+
+def parts_of(files: Iterable[str]) -> pa.Table:
+    """(relpath, part) of every row of the data ``files``, from their relpath column alone."""
+    import pyarrow.parquet as pq
+
+    tables = []
+    for uri in files:
+        fs, path, _ = filesystems.filesystem(uri)
+        relpaths = pq.read_table(path, columns=["relpath"], filesystem=fs).column("relpath")
+        tables.append(pa.table({"relpath": relpaths, "part": pa.array([uri] * len(relpaths), pa.string())}))
+    if not tables:
+        return pa.table({"relpath": pa.array([], pa.string()), "part": pa.array([], pa.string())})
+    return pa.concat_tables(tables)
+
+
+def drop_rows(part: str, relpaths: list[str], name: str, settings: dict) -> str | None:
+    """Rewrite the data file ``part`` without the rows of ``relpaths``, as ``name`` beside it (row
+    group by row group: memory holds one), and delete it. Returns the new file's URI, or None
+    when no row is left."""
+    import pyarrow.parquet as pq
+
+    fs, path, prefix = filesystems.filesystem(part)
+    target = f"{path.rsplit('/', 1)[0]}/{name}"
+    gone = pa.array(relpaths, pa.string())
+    written = 0
+    with fs.open_input_file(path) as handle:
+        source = pq.ParquetFile(handle)
+        writer = None
+        for index in range(source.num_row_groups):
+            group = source.read_row_group(index)
+            kept = group.filter(pc.invert(pc.is_in(group["relpath"], value_set=gone)))
+            if kept.num_rows:
+                writer = writer or pq.ParquetWriter(target, source.schema_arrow, filesystem=fs, **settings)
+                writer.write_table(kept)
+                written += kept.num_rows
+        if writer:
+            writer.close()
+    fs.delete_file(path)
+    return prefix + target if written else None
+
+
+def compact(location: Location, small_rows: int, most: int, name: str, rows_per_group: int, settings: dict):
+    """Merge the files of the data set at ``location`` holding fewer than ``small_rows`` rows into
+    one file ``name``, in row groups of ``rows_per_group`` rows, when there are more than ``most``
+    of them. Returns (merged file URIs, the new file's URI), or None when nothing was merged."""
+    import pyarrow.parquet as pq
+
+    sizes = {uri: _rows(uri) for uri in parquet.data_files(location)}
+    small = [uri for uri, rows in sizes.items() if rows < small_rows]
+    if len(small) <= most:
+        return None
+    fs, root, prefix = filesystems.filesystem(location)
+    target = f"{root}/{name}"
+    writer, held = None, []
+    for uri in small:
+        _, path, _ = filesystems.filesystem(uri)
+        with fs.open_input_file(path) as handle:
+            source = pq.ParquetFile(handle)
+            writer = writer or pq.ParquetWriter(target, source.schema_arrow, filesystem=fs, **settings)
+            for index in range(source.num_row_groups):
+                held.append(source.read_row_group(index))
+                while sum(table.num_rows for table in held) >= rows_per_group:
+                    table = pa.concat_tables(held)
+                    writer.write_table(table.slice(0, rows_per_group), row_group_size=rows_per_group)
+                    held = [table.slice(rows_per_group)]
+    if held and sum(table.num_rows for table in held):
+        writer.write_table(pa.concat_tables(held), row_group_size=rows_per_group)
+    writer.close()
+    for uri in small:
+        fs.delete_file(filesystems.filesystem(uri)[1])
+    return small, prefix + target
+
+
+def _rows(uri: str) -> int:
+    import pyarrow.parquet as pq
+
+    fs, path, _ = filesystems.filesystem(uri)
+    with fs.open_input_file(path) as handle:
+        return pq.ParquetFile(handle).metadata.num_rows
