@@ -28,5 +28,7 @@ def build_cnn(
     x = layers.Flatten()(x)
     x = layers.Dense(dense_units, activation="relu", name="dense")(x)
     x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    # float32 whatever the compute precision: a softmax in bfloat16 or float16 loses the small
+    # probabilities, and the loss needs them.
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="cnn_classifier")

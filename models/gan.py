@@ -32,7 +32,9 @@ def build_generator(latent_dim: int, image_size: int, filters: Sequence[int] = (
         x = layers.Conv2DTranspose(count, 4, strides=2, padding="same", use_bias=False, name=f"up{i}")(x)
         x = layers.BatchNormalization(name=f"up{i}_bn")(x)
         x = layers.LeakyReLU(0.2)(x)
-    outputs = layers.Conv2DTranspose(3, 4, strides=2, padding="same", activation="tanh", name="image")(x)
+    outputs = layers.Conv2DTranspose(
+        3, 4, strides=2, padding="same", activation="tanh", dtype="float32", name="image"
+    )(x)
     return keras.Model(inputs, outputs, name="generator")
 
 
@@ -48,7 +50,7 @@ def build_discriminator(image_size: int, filters: Sequence[int] = (32, 64, 128),
         x = layers.LeakyReLU(0.2)(x)
         x = layers.Dropout(dropout)(x)
     x = layers.Flatten()(x)
-    outputs = layers.Dense(1, name="logit")(x)
+    outputs = layers.Dense(1, dtype="float32", name="logit")(x)
     return keras.Model(inputs, outputs, name="discriminator")
 
 

@@ -17,7 +17,7 @@ def build_lstm(
     x = layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name="embedding")(inputs)
     x = layers.LSTM(lstm_units, name="lstm")(x)
     if num_classes == 2:
-        outputs = layers.Dense(1, activation="sigmoid", name="probability")(x)
+        outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
     else:
-        outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+        outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="lstm_classifier")

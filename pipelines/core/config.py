@@ -104,6 +104,11 @@ class TrainConfig(Section):
         "data) instead of from scratch; from scratch, with one line saying why, when its classes "
         "or layers differ",
     )
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = Field(
+        "float32",
+        description="compute dtype on the ranks (variables stay float32; mixed_float16 scales the "
+        "loss); the saved model computes in float32 and takes and returns what it did",
+    )
     class_weight: Literal["none", "balanced"] = Field(
         "none", description="balanced: weight classes by inverse train frequency (imbalanced data)"
     )

@@ -34,6 +34,7 @@ class TrainResult:
     rank_digests: list[str]
     early_stopping: dict | None = None
     timing: dict[str, float] | None = None
+    compute_dtypes: list[str] | None = None  # of the layers with weights, on the ranks
 
 
 def class_weights(label_counts: list[int]) -> dict[int, float]:
@@ -166,6 +167,7 @@ def run(config: PipelineConfig, pool: RankPool | None = None) -> TrainResult:
         digests,
         first.get("early_stopping"),
         timing,
+        first.get("compute_dtypes"),
     )
 
 

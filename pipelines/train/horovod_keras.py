@@ -43,6 +43,17 @@ def distributed(optimizer_class: type[keras.optimizers.Optimizer]) -> type:
     return DistributedOptimizer
 
 
+def optimizer(optimizer_class: type, precision: str = "float32", **options) -> keras.optimizers.Optimizer:
+    """``optimizer_class(**options)`` with its gradients averaged over ranks (``distributed``); in
+    mixed_float16, inside a loss-scaling optimizer that averages the still-scaled gradients first,
+    so that every rank sees the same gradients and takes the same decision to apply them or to
+    lower the scale (a rank skipping a step alone would leave the others waiting in the next
+    allreduce)."""
+    if precision == "mixed_float16":
+        return distributed(keras.optimizers.LossScaleOptimizer)(optimizer_class(**options))
+    return distributed(optimizer_class)(**options)
+
+
 @keras.saving.register_keras_serializable("dlfusion")
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """Ramps the learning rate linearly from ``base`` to ``base * multiplier`` over ``warmup_steps``.

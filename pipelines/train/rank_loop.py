@@ -74,6 +74,9 @@ def _train(job: TrainJob, hvd, catalog: Catalog, started: float) -> dict:
         job.validate,
     )
     task = kind_of(config).part("task")()
+    # Every layer built from here computes in train.precision (the models keep their outputs in
+    # float32); the exported model is built in float32 below.
+    keras.config.set_dtype_policy(train.precision)
     model = task.build(ctx)
 
     checkpoint = catalog.checkpoint(job.run_id)
@@ -141,10 +144,24 @@ def _train(job: TrainJob, hvd, catalog: Catalog, started: float) -> dict:
     if rank != 0:
         return outcome
     target = catalog.trained_model(job.run_id)
+    keras.config.set_dtype_policy("float32")  # served as before, whatever the training's precision
     atomic.write_atomically(target, task.export(ctx, model).save)
     marks["exported"] = [time.time()]
     early = stopping.summary() if stopping else None
-    return {**outcome, "history": history.history, "early_stopping": early, "marks": marks}
+    return {
+        **outcome,
+        "history": history.history,
+        "early_stopping": early,
+        "marks": marks,
+        "compute_dtypes": sorted(compute_dtypes(model)),
+    }
+
+
+def compute_dtypes(layer) -> set[str]:
+    """The compute dtypes of ``layer``'s layers that hold weights, nested models included."""
+    if getattr(layer, "layers", None):
+        return set().union(*(compute_dtypes(inner) for inner in layer.layers))
+    return {layer.compute_dtype} if layer.weights else set()
 
 
 def _start_from(model, keras_file: str) -> None:

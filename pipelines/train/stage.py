@@ -17,4 +17,6 @@ def run(config: PipelineConfig, pool: RankPool | None = None) -> StageResult:
         summary["train_timing"] = result.timing
     if result.early_stopping:
         summary["early_stopping"] = result.early_stopping
+    if result.compute_dtypes:
+        summary["compute_dtypes"] = result.compute_dtypes
     return StageResult(summary, (f"MLflow run {result.run_id}",))

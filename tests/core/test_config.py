@@ -64,8 +64,8 @@ def test_cli_bad_key_is_one_line_and_exit_code_2():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "dlfusion: error: config error: train.epochz: unknown key (valid keys here: augment, batch_size, "
-        "class_weight, early_stopping, epochs, init_from, launcher, learning_rate, num_proc, reader_workers, "
-        "resume, seed, shuffle_buffer, stall_timeout_s, start_timeout_s, warmup_epochs)"
+        "class_weight, early_stopping, epochs, init_from, launcher, learning_rate, num_proc, precision, "
+        "reader_workers, resume, seed, shuffle_buffer, stall_timeout_s, start_timeout_s, warmup_epochs)"
     ]
 
 

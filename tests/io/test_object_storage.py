@@ -120,10 +120,11 @@ def test_listing_and_reading_files_on_s3(s3):
     }.items():
         _put(f"s3://{BUCKET}/tree/{relpath}", content)
     listing = filesystems.list_files(f"s3://{BUCKET}/tree")
-    assert listing.to_pydict() == {
+    assert listing.select(["relpath", "size"]).to_pydict() == {
         "relpath": ["a/.hidden", "a/1.txt", "a/b/2.txt", "c/_meta"],
         "size": [1, 3, 4, 0],
     }
+    assert all(mtime > 0 for mtime in listing.column("mtime").to_pylist())  # the objects' modification times
     assert filesystems.visible_files(listing).column("relpath").to_pylist() == ["a/1.txt", "a/b/2.txt"]
     uris = filesystems.file_uris(f"s3a://{BUCKET}/tree/a/b")  # Hadoop's scheme name opens the same store
     assert uris == [f"s3a://{BUCKET}/tree/a/b/2.txt"]

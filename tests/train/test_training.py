@@ -71,8 +71,16 @@ def test_run_records_config_data_metrics_and_transform(trained):
     assert {a.path for a in client.list_artifacts(result.run_id, "data")} == {
         "data/profile.json",
         "data/class_balance.png",
+        "data/snapshot.parquet",
     }
     mlflow.set_tracking_uri(config.tracking_uri)
+    # The snapshot the splits came from: every file ingested, listed from the run itself.
+    snapshot = pq.read_table(
+        mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/data/snapshot.parquet")
+    )
+    assert snapshot.num_rows == 1797 and {"relpath", "size", "mtime", "part"} <= set(snapshot.column_names)
+    tagged = {i.dataset.name: {t.key: t.value for t in i.tags} for i in run.inputs.dataset_inputs}
+    assert tagged["image_cnn-train"]["dlfusion.snapshot"] == f"i{report['snapshot']['number']:05d}"
     profile = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/data/profile.json")
     assert profile == atomic.read_json(Catalog.for_workdir(config.workdir).profile)
     assert sum(profile["classes"].values()) == 1797 and "dlfusion.validation.warnings" not in tags
@@ -276,3 +284,42 @@ def test_init_from_a_run_starts_from_its_weights_and_from_scratch_when_the_class
     assert "(10 then, 11 now): training from scratch" in caplog.text
     with pytest.raises(Exception, match="train.init_from: champion needs mlflow.registered_model"):
         driver.initial_weights(image_config(tmp_path / "work", "train.init_from=champion"), catalog, "next")
+
+
+def test_mixed_bfloat16_computes_in_bfloat16_on_the_ranks_and_serves_float32(trained, tmp_path, ranks):
+    import shutil
+
+    import keras
+
+    config, result = trained
+    assert result.compute_dtypes == ["float32"]
+    shutil.copytree(config.workdir, tmp_path / "work")
+    mixed = image_config(tmp_path / "work", "train.epochs=2", "train.precision=mixed_bfloat16")
+    outcome = driver.run(mixed, ranks)
+    assert outcome.compute_dtypes == ["bfloat16", "float32"]  # the output layer stays float32
+
+    saved = keras.saving.load_model(Catalog.for_workdir(mixed.workdir).trained_model(outcome.run_id))
+    assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
+    catalog = Catalog.for_workdir(mixed.workdir)
+    transform = load_transform(catalog.transform)
+    test = pq.read_table(str(catalog.split("test"))).to_pandas()
+    mlflow.set_tracking_uri(mixed.tracking_uri)
+    probabilities = np.asarray(
+        mlflow.pyfunc.load_model(outcome.model_uri).predict(transform.to_images(list(test["pixels"])))
+    )
+    assert probabilities.dtype == np.float32 and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    labels = class_indices(test["label"], transform.class_names)
+    assert (probabilities.argmax(axis=1) == labels).mean() > 0.5
+
+
+def test_mixed_float16_averages_the_scaled_gradients_before_the_loss_scale_decides():
+    import keras
+
+    from pipelines.train import horovod_keras as hk
+
+    optimizer = hk.optimizer(keras.optimizers.Adam, "mixed_float16", learning_rate=1e-3)
+    assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    assert type(optimizer).__name__ == "DistributedLossScaleOptimizer"  # its apply averages first
+    assert isinstance(optimizer.inner_optimizer, keras.optimizers.Adam)
+    plain = hk.optimizer(keras.optimizers.Adam, "mixed_bfloat16", learning_rate=1e-3)
+    assert type(plain).__name__ == "DistributedAdam"  # bfloat16 needs no loss scaling

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 
 class ClassifierTask(TrainingTask):
-    """One Keras classifier, Adam with a warm-up to ``lr x ranks``, validated on the whole val split."""
+    """One Keras classifier, Adam with a warm-up to ``lr x ranks`` (its loss scaled in
+    mixed_float16), validated on the whole val split."""
 
     def build_model(self, config: PipelineConfig, transform: Transform) -> keras.Model:
         raise NotImplementedError
@@ -39,7 +40,7 @@ class ClassifierTask(TrainingTask):
             train.learning_rate, ctx.size, int(train.warmup_epochs * ctx.steps_per_epoch)
         )
         model.compile(
-            optimizer=hk.distributed(keras.optimizers.Adam)(learning_rate=schedule),
+            optimizer=hk.optimizer(keras.optimizers.Adam, train.precision, learning_rate=schedule),
             loss="binary_crossentropy" if model.output_shape[-1] == 1 else "sparse_categorical_crossentropy",
             metrics=["accuracy"],
             jit_compile=False,  # Horovod's ops have no XLA kernels here

@@ -39,11 +39,21 @@ class GanMonitorConfig(Section):
     )
 
 
+class GanTrainConfig(TrainConfig):
+    precision: Literal["float32", "mixed_bfloat16"] = Field(
+        "float32",
+        description="compute dtype on the ranks (variables stay float32); not mixed_float16: the two "
+        "networks' training step does not scale its losses",
+    )
+
+
 class GanPipelineConfig(ImagePipelineConfig):
     pipeline: Literal["image_gan"] = Field(description="which pipeline this config drives")
     model: GanModelConfig = Field(default_factory=GanModelConfig)
     monitor: GanMonitorConfig = Field(default_factory=GanMonitorConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)  # no train.augment: the GAN does not augment
+    train: GanTrainConfig = Field(
+        default_factory=GanTrainConfig
+    )  # no train.augment: the GAN does not augment
 
     @model_validator(mode="after")
     def _image_fits_the_generator(self) -> GanPipelineConfig:
