@@ -14,6 +14,7 @@ import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -22,9 +23,9 @@ from pipelines.core.errors import DataError
 from pipelines.core.locations import Location
 from pipelines.io import atomic, filesystems, parquet
 
-SNAPSHOT = pa.schema(
-    [("relpath", pa.string()), ("size", pa.int64()), ("mtime", pa.int64()), ("part", pa.string())]
-)
+# ``part`` is dictionary-encoded: a few hundred data files hold millions of rows.
+PART = pa.dictionary(pa.int32(), pa.string())
+SNAPSHOT = pa.schema([("relpath", pa.string()), ("size", pa.int64()), ("mtime", pa.int64()), ("part", PART)])
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def reconciled(snapshot: pa.Table, files: set[str]) -> pa.Table:
     """``snapshot`` against the data ``files`` there now, after an ingest that did not finish:
     files an increment wrote that no snapshot knows are deleted, and the rows of files that are
     gone are left out of the snapshot, so that their source files are read again."""
-    known = set(snapshot.column("part").to_pylist())
+    known = set(pc.unique(snapshot["part"]).to_pylist())
     for uri in files - known:
         if uri.rsplit("/", 1)[1].startswith("i"):  # named by an increment (``i00003-...``)
             fs, path, _ = filesystems.filesystem(uri)
@@ -113,6 +114,7 @@ def record_snapshot(catalog: Catalog, number: int, listing: pa.Table, parts: pa.
     relpath, part). Raises DataError when a file has no row or several (nothing may be lost)."""
     import pyarrow.parquet as pq
 
+    parts = parts.combine_chunks().unify_dictionaries()  # the join takes one dictionary
     joined = listing.select(["relpath", "size", "mtime"]).join(parts, "relpath", join_type="left outer")
     if joined.num_rows != listing.num_rows or joined["part"].null_count or parts.num_rows != listing.num_rows:
         raise DataError(
@@ -135,10 +137,11 @@ def parts_of(files: Iterable[str]) -> pa.Table:
     for uri in files:
         fs, path, _ = filesystems.filesystem(uri)
         relpaths = pq.read_table(path, columns=["relpath"], filesystem=fs).column("relpath")
-        tables.append(pa.table({"relpath": relpaths, "part": pa.array([uri] * len(relpaths), pa.string())}))
+        part = pa.DictionaryArray.from_arrays(np.zeros(len(relpaths), np.int32), [uri])
+        tables.append(pa.table({"relpath": relpaths, "part": part}))
     if not tables:
-        return pa.table({"relpath": pa.array([], pa.string()), "part": pa.array([], pa.string())})
-    return pa.concat_tables(tables)
+        return pa.table({"relpath": pa.array([], pa.string()), "part": pa.array([], PART)})
+    return pa.concat_tables(tables).unify_dictionaries()
 
 
 def drop_rows(part: str, relpaths: list[str], name: str, settings: dict) -> str | None:

@@ -469,7 +469,7 @@ def _parts(catalog: Catalog, last: pa.Table | None) -> pa.Table:
     import pyarrow.compute as pc
 
     files = [uri for place in _record_locations(catalog).values() for uri in parquet.data_files(place)]
-    known = set(last.column("part").to_pylist()) & set(files) if last is not None else set()
+    known = set(pc.unique(last["part"]).to_pylist()) & set(files) if last is not None else set()
     kept = (
         last.filter(pc.is_in(last["part"], value_set=pa.array(sorted(known), pa.string()))).select(
             ["relpath", "part"]
