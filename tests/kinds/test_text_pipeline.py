@@ -132,3 +132,53 @@ def test_score_unlabelled_text_files_in_one_pass_and_quarantine_bad_records(trai
     expected = np.asarray(mlflow.pyfunc.load_model(result.model_uri).predict(pd.DataFrame({"text": texts})))
     assert np.allclose([by_text[t][0] for t in texts], expected, atol=1e-5)
     assert [by_text[t][1] for t in texts] == [["negative", "positive"][i] for i in expected.argmax(axis=1)]
+
+
+def test_a_bag_of_frozen_pretrained_vectors_trains_and_keeps_them_aligned_to_the_vocabulary(
+    trained_text, tmp_path, ranks
+):
+    """``model.architecture=bag`` from a vectors file written here: each vocabulary word found gets
+    its vector (frozen), the others a random start; the model still learns the sentiment."""
+    import shutil
+
+    config, _, _ = trained_text
+    shutil.copytree(config.workdir, tmp_path / "work")
+    transform = load_transform(Catalog.for_workdir(tmp_path / "work").transform)
+    from pipelines.kinds.text_lstm.demo import _NEGATIVE, _POSITIVE
+
+    rng = np.random.default_rng(0)
+    words = transform.vocabulary[2:200]  # not the padding and out-of-vocabulary ids
+    vectors = {word: rng.normal(0, 0.3, size=8).round(4) for word in words}
+    for word in vectors:  # vectors that know the sentiment words, as pre-trained ones would
+        vectors[word][0] = 1.0 if word in _POSITIVE else -1.0 if word in _NEGATIVE else 0.0
+    lines = [f"{len(vectors) + 1} 8", "nonsense 1 2 3 4 5 6 7 8"]  # word2vec's header; an unknown word
+    lines += [" ".join([word, *map(str, vector)]) for word, vector in vectors.items()]
+    (tmp_path / "vectors.txt").write_text("\n".join(lines) + "\n")
+    bag = text_config(
+        tmp_path / "work",
+        f"data.source={config.data.source}",
+        "train.epochs=3",
+        "model.architecture=bag",
+        "model.embedding_dim=8",
+        f"model.embeddings={tmp_path / 'vectors.txt'}",
+        "model.train_embeddings=false",
+    )
+    result = driver.run(bag, ranks)
+    saved = keras.saving.load_model(Catalog.for_workdir(bag.workdir).trained_model(result.run_id))
+    assert saved.name == "bag_classifier"
+    table = saved.get_layer("embedding").get_weights()[0]
+    index = {word: number for number, word in enumerate(transform.vocabulary)}
+    assert all(np.allclose(table[index[word]], vector) for word, vector in vectors.items())
+    assert not table[0].any()  # padding
+    assert result.history["accuracy"][-1] > 0.7
+
+
+def test_vectors_of_another_size_are_one_config_line(tmp_path):
+    from pipelines.core.errors import ConfigError
+    from pipelines.kinds.text_lstm.embeddings import aligned_vectors
+
+    (tmp_path / "vectors.txt").write_text("good 0.1 0.2 0.3\n")
+    matrix, found = aligned_vectors(str(tmp_path / "vectors.txt"), ["", "?", "good", "bad"], 3, seed=0)
+    assert found == 1 and np.allclose(matrix[2], [0.1, 0.2, 0.3]) and not matrix[0].any()
+    with pytest.raises(ConfigError, match=r"model.embeddings: .* has 3 numbers; model.embedding_dim is 4"):
+        aligned_vectors(str(tmp_path / "vectors.txt"), ["", "?", "good"], 4, seed=0)

@@ -100,8 +100,19 @@ class TextPreprocessConfig(PreprocessConfig):
 
 
 class LstmModelConfig(Section):
-    embedding_dim: int = Field(128, ge=1, description="embedding size")
-    lstm_units: int = Field(64, ge=1, description="LSTM units")
+    architecture: Literal["lstm", "bilstm", "cnn", "bag"] = Field(
+        "lstm",
+        description="after the embedding: an LSTM, a bidirectional LSTM, convolutions of 5 tokens "
+        "(max over the text) or the mean embedding and a dense layer",
+    )
+    embedding_dim: int = Field(128, ge=1, description="embedding size (that of model.embeddings' vectors)")
+    lstm_units: int = Field(64, ge=1, description="units of the layer after the embedding")
+    embeddings: str | None = Field(
+        None,
+        description="pre-trained word vectors (a word and its numbers per line, e.g. GloVe's .txt), "
+        "local path or URI, aligned to the fitted vocabulary; unset: learned from scratch",
+    )
+    train_embeddings: bool = Field(True, description="fine-tune model.embeddings' vectors (false: frozen)")
 
 
 class TextPipelineConfig(PipelineBase):
