@@ -11,6 +11,7 @@ from pipelines.kinds.text_lstm.embeddings import aligned_vectors
 
 class LstmTask(ClassifierTask):
     _vectors = None  # model.embeddings aligned to the vocabulary
+
     def build_model(self, config, transform):
         from models.lstm import build_lstm
 
