@@ -294,7 +294,7 @@ def test_mixed_bfloat16_computes_in_bfloat16_on_the_ranks_and_serves_float32(tra
     config, result = trained
     assert result.compute_dtypes == ["float32"]
     shutil.copytree(config.workdir, tmp_path / "work")
-    mixed = image_config(tmp_path / "work", "train.epochs=2", "train.precision=mixed_bfloat16")
+    mixed = image_config(tmp_path / "work", "train.epochs=1", "train.precision=mixed_bfloat16")
     outcome = driver.run(mixed, ranks)
     assert outcome.compute_dtypes == ["bfloat16", "float32"]  # the output layer stays float32
 
