@@ -64,10 +64,13 @@ def difference(listing: pa.Table, snapshot: pa.Table) -> Difference:
     dropped: dict[str, list[str]] = {}
     for relpath, part in zip(gone["relpath"].to_pylist(), gone["part"].to_pylist(), strict=True):
         dropped.setdefault(part, []).append(relpath)
-    count = lambda mask: int(pc.sum(mask).as_py() or 0)  # noqa: E731
     return Difference(
-        to_read, dropped, count(added), count(changed), count(removed), count(pc.and_(both, same))
+        to_read, dropped, _count(added), _count(changed), _count(removed), _count(pc.and_(both, same))
     )
+
+
+def _count(mask: pa.ChunkedArray) -> int:
+    return int(pc.sum(mask).as_py() or 0)
 
 
 def reconciled(snapshot: pa.Table, files: set[str]) -> pa.Table:
@@ -170,13 +173,15 @@ def drop_rows(part: str, relpaths: list[str], name: str, settings: dict) -> str 
     return prefix + target if written else None
 
 
-def compact(location: Location, small_rows: int, most: int, name: str, rows_per_group: int, settings: dict):
+def compact(
+    location: Location, small_rows: int, most: int, name: str, rows_per_group: int, settings: dict
+) -> tuple[list[str], str] | None:
     """Merge the files of the data set at ``location`` holding fewer than ``small_rows`` rows into
     one file ``name``, in row groups of ``rows_per_group`` rows, when there are more than ``most``
     of them. Returns (merged file URIs, the new file's URI), or None when nothing was merged."""
     import pyarrow.parquet as pq
 
-    sizes = {uri: _rows(uri) for uri in parquet.data_files(location)}
+    sizes = {uri: sum(parquet.row_group_sizes(uri)) for uri in parquet.data_files(location)}
     small = [uri for uri, rows in sizes.items() if rows < small_rows]
     if len(small) <= most:
         return None
@@ -200,11 +205,3 @@ def compact(location: Location, small_rows: int, most: int, name: str, rows_per_
     for uri in small:
         fs.delete_file(filesystems.filesystem(uri)[1])
     return small, prefix + target
-
-
-def _rows(uri: str) -> int:
-    import pyarrow.parquet as pq
-
-    fs, path, _ = filesystems.filesystem(uri)
-    with fs.open_input_file(path) as handle:
-        return pq.ParquetFile(handle).metadata.num_rows

@@ -117,10 +117,10 @@ def write_from_tasks(
     """
     staging = _staging_uri(next(iter(locations.values())))
     schemas = schema if isinstance(schema, dict) else dict.fromkeys(locations, schema)
-    settings = {}
-    for value, value_schema in schemas.items():
-        ordinary = [name for name in value_schema.names if name not in plain_columns]
-        settings[value] = dict(compression=compression, use_dictionary=ordinary, write_statistics=ordinary)
+    settings = {
+        value: writer_options(value_schema, compression, plain_columns)
+        for value, value_schema in schemas.items()
+    }
 
     def run_tasks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
@@ -141,6 +141,13 @@ def write_from_tasks(
         return _append_staged(staging, files, locations, append)
     _commit_staged(staging, files, locations, schemas)
     return files
+
+
+def writer_options(schema: pa.Schema, compression: str, plain_columns: tuple[str, ...] = ()) -> dict:
+    """``pyarrow.parquet.ParquetWriter`` options of the files ``write_from_tasks`` writes:
+    ``plain_columns`` (large unique values such as pixels) without dictionary or statistics."""
+    ordinary = [name for name in schema.names if name not in plain_columns]
+    return {"compression": compression, "use_dictionary": ordinary, "write_statistics": ordinary}
 
 
 def _append_staged(staging: str, files: list[tuple[str, str, int]], locations: dict, tag: str) -> list:

@@ -437,10 +437,16 @@ def _last_increment(catalog: Catalog, source: str, image_size: int, layout: dict
     return increments.reconciled(latest[1], files) if latest is not None else None
 
 
-def _apply_change(catalog, change, number: int, settings: IngestConfig, preprocess: PreprocessConfig) -> int:
+def _apply_change(
+    catalog: Catalog,
+    change: increments.Difference,
+    number: int,
+    settings: IngestConfig,
+    preprocess: PreprocessConfig,
+) -> int:
     """Drop the rows of changed and removed files from their data files; merge each data set's
     small files. Returns the number of files merged."""
-    options = _writer_options(settings.compression)
+    options = spark_writes.writer_options(_records_schema(), settings.compression, ("pixels",))
     for index, (part, relpaths) in enumerate(sorted(change.dropped.items())):
         increments.drop_rows(part, relpaths, f"i{number:05d}-r{index:05d}.parquet", options)
     merged = 0
@@ -455,12 +461,6 @@ def _apply_change(catalog, change, number: int, settings: IngestConfig, preproce
         )
         merged += len(result[0]) if result else 0
     return merged
-
-
-def _writer_options(compression: str) -> dict:
-    """Parquet writer options of the records' files (as ``write_from_tasks`` writes them)."""
-    ordinary = [name for name in _records_schema().names if name != "pixels"]
-    return {"compression": compression, "use_dictionary": ordinary, "write_statistics": ordinary}
 
 
 def _parts(catalog: Catalog, last: pa.Table | None) -> pa.Table:
@@ -495,7 +495,9 @@ def _changes(change: increments.Difference) -> str:
     )
 
 
-def _increment_summary(number: int, change, read: int, written: list, merged: int) -> dict:
+def _increment_summary(
+    number: int, change: increments.Difference | None, read: int, written: list, merged: int
+) -> dict:
     return {
         "number": number,
         "whole": change is None,
