@@ -79,7 +79,12 @@ def split_summaries(rows: list[Row], class_names: list[str]) -> dict[str, dict]:
 
 
 def kept_transform(
-    catalog: Catalog, ingest_report: dict, refit: bool, class_names: list[str], profile: dict, max_drift
+    catalog: Catalog,
+    ingest_report: dict,
+    refit: bool,
+    class_names: list[str],
+    profile: dict,
+    max_drift: float | None,
 ) -> Transform | None:
     """The transform fitted before, to keep after an incremental ingest (a model trained on it, and
     continued with ``train.init_from``, sees the same inputs); None: fit it anew. It is fit anew after
