@@ -77,12 +77,32 @@ def reconciled(snapshot: pa.Table, files: set[str]) -> pa.Table:
     """``snapshot`` against the data ``files`` there now, after an ingest that did not finish:
     files an increment wrote that no snapshot knows are deleted, and the rows of files that are
     gone are left out of the snapshot, so that their source files are read again."""
-    known = set(pc.unique(snapshot["part"]).to_pylist())
-    for uri in files - known:
+    for uri in files - _known_parts(snapshot):
         if uri.rsplit("/", 1)[1].startswith("i"):  # named by an increment (``i00003-...``)
             fs, path, _ = filesystems.filesystem(uri)
             fs.delete_file(path)
-    return snapshot.filter(pc.is_in(snapshot["part"], value_set=pa.array(sorted(files & known), pa.string())))
+    return _rows_in(snapshot, files)
+
+
+def current_parts(snapshot: pa.Table | None, files: list[str]) -> pa.Table:
+    """(relpath, part) of every row of the data ``files`` there now: from ``snapshot`` for the files
+    it knows (a data file is never changed in place: a rewritten or merged one has a new name),
+    from the files themselves for the others (new, rewritten, merged)."""
+    if snapshot is None:
+        return parts_of(files)
+    known = _known_parts(snapshot)
+    read = parts_of(uri for uri in files if uri not in known)
+    return pa.concat_tables([_rows_in(snapshot, set(files)).select(["relpath", "part"]), read])
+
+
+def _known_parts(snapshot: pa.Table) -> set[str]:
+    return set(pc.unique(snapshot["part"]).to_pylist())
+
+
+def _rows_in(snapshot: pa.Table, files: set[str]) -> pa.Table:
+    """The rows of ``snapshot`` held by one of ``files``."""
+    present = pa.array(sorted(files & _known_parts(snapshot)), pa.string())
+    return snapshot.filter(pc.is_in(snapshot["part"], value_set=present))
 
 
 def latest_snapshot(catalog: Catalog) -> tuple[int, pa.Table] | None:

@@ -464,21 +464,9 @@ def _apply_change(
 
 
 def _parts(catalog: Catalog, last: pa.Table | None) -> pa.Table:
-    """(relpath, part) of every record now: from the last snapshot for the files it knew and that are
-    still there as they were, from the files themselves for the others (new, rewritten, merged)."""
-    import pyarrow.compute as pc
-
+    """(relpath, part) of every record now (``increments.current_parts``)."""
     files = [uri for place in _record_locations(catalog).values() for uri in parquet.data_files(place)]
-    known = set(pc.unique(last["part"]).to_pylist()) & set(files) if last is not None else set()
-    kept = (
-        last.filter(pc.is_in(last["part"], value_set=pa.array(sorted(known), pa.string()))).select(
-            ["relpath", "part"]
-        )
-        if known
-        else None
-    )
-    read = increments.parts_of(uri for uri in files if uri not in known)
-    return pa.concat_tables([kept, read]) if kept is not None else read
+    return increments.current_parts(last, files)
 
 
 def _check_increment(source: str, read: int, written: list[tuple[str, str, int]]) -> None:
