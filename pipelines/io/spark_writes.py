@@ -159,12 +159,11 @@ def _append_staged(staging: str, files: list[tuple[str, str, int]], locations: d
     fs, staging_root, _ = filesystem(staging)
     moved = []
     for value, uri, rows in files:
-        place = locations[value]
-        _, target, _ = filesystem(place)
+        _, target, prefix = filesystem(locations[value])
         fs.create_dir(target, recursive=True)
         name = f"{tag}-{uri.rsplit('/', 1)[1]}"
         fs.move(filesystem(uri)[1], f"{target}/{name}")
-        moved.append((value, f"{filesystem(place)[2]}{target}/{name}", rows))
+        moved.append((value, f"{prefix}{target}/{name}", rows))
     for place in locations.values():
         _, target, _ = filesystem(place)
         if (
