@@ -62,16 +62,35 @@ def _rank_environments(num_proc: int) -> tuple[list[dict[str, str]], Any]:
     each rank on one host: (one environment per rank, the server)."""
     from horovod.runner.common.util.hosts import get_host_assignments, parse_hosts
     from horovod.runner.gloo_run import create_run_env_vars, create_slot_env_vars
-    from horovod.runner.http.http_server import RendezvousHTTPServer, RendezvousServer
+    from horovod.runner.http.http_server import RendezvousHandler, RendezvousHTTPServer, RendezvousServer
     from horovod.runner.util.threads import in_thread
+
+    class ScopeHandler(RendezvousHandler):
+        """Horovod's handler, clearing a scope once every rank has left it (``hvd.init`` leaves the
+        global, local and cross scopes in turn). Horovod's own forgets which ranks left *every*
+        scope when one completes: when rank 1 completed its one-rank cross scope before rank 0 left
+        the local scope, the local scope kept both ranks' addresses, and the next ``hvd.init`` on
+        ranks kept between jobs connected to a closed port (Gloo aborts both ranks)."""
+
+        def do_DELETE(self) -> None:
+            parts, server = self.path.split("/"), self.server
+            if len(parts) != 3 or parts[1] not in server.scope_size:  # errors and ad-hoc scopes
+                return super().do_DELETE()
+            _, scope, key = parts
+            with server.finished_list_lock:
+                finished = server.finished_list[scope]
+                finished.append(key)
+                if len(set(finished)) >= server.scope_size[scope]:
+                    with server.cache_lock:
+                        server.cache.pop(scope, None)
+                    del server.finished_list[scope]
+            self.send_status_code(200)
 
     class LoopbackRendezvous(RendezvousServer):
         """Horovod's rendezvous server on 127.0.0.1 only: its own ``start`` binds every interface."""
 
         def start(self, handler_cls=None) -> int:
-            from horovod.runner.http.http_server import RendezvousHandler
-
-            self._httpd = RendezvousHTTPServer(("127.0.0.1", 0), handler_cls or RendezvousHandler, 0)
+            self._httpd = RendezvousHTTPServer(("127.0.0.1", 0), handler_cls or ScopeHandler, 0)
             self._listen_thread = in_thread(target=self._httpd.serve_forever)
             return self._httpd.server_address[1]
 

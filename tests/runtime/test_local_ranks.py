@@ -67,3 +67,32 @@ def test_the_rendezvous_server_listens_on_loopback_only():
     finally:
         server.stop()
     assert addresses and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+
+
+def test_a_finished_rendezvous_scope_is_cleared_whatever_order_the_ranks_leave_the_scopes_in():
+    """Horovod's server forgot which ranks had left every scope whenever one scope completed. When
+    rank 1 left its own cross scope before rank 0 left the local one, the local scope kept the
+    ranks' addresses, and the next ``hvd.init`` on the kept ranks connected to a closed port (Gloo:
+    "Connection refused", both ranks aborted, and every later training on them failed)."""
+    import urllib.request
+
+    environments, server = local_ranks._rank_environments(2)
+    base = f"http://127.0.0.1:{environments[0]['HOROVOD_GLOO_RENDEZVOUS_PORT']}"
+
+    def call(method: str, path: str, data: bytes | None = None) -> int:
+        request = urllib.request.Request(base + path, data=data, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    try:
+        for rank in (0, 1):  # both ranks' addresses, as Gloo publishes them
+            assert call("PUT", f"/local_localhost/{rank}", b"address") == 200
+        call("DELETE", "/local_localhost/1")  # rank 1 leaves the local scope,
+        call("DELETE", "/cross_1/1")  # completes its own one-rank cross scope,
+        call("DELETE", "/local_localhost/0")  # and only then rank 0 leaves the local scope
+        assert call("GET", "/local_localhost/0") == 404
+    finally:
+        server.stop()
