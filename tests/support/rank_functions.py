@@ -29,4 +29,3 @@ def data_error_on_rank_zero() -> str:
     if os.environ["HOROVOD_RANK"] == "0":
         raise DataError("/data/x", "cannot be read")
     return "fine"
-
