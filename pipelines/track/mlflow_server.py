@@ -52,7 +52,10 @@ def start(
     root: Path, host: str = "127.0.0.1", port: int = 5000, wait_s: float = 120, **popen
 ) -> subprocess.Popen:
     """Start the server and return once it answers (or raise RuntimeError, with the server stopped)."""
+    from pipelines.track import database
+
     Path(root).mkdir(parents=True, exist_ok=True)
+    database.prepare(f"sqlite:///{Path(root).resolve() / 'mlflow.db'}")  # not migrated by the server
     # MLflow 3's job runner (GenAI scorers, trace roll-ups: nothing a training run uses) is 8 more
     # processes: measured here, a server started in 10-12 s and 10 core-seconds without it, against
     # 15 s and 33 core-seconds with it. A user who wants it sets the variable to true.

@@ -58,6 +58,9 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 def _experiment_id(config: PipelineConfig) -> str:
     import mlflow
 
+    from pipelines.track import database
+
+    database.prepare(config.tracking_uri)  # a run's first MLflow call: a new database is a copy
     mlflow.set_tracking_uri(config.tracking_uri)
     experiment = mlflow.get_experiment_by_name(config.mlflow.experiment)
     if experiment is not None:

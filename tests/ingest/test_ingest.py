@@ -231,3 +231,13 @@ def test_links_into_the_tree_are_quarantined_once_and_every_file_is_counted_once
     assert quarantine.pop("b/dead.png").startswith("cannot read file")
     assert set(quarantine) in ({"a/loop", "a/also_b", "c/one"}, {"a/loop", "a/also_b", "c/two"})
     assert all(reason.startswith("a link to a folder listed already") for reason in quarantine.values())
+
+
+def test_the_demo_digits_are_scikit_learns_digits():
+    from sklearn.datasets import load_digits
+
+    from pipelines.kinds.image_cnn.demo import digits
+
+    images, labels = digits()
+    expected = load_digits()
+    assert np.array_equal(images, expected.images) and np.array_equal(labels, expected.target)
