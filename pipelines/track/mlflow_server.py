@@ -12,6 +12,11 @@ import urllib.request
 from pathlib import Path
 
 
+def backend_store_uri(root: Path) -> str:
+    """The server's SQLite database under ``root``."""
+    return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+
+
 def server_command(root: Path, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
     """The ``mlflow server`` command line that keeps everything under ``root``."""
     root = Path(root).resolve()
@@ -25,7 +30,7 @@ def server_command(root: Path, host: str = "127.0.0.1", port: int = 5000) -> lis
         "--workers",
         "1",
         "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
+        backend_store_uri(root),
         "--artifacts-destination",
         str(root / "artifacts"),
     ]
@@ -55,7 +60,7 @@ def start(
     from pipelines.track import database
 
     Path(root).mkdir(parents=True, exist_ok=True)
-    database.prepare(f"sqlite:///{Path(root).resolve() / 'mlflow.db'}")  # not migrated by the server
+    database.prepare(backend_store_uri(root))  # a copy: not migrated by the server
     # MLflow 3's job runner (GenAI scorers, trace roll-ups: nothing a training run uses) is 8 more
     # processes: measured here, a server started in 10-12 s and 10 core-seconds without it, against
     # 15 s and 33 core-seconds with it. A user who wants it sets the variable to true.

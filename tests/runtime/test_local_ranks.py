@@ -74,6 +74,7 @@ def test_a_finished_rendezvous_scope_is_cleared_whatever_order_the_ranks_leave_t
     rank 1 left its own cross scope before rank 0 left the local one, the local scope kept the
     ranks' addresses, and the next ``hvd.init`` on the kept ranks connected to a closed port (Gloo:
     "Connection refused", both ranks aborted, and every later training on them failed)."""
+    import urllib.error
     import urllib.request
 
     environments, server = local_ranks._rank_environments(2)
