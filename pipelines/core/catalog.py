@@ -124,6 +124,10 @@ class Catalog:
         """The best epoch's weights so far, kept by early stopping."""
         return self.checkpoints / run_id / "best.npz"
 
+    def epoch_metrics(self, run_id: str) -> Location:
+        """The epoch metrics rank 0 recorded in the current training attempt, for the driver to send."""
+        return self.checkpoints / run_id / "epoch_metrics.json"
+
     def pending_metrics(self, run_id: str) -> Location:
         """Epoch metrics a tracking outage kept, to be sent when the server answers."""
         return self.checkpoints / run_id / "unsent_metrics.json"

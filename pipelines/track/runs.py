@@ -234,7 +234,7 @@ def send_metrics(
 
 
 def flush_pending_metrics(tracking_uri: str, run_id: str, pending: Path) -> None:
-    """Send the epoch metrics a tracking outage kept on disk (``callbacks.EpochLogger``), then drop them.
+    """Send the epoch metrics a tracking outage kept on disk (``relay.MetricsRelay``), then drop them.
 
     Raises:
         TrackingError: when the server still does not take them.

@@ -1,5 +1,5 @@
-"""Keras callbacks of the ranks: the input-stall meter (every rank), atomic checkpoints and
-per-epoch metrics to MLflow (rank 0).
+"""Keras callbacks of the ranks: the input-stall meter (every rank), atomic checkpoints and the
+epoch metrics the driver sends to MLflow (rank 0).
 
 Imported only inside the ranks, so that the driver and the launcher never import TensorFlow.
 """
@@ -11,8 +11,6 @@ import time
 from pathlib import Path
 
 import keras
-
-from pipelines.track import runs
 
 log = logging.getLogger("dlfusion.train")
 
@@ -77,32 +75,24 @@ class Checkpoint(keras.callbacks.Callback):
             raise DataError(str(self.path), problem) from err
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Send each epoch's (rank-averaged) metrics to the MLflow run; never fails training.
+class EpochRecorder(keras.callbacks.Callback):
+    """Print each epoch's (rank-averaged) metrics in one line and record them in ``recorded`` (a JSON
+    list of ``[epoch, metrics]``, rewritten atomically), from which the driver sends them to MLflow
+    (``track.relay.MetricsRelay``): the ranks never import MLflow."""
 
-    Metrics the server does not take are kept in ``pending`` (JSON, rewritten atomically) and sent
-    with the next epoch's, at the end, or by the driver when the server answers again. Once a send
-    has failed, later ones try once instead of retrying (9 s an epoch here): nothing is lost, the
-    metrics wait with the kept ones, and the driver retries in full after the ranks.
-    """
-
-    def __init__(self, tracking_uri: str, run_id: str, pending: Path):
+    def __init__(self, recorded: Path):
         super().__init__()
-        self.tracking_uri, self.run_id, self.pending = tracking_uri, run_id, Path(pending)
-        self.unsent: list = []
+        self.recorded = Path(recorded)
+        self.epochs: list = []
         self.started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.monotonic()
 
-    def on_train_begin(self, logs=None):
-        if self.pending.is_file():  # kept by an earlier attempt of this run
-            from pipelines.io.atomic import read_json
-
-            self.unsent = read_json(self.pending)
-
     def on_epoch_end(self, epoch, logs=None):
         import psutil
+
+        from pipelines.io.atomic import write_json_atomically
 
         if logs is not None:  # rank 0's resident memory, per epoch: growth shows in the run's charts
             logs["memory_rss_mb"] = psutil.Process().memory_info().rss / 2**20
@@ -110,19 +100,5 @@ class EpochLogger(keras.callbacks.Callback):
         shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         total = self.params.get("epochs", "?")
         log.info("epoch %d/%s: %s (%.1f s)", epoch + 1, total, shown, time.monotonic() - self.started)
-        self.unsent.append([epoch + 1, metrics])
-        self._send()
-
-    def on_train_end(self, logs=None):
-        if self.unsent:
-            self._send()
-
-    def _send(self):
-        from pipelines.io.atomic import write_json_atomically
-
-        attempts = 1 if self.pending.is_file() else 3  # the server did not answer the last time
-        if runs.send_metrics(self.tracking_uri, self.run_id, list(self.unsent), attempts):
-            self.unsent = []
-            self.pending.unlink(missing_ok=True)
-        else:
-            write_json_atomically(self.unsent, self.pending)
+        self.epochs.append([epoch + 1, metrics])
+        write_json_atomically(self.epochs, self.recorded)

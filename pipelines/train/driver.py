@@ -1,7 +1,8 @@
 """Train stage: Petastorm-streamed splits -> Horovod data-parallel Keras training -> MLflow model.
 
 The driver plans (steps per epoch, shard checks), creates the MLflow run and launches the ranks
-with plain data (a TrainJob); the ranks train; rank 0 alone checkpoints and logs.
+with plain data (a TrainJob); the ranks train; rank 0 alone checkpoints and records the epoch
+metrics, which the driver sends to MLflow as they come.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pipelines.core.errors import ConfigError, DataError, Interrupted, TrackingE
 from pipelines.io import atomic, filesystems, parquet, retention
 from pipelines.preprocess.transforms import load_transform
 from pipelines.track import pyfunc, registry, runs
+from pipelines.track.relay import MetricsRelay
 from pipelines.train.launchers import RankPool, launch
 from pipelines.train.loader import plan_shards
 from pipelines.train.task import TrainJob
@@ -124,7 +126,12 @@ def run(config: PipelineConfig, pool: RankPool | None = None) -> TrainResult:
             runs.flush_pending_metrics(config.tracking_uri, run_id, catalog.pending_metrics(run_id))
             launched = ranks.started if ranks else time.time()
             init = initial_weights(config, catalog, run_id) if resumed_id is None else None
-            results = launch(TrainJob(config, run_id, train_plan, validate, weights, init), ranks)
+            job = TrainJob(config, run_id, train_plan, validate, weights, init)
+            pending = catalog.pending_metrics(run_id)
+            # The local launcher's ranks share this machine: its system metrics are theirs.
+            with runs.system_metrics(config.tracking_uri, run_id, enabled=train.launcher == "local"):
+                with MetricsRelay(config.tracking_uri, run_id, catalog.epoch_metrics(run_id), pending):
+                    results = launch(job, ranks)
             digests = [result["weights_digest"] for result in results]
             if len(set(digests)) != 1:  # data parallelism must leave every rank with the same model
                 raise TrainingError(-1, f"ranks finished with different weights: {digests}")

@@ -1,5 +1,5 @@
 """The loop every rank runs: set up Horovod and the devices, build the kind's model, stream its
-shard, checkpoint and log on rank 0, export the model.
+shard, checkpoint and record the epoch metrics on rank 0, export the model.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _train(job: TrainJob, hvd, catalog: Catalog, started: float) -> dict:
     from pipelines.preprocess.transforms import load_transform
     from pipelines.runtime.logs import setup_logging, verbose
     from pipelines.train import horovod_keras as hk
-    from pipelines.train.callbacks import Checkpoint, EpochClock, EpochLogger, InputStallMeter
+    from pipelines.train.callbacks import Checkpoint, EpochClock, EpochRecorder, InputStallMeter
 
     setup_logging()
     _pin_devices(tf, hvd)
@@ -120,11 +120,13 @@ def _train(job: TrainJob, hvd, catalog: Catalog, started: float) -> dict:
         )
         callbacks.append(stopping)
     if rank == 0:
-        pending = catalog.pending_metrics(job.run_id)
-        callbacks += [Checkpoint(checkpoint), EpochLogger(config.tracking_uri, job.run_id, pending)]
+        callbacks += [Checkpoint(checkpoint), EpochRecorder(catalog.epoch_metrics(job.run_id))]
     callbacks.append(EpochClock(marks, at_end="epoch_end"))
 
-    with runs.system_metrics(config.tracking_uri, job.run_id, enabled=rank == 0):
+    # The local launcher's driver shares the ranks' machine and measures it; a Spark task's rank 0
+    # measures its own node.
+    measured = rank == 0 and train.launcher == "spark"
+    with runs.system_metrics(config.tracking_uri, job.run_id, enabled=measured):
         history = model.fit(
             train_data,
             epochs=train.epochs,
@@ -133,7 +135,7 @@ def _train(job: TrainJob, hvd, catalog: Catalog, started: float) -> dict:
             callbacks=callbacks,
             shuffle=False,  # the data set shuffles row groups and rows itself
             class_weight=job.class_weight,
-            verbose=2 if rank == 0 and verbose() else 0,  # else EpochLogger's one line per epoch
+            verbose=2 if rank == 0 and verbose() else 0,  # else EpochRecorder's one line per epoch
         )
     outcome = {
         "rank": rank,

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from models.augment import build_augmentation
-from pipelines.kinds.image_cnn.model import CnnTask
+from pipelines.kinds.image_cnn.task import CnnTask
 from pipelines.kinds.image_cnn.transform import ImageTransform
 from tests.conftest import image_config
 
