@@ -12,13 +12,9 @@ def learning_curves(history: dict[str, list[float]], path: Path, title: str = ""
 
     ``history`` is Keras' ``History.history``: metric name -> one value per epoch.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = sorted({name.removeprefix("val_") for name in history if history[name]})
-    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(4 * max(len(names), 1), 3.2), squeeze=False)
+    fig = _figure(figsize=(4 * max(len(names), 1), 3.2))
+    axes = fig.subplots(1, max(len(names), 1), squeeze=False)
     for ax, name in zip(axes[0], names, strict=False):
         for key, style in ((name, "-o"), (f"val_{name}", "--s")):
             values = history.get(key) or []
@@ -30,22 +26,23 @@ def learning_curves(history: dict[str, list[float]], path: Path, title: str = ""
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    # Fixed margins in inches (every panel has the same size): tight_layout drew the figure once
+    # more to measure it, 0.28 s of the plot's 0.7 s on the driver after training (cProfile).
+    width, height = fig.get_size_inches()
+    top = 0.6 if title else 0.35
+    fig.subplots_adjust(
+        left=0.6 / width, right=1 - 0.15 / width, bottom=0.5 / height, top=1 - top / height, wspace=0.3
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 
 def class_balance(profile: dict, path: Path) -> Path:
     """Rows per class, stacked by split, from a data profile (``pipelines.preprocess.profile``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     classes = list(profile["classes"])
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(classes) + 2), 3.2))
+    fig = _figure(figsize=(max(4.0, 0.45 * len(classes) + 2), 3.2))
+    ax = fig.subplots()
     bottom = [0] * len(classes)
     at = range(len(classes))  # positions, not the names: names like "0".."9" are not numbers here
     for split in SPLITS:
@@ -61,5 +58,15 @@ def class_balance(profile: dict, path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
+
+
+def _figure(figsize: tuple[float, float]):
+    """A figure drawn by Agg, without pyplot: no global figure state to close, and pyplot's import
+    (its backend machinery) was 0.26 s of the driver's 0.45 s of matplotlib (``-X importtime``)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig

@@ -48,3 +48,34 @@ def test_checkpoint_state_round_trips_weights_and_optimizer_state():
     assert int(fresh.optimizer.iterations.numpy()) == 1
     with pytest.raises(ValueError, match="does not match"):
         restore_state(fresh, {k: v for k, v in saved.items() if "conv1/kernel" not in k})
+
+
+def test_validation_reads_a_small_shard_once_and_scores_it_the_same_every_epoch():
+    import keras
+    import tensorflow as tf
+
+    from models.cnn import build_cnn
+    from pipelines.train.horovod_keras import DistributedValidation
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 255, (40, 8, 8, 3), dtype=np.uint8), rng.integers(0, 3, 40)
+    passes = []
+
+    def shard():
+        passes.append(1)
+        yield from ((images[i : i + 16], labels[i : i + 16]) for i in range(0, 40, 16))
+
+    signature = (tf.TensorSpec((None, 8, 8, 3), tf.uint8), tf.TensorSpec((None,), tf.int64))
+    dataset = tf.data.Dataset.from_generator(shard, output_signature=signature)
+    model = build_cnn((8, 8, 3), 3, [0.0] * 3, [1.0] * 3, filters=[4], dense_units=8)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    kept, streamed = DistributedValidation(dataset), DistributedValidation(dataset)
+    streamed.keep_bytes = 0
+    scores: dict = {}
+    for name, callback in (("kept", kept), ("streamed", streamed)):
+        callback.set_model(model)
+        passes.clear()
+        scores[name] = [callback.shard_totals() for _ in range(3)]
+        scores[name + "_passes"] = len(passes)
+    assert scores["kept"] == scores["streamed"] and scores["kept"][0][2] == 40
+    assert (scores["kept_passes"], scores["streamed_passes"]) == (1, 3)
