@@ -13,7 +13,7 @@ def learning_curves(history: dict[str, list[float]], path: Path, title: str = ""
     ``history`` is Keras' ``History.history``: metric name -> one value per epoch.
     """
     names = sorted({name.removeprefix("val_") for name in history if history[name]})
-    fig = _figure(figsize=(4 * max(len(names), 1), 3.2))
+    fig = figure(figsize=(4 * max(len(names), 1), 3.2))
     axes = fig.subplots(1, max(len(names), 1), squeeze=False)
     for ax, name in zip(axes[0], names, strict=False):
         for key, style in ((name, "-o"), (f"val_{name}", "--s")):
@@ -41,7 +41,7 @@ def learning_curves(history: dict[str, list[float]], path: Path, title: str = ""
 def class_balance(profile: dict, path: Path) -> Path:
     """Rows per class, stacked by split, from a data profile (``pipelines.preprocess.profile``)."""
     classes = list(profile["classes"])
-    fig = _figure(figsize=(max(4.0, 0.45 * len(classes) + 2), 3.2))
+    fig = figure(figsize=(max(4.0, 0.45 * len(classes) + 2), 3.2))
     ax = fig.subplots()
     bottom = [0] * len(classes)
     at = range(len(classes))  # positions, not the names: names like "0".."9" are not numbers here
@@ -61,7 +61,7 @@ def class_balance(profile: dict, path: Path) -> Path:
     return path
 
 
-def _figure(figsize: tuple[float, float]):
+def figure(figsize: tuple[float, float]):
     """A figure drawn by Agg, without pyplot: no global figure state to close, and pyplot's import
     (its backend machinery) was 0.26 s of the driver's 0.45 s of matplotlib (``-X importtime``)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -109,12 +109,10 @@ def majority_baseline(matrix: np.ndarray, train_label_counts: list[int], class_n
 
 
 def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path) -> None:
-    import matplotlib
+    from pipelines.track.plots import figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(class_names), 1 + 0.6 * len(class_names)))
+    fig = figure(figsize=(1 + 0.6 * len(class_names), 1 + 0.6 * len(class_names)))
+    ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
     ax.set_yticks(range(len(class_names)), class_names)
@@ -124,7 +122,6 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path) -> No
         ax.text(col, row, str(count), ha="center", va="center", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def score_shard(

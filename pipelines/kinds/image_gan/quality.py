@@ -83,13 +83,11 @@ def features(extractor, images_unit: np.ndarray) -> np.ndarray:
 
 def save_grid(images: np.ndarray, path: Path, title: str = "") -> None:
     """Save uint8 images (n, h, w, 3) as one square grid PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from pipelines.track.plots import figure
 
     side = int(np.ceil(np.sqrt(len(images))))
-    fig, axes = plt.subplots(side, side, figsize=(side * 0.8, side * 0.8 + (0.3 if title else 0)))
+    fig = figure(figsize=(side * 0.8, side * 0.8 + (0.3 if title else 0)))
+    axes = fig.subplots(side, side)
     for ax, index in zip(np.ravel(axes), range(side * side), strict=True):
         ax.axis("off")
         if index < len(images):
@@ -99,4 +97,3 @@ def save_grid(images: np.ndarray, path: Path, title: str = "") -> None:
     fig.subplots_adjust(wspace=0.05, hspace=0.05)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
-    plt.close(fig)
