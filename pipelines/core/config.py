@@ -121,6 +121,19 @@ class TrainConfig(Section):
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
 
 
+class PretrainedWeights(Section):
+    """A ``model`` section whose model can start from pre-trained weights: the driver fetches what
+    ``weights`` names (an MLflow model, a file on an object store) before the ranks start."""
+
+    weights: str = Field(
+        "none",
+        min_length=1,
+        description="none | a Keras weights file (.h5 or .weights.h5, a path or URI; e.g. Keras' "
+        "ImageNet 'notop' file) | a dlfusion model (a .keras file, runs:/RUN_ID/model, "
+        "models:/NAME@ALIAS) whose backbone starts this one. Nothing is downloaded from the internet",
+    )
+
+
 class MlflowConfig(Section):
     tracking_uri: str | None = Field(
         None, description="MLflow tracking URI; unset means a SQLite file under workdir"

@@ -11,10 +11,11 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipelines.core import locations
 from pipelines.core.catalog import Catalog
-from pipelines.core.config import PipelineConfig
+from pipelines.core.config import PipelineConfig, PretrainedWeights
 from pipelines.core.errors import ConfigError, DataError, Interrupted, TrackingError, TrainingError
 from pipelines.io import atomic, filesystems, parquet, retention
 from pipelines.preprocess.transforms import load_transform
@@ -87,6 +88,37 @@ def initial_weights(config: PipelineConfig, catalog: Catalog, run_id: str) -> st
     return str(keras_file)
 
 
+def pretrained_weights(config: PipelineConfig, catalog: Catalog, run_id: str) -> PipelineConfig:
+    """``config`` with ``model.weights`` (where the kind's model has that key) as a local file the
+    ranks read: an MLflow model's Keras file or a file on an object store are fetched under the
+    run's own folder first. The ranks never import MLflow.
+
+    Raises:
+        ConfigError: on ``model.weights``, for a file that is not there or not a Keras file.
+    """
+    model = getattr(config, "model", None)
+    if not isinstance(model, PretrainedWeights) or model.weights == "none":
+        return config
+    source, target = model.weights, catalog.trained_model(run_id).parent / "pretrained"
+    if source.startswith(("runs:/", "models:/")):
+        try:
+            local = str(pyfunc.download_weights(config.tracking_uri, source, target)[0])
+        except DataError as err:
+            raise ConfigError("model.weights", err.problem) from None
+    elif not source.endswith((".h5", ".keras")):
+        raise ConfigError("model.weights", f"not a Keras file (.h5, .weights.h5 or .keras): {source}")
+    elif not filesystems.is_file(source):
+        raise ConfigError("model.weights", f"no such file: {source}")
+    elif locations.is_uri(source):
+        local = str(target / source.rpartition("/")[2])
+        atomic.write_atomically(Path(local), lambda path: path.write_bytes(filesystems.read_bytes(source)))
+    else:
+        local = str(Path(source).resolve())
+    if local != source:
+        log.info("model.weights: %s fetched to %s", source, local)
+    return config.model_copy(update={"model": model.model_copy(update={"weights": local})})
+
+
 def run(config: PipelineConfig, pool: RankPool | None = None) -> TrainResult:
     """Plan, open (or resume) the MLflow run, train on the ranks, log the model. The local ranks come
     from ``pool`` (and stay in it) when given; else they are started here and ended with training."""
@@ -126,7 +158,8 @@ def run(config: PipelineConfig, pool: RankPool | None = None) -> TrainResult:
             runs.flush_pending_metrics(config.tracking_uri, run_id, catalog.pending_metrics(run_id))
             launched = ranks.started if ranks else time.time()
             init = initial_weights(config, catalog, run_id) if resumed_id is None else None
-            job = TrainJob(config, run_id, train_plan, validate, weights, init)
+            ranks_config = pretrained_weights(config, catalog, run_id)
+            job = TrainJob(ranks_config, run_id, train_plan, validate, weights, init)
             pending = catalog.pending_metrics(run_id)
             # The local launcher's ranks share this machine: its system metrics are theirs.
             with runs.system_metrics(config.tracking_uri, run_id, enabled=train.launcher == "local"):

@@ -9,6 +9,7 @@ rate scaled by the number of ranks after a warm-up.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -56,23 +57,60 @@ def optimizer(optimizer_class: type, precision: str = "float32", **options) -> k
 
 @keras.saving.register_keras_serializable("dlfusion")
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Ramps the learning rate linearly from ``base`` to ``base * multiplier`` over ``warmup_steps``.
+    """Ramps the learning rate linearly from ``base`` to ``base * multiplier`` over ``warmup_steps``;
+    from ``fine_tune_step`` on (when ``fine_tune`` is set), ``fine_tune * multiplier``.
 
     Large effective batches (batch size x ranks) need the larger rate; starting there diverges.
     The step is the optimizer's own counter, so a resumed run continues the ramp where it was.
     """
 
-    def __init__(self, base: float, multiplier: float, warmup_steps: int):
+    def __init__(
+        self,
+        base: float,
+        multiplier: float,
+        warmup_steps: int,
+        fine_tune: float | None = None,
+        fine_tune_step: int = 0,
+    ):
         self.base = float(base)
         self.multiplier = float(multiplier)
         self.warmup_steps = int(warmup_steps)
+        self.fine_tune = None if fine_tune is None else float(fine_tune)
+        self.fine_tune_step = int(fine_tune_step)
 
     def __call__(self, step):
-        progress = tf.minimum(tf.cast(step, tf.float32) / max(self.warmup_steps, 1), 1.0)
-        return self.base * (1.0 + (self.multiplier - 1.0) * progress)
+        step = tf.cast(step, tf.float32)
+        rate = self.base * (1.0 + (self.multiplier - 1.0) * tf.minimum(step / max(self.warmup_steps, 1), 1.0))
+        if self.fine_tune is None:
+            return rate
+        return tf.where(step >= self.fine_tune_step, self.fine_tune * self.multiplier, rate)
 
     def get_config(self):
-        return {"base": self.base, "multiplier": self.multiplier, "warmup_steps": self.warmup_steps}
+        return {
+            "base": self.base,
+            "multiplier": self.multiplier,
+            "warmup_steps": self.warmup_steps,
+            "fine_tune": self.fine_tune,
+            "fine_tune_step": self.fine_tune_step,
+        }
+
+
+class FreezeUntil(keras.callbacks.Callback):
+    """Keep the layer ``find(model)`` returns frozen in epochs before ``epoch`` and trainable from
+    it on, a resumed run included. The train step is traced again at each change: a traced step
+    keeps the variables it was traced with. The optimizer must have been built with the layer's
+    variables (while trainable)."""
+
+    def __init__(self, find: Callable[[keras.Model], keras.Layer], epoch: int):
+        super().__init__()
+        self.find, self.epoch = find, epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        layer = self.find(self.model)
+        trainable = epoch >= self.epoch
+        if layer.trainable != trainable:
+            layer.trainable = trainable
+            self.model.make_train_function(force=True)
 
 
 def broadcast_variables(variables, root_rank: int = 0) -> None:

@@ -36,11 +36,8 @@ class ClassifierTask(TrainingTask):
         if augment is not None:  # they hold no weights: the model's weights stay the served model's
             inputs = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype, name="raw")
             model = keras.Model(inputs, model(augment(inputs)), name=f"augmented_{model.name}")
-        schedule = hk.WarmupSchedule(
-            train.learning_rate, ctx.size, int(train.warmup_epochs * ctx.steps_per_epoch)
-        )
         model.compile(
-            optimizer=hk.optimizer(keras.optimizers.Adam, train.precision, learning_rate=schedule),
+            optimizer=hk.optimizer(keras.optimizers.Adam, train.precision, learning_rate=self.schedule(ctx)),
             loss="binary_crossentropy" if model.output_shape[-1] == 1 else "sparse_categorical_crossentropy",
             metrics=["accuracy"],
             jit_compile=False,  # Horovod's ops have no XLA kernels here
@@ -48,12 +45,24 @@ class ClassifierTask(TrainingTask):
         model.optimizer.build(model.trainable_variables)
         return model
 
+    def schedule(self, ctx: RankContext):
+        """The learning rate: a warm-up to ``lr x ranks`` over ``train.warmup_epochs``."""
+        from pipelines.train import horovod_keras as hk
+
+        train = ctx.config.train
+        return hk.WarmupSchedule(
+            train.learning_rate, ctx.size, int(train.warmup_epochs * ctx.steps_per_epoch)
+        )
+
     def callbacks(self, ctx: RankContext) -> list:
         from pipelines.train import horovod_keras as hk
 
-        if not ctx.validate:
-            return []
-        return [hk.DistributedValidation(ctx.dataset("val", repeat=False))]
+        # Batch-norm statistics (a backbone's) averaged over ranks first: validation and the
+        # checkpoint see the model every rank holds.
+        callbacks = [hk.AverageModelState()]
+        if ctx.validate:
+            callbacks.append(hk.DistributedValidation(ctx.dataset("val", repeat=False)))
+        return callbacks
 
     def export(self, ctx: RankContext, model: keras.Model) -> keras.Model:
         # Without the distributed optimizer: the served model must not need Horovod.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from pipelines.core.config import PipelineBase, PreprocessConfig, Section, TrainConfig
+from pipelines.core.config import PipelineBase, PreprocessConfig, PretrainedWeights, Section, TrainConfig
 
 _MB = 1024 * 1024
 
@@ -73,11 +73,26 @@ class ImagePreprocessConfig(PreprocessConfig):
 
 class ImageTrainConfig(TrainConfig):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    freeze_backbone_epochs: int = Field(
+        0,
+        ge=0,
+        description="epochs that train only the layers after model.backbone, before it is unfrozen "
+        "(at fine_tune_learning_rate)",
+    )
+    fine_tune_learning_rate: float | None = Field(
+        None,
+        gt=0,
+        description="learning rate for one rank once the backbone is unfrozen; unset: learning_rate / 10",
+    )
 
 
-class ModelConfig(Section):
-    filters: list[int] = Field([32, 64, 128], description="filters of each Conv-Pool block")
-    dense_units: int = Field(128, ge=1, description="units of the dense layer")
+class ModelConfig(PretrainedWeights):
+    backbone: Literal["seed_cnn", "mobilenet_v3_small", "resnet50"] = Field(
+        "seed_cnn",
+        description="seed_cnn (the CNN below) or a keras.applications model (ingest.image_size >= 32)",
+    )
+    filters: list[int] = Field([32, 64, 128], description="seed_cnn: filters of each Conv-Pool block")
+    dense_units: int = Field(128, ge=1, description="seed_cnn: units of the dense layer")
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout before the output layer")
 
 
@@ -88,3 +103,20 @@ class ImagePipelineConfig(PipelineBase):
     preprocess: ImagePreprocessConfig = Field(default_factory=ImagePreprocessConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: ImageTrainConfig = Field(default_factory=ImageTrainConfig)
+
+    @model_validator(mode="after")
+    def _backbone_settings(self) -> ImagePipelineConfig:
+        if not isinstance(self.model, ModelConfig):  # a kind built on this one, with its own model
+            return self
+        freeze = getattr(self.train, "freeze_backbone_epochs", 0)
+        if self.model.backbone == "seed_cnn":
+            if self.model.weights != "none":
+                raise ValueError(
+                    "model.weights needs a model.backbone other than seed_cnn (train.init_from starts "
+                    "from a whole earlier model)"
+                )
+            if freeze:
+                raise ValueError("train.freeze_backbone_epochs needs a model.backbone other than seed_cnn")
+        elif self.ingest.image_size < 32:
+            raise ValueError(f"model.backbone={self.model.backbone} needs ingest.image_size >= 32")
+        return self
