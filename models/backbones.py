@@ -7,6 +7,8 @@ a weights file from Keras' own ImageNet release then works as it is.
 
 from __future__ import annotations
 
+import warnings
+
 BACKBONE_LAYER = "backbone"
 # ImageNet's mean pixel, RGB: what ResNet50's "caffe" preprocessing subtracts (after a flip to BGR).
 _IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -99,7 +101,9 @@ def load_backbone_weights(backbone, path: str) -> None:
         backbone.set_weights(source.get_weights())
         return
     try:
-        backbone.load_weights(path)
+        with warnings.catch_warnings():  # a file of another architecture: a warning per layer first
+            warnings.simplefilter("ignore")
+            backbone.load_weights(path)
     except Exception as err:  # Keras' messages run to many lines: the first says what is wrong
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"cannot load {path} into the backbone: {first[:300]}") from err
+        raise ValueError(f"cannot load {path} into this backbone (another architecture?): {first[:300]}") from err

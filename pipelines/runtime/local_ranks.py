@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.core.errors import DlfusionError
 from pipelines.runtime import processes
 
 
@@ -213,6 +214,8 @@ def _main(folder: str, rank: str, *preload: str) -> None:
             value = function(*args)
         except Exception as err:  # for the launcher to raise; the rank then ends as it would
             _write_atomically(result, _pickled_failure(err))
+            if isinstance(err, DlfusionError):  # one line, which the launcher says: no traceback
+                sys.exit(1)
             raise
         _write_atomically(result, pickle.dumps(value))
 

@@ -56,7 +56,7 @@ def test_run_records_config_data_metrics_and_transform(trained):
     assert tags["dlfusion.pipeline"] == "image_cnn" and tags["dlfusion.horovod_size"] == "2"
     assert len(tags["dlfusion.git_commit"]) == 40 or tags["dlfusion.git_commit"] == "unknown"
     assert len(tags["dlfusion.data_digest"]) == 16 and "dlfusion.spark_master" in tags
-    assert "system/cpu_utilization_percentage" in run.data.metrics  # MLflow's monitor, on rank 0
+    assert "system/cpu_utilization_percentage" in run.data.metrics  # MLflow's monitor, on the driver
     assert "plots/learning_curves.png" in {a.path for a in client.list_artifacts(result.run_id, "plots")}
     history = client.get_metric_history(result.run_id, "val_accuracy")
     assert sorted(m.step for m in history) == [1, 2]  # per epoch, logged once (rank 0 only)
