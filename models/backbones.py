@@ -106,4 +106,5 @@ def load_backbone_weights(backbone, path: str) -> None:
             backbone.load_weights(path)
     except Exception as err:  # Keras' messages run to many lines: the first says what is wrong
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"cannot load {path} into this backbone (another architecture?): {first[:300]}") from err
+        problem = f"cannot load {path} into this backbone (another architecture?): {first[:300]}"
+        raise ValueError(problem) from err

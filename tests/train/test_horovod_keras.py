@@ -79,3 +79,43 @@ def test_validation_reads_a_small_shard_once_and_scores_it_the_same_every_epoch(
         scores[name + "_passes"] = len(passes)
     assert scores["kept"] == scores["streamed"] and scores["kept"][0][2] == 40
     assert (scores["kept_passes"], scores["streamed_passes"]) == (1, 3)
+
+
+def test_a_frozen_backbone_learns_from_the_epoch_it_is_unfrozen_also_when_resumed_there():
+    import keras
+
+    from pipelines.train.horovod_keras import FreezeUntil, WarmupSchedule
+
+    def model_and_backbone():
+        inputs = keras.Input((4,))
+        backbone = keras.Sequential([keras.layers.Dense(8, activation="relu")], name="backbone")
+        model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(backbone(inputs)))
+        schedule = WarmupSchedule(0.01, 1, 0, fine_tune=0.001, fine_tune_step=4)
+        model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy")
+        model.optimizer.build(model.trainable_variables)  # with the backbone's, as ClassifierTask does
+        backbone.trainable = False
+        return model, backbone
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.integers(0, 2, 32)
+    model, backbone = model_and_backbone()
+    before = [w.copy() for w in backbone.get_weights()]
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[FreezeUntil(lambda m: backbone, 1)], verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, backbone.get_weights(), strict=True))
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        initial_epoch=1,
+        callbacks=[FreezeUntil(lambda m: backbone, 1)],
+        verbose=0,
+    )
+    assert backbone.trainable and not np.array_equal(before[0], backbone.get_weights()[0])
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.001)  # the fine-tuning rate
+
+    resumed, resumed_backbone = model_and_backbone()  # a run resumed after the freeze learns at once
+    before = resumed_backbone.get_weights()[0].copy()
+    callback = FreezeUntil(lambda m: resumed_backbone, 1)
+    resumed.fit(x, y, batch_size=8, epochs=3, initial_epoch=2, callbacks=[callback], verbose=0)
+    assert not np.array_equal(before, resumed_backbone.get_weights()[0])
