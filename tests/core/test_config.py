@@ -39,6 +39,8 @@ def test_overrides_use_dotted_keys_and_yaml_types():
         ("nonsense=1", "nonsense", "unknown key"),
         ("train.epochs", "train.epochs", "KEY=VALUE"),
         ("train.epochs.deep=1", "train.epochs", "is a value, not a section"),
+        ("model.weights=imagenet.h5", "config", "model.weights needs a model.backbone other than seed_cnn"),
+        ("model.backbone=vgg16", "model.backbone", "'seed_cnn', 'mobilenet_v3_small' or 'resnet50'"),
     ],
 )
 def test_config_errors_name_the_key(override, key, words):
@@ -64,8 +66,9 @@ def test_cli_bad_key_is_one_line_and_exit_code_2():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "dlfusion: error: config error: train.epochz: unknown key (valid keys here: augment, batch_size, "
-        "class_weight, early_stopping, epochs, init_from, launcher, learning_rate, num_proc, precision, "
-        "reader_workers, resume, seed, shuffle_buffer, stall_timeout_s, start_timeout_s, warmup_epochs)"
+        "class_weight, early_stopping, epochs, fine_tune_learning_rate, freeze_backbone_epochs, init_from, "
+        "launcher, learning_rate, num_proc, precision, reader_workers, resume, seed, shuffle_buffer, "
+        "stall_timeout_s, start_timeout_s, warmup_epochs)"
     ]
 
 

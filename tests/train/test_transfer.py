@@ -6,15 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
+from pipelines import cli
 from pipelines.evaluate import evaluation
 from pipelines.ingest import stage as ingest_stage
 from pipelines.kinds.image_cnn.demo import digits
+from pipelines.kinds.image_cnn.ingest import decode_image
 from pipelines.preprocess import stage as preprocess_stage
 from pipelines.track import pyfunc
 from pipelines.train import driver
-from tests.conftest import image_config
+from tests.conftest import IMAGE_CONFIG, image_config
 
 BACKBONE = ("model.backbone=mobilenet_v3_small", "train.epochs=3", "train.batch_size=16")
 
@@ -106,7 +109,21 @@ def test_a_backbone_fine_tuned_from_its_own_pretraining_beats_the_same_model_fro
         tuned_metrics,
         scratch_metrics,
     )
-    # Served as every image model is: raw uint8 images in, probabilities of the 5 new classes out.
+    # Served as every image model is: raw uint8 images in, probabilities of the 5 new classes out,
+    # the same in `dlfusion score`'s Spark tasks as from the pyfunc here.
+    source = Path(scratch_config.data.source)
+    picked = sorted(str(path.relative_to(source)) for path in source.glob("*/*.png"))[::30]
+    output = tmp_path / "scores"
+    arguments = [f"workdir={scratch_config.workdir}", "spark.master=local[2]", *BACKBONE]
+    arguments += [f"mlflow.tracking_uri={tracking_uri}", f"model_uri={fine_tuned.model_uri}"]
+    assert (
+        cli.main(["score", str(IMAGE_CONFIG), *arguments, f"data.source={source}", f"output={output}"]) == 0
+    )
+    scored = pq.read_table(str(output / "predictions")).to_pandas().set_index("key").loc[picked]
+    in_spark = np.array([[dict(p)[str(c)] for c in range(5, 10)] for p in scored["probabilities"]])
+    images = np.stack(
+        [np.frombuffer(decode_image((source / key).read_bytes(), 32), np.uint8) for key in picked]
+    )
     model = pyfunc.load_model(fine_tuned.model_uri, tracking_uri)
-    probabilities = np.asarray(model.predict(np.zeros((2, 32, 32, 3), np.uint8)))
-    assert probabilities.shape == (2, 5) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+    probabilities = np.asarray(model.predict(images.reshape(-1, 32, 32, 3)))
+    assert probabilities.shape == (len(picked), 5) and np.allclose(probabilities, in_spark, atol=1e-5)
