@@ -53,7 +53,7 @@ def write_reviews(path: Path, count: int, seed: int) -> Path:
     return path
 
 
-def run(source: Path, workdir: Path, architecture: str, epochs: int) -> dict:
+def run(source: Path, workdir: Path, architecture: str, epochs: int | None, overrides: list[str]) -> dict:
     summary = workdir / "summary.json"
     command = [
         str(DLFUSION),
@@ -64,7 +64,8 @@ def run(source: Path, workdir: Path, architecture: str, epochs: int) -> dict:
         "data.labels=[negative,mixed,positive]",
         "preprocess.rows_per_row_group=64",  # a small set: enough row groups for both ranks
         f"model.architecture={architecture}",
-        f"train.epochs={epochs}",
+        *([f"train.epochs={epochs}"] if epochs else []),
+        *overrides,
         "--summary-json",
         str(summary),
     ]
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--reviews", type=int, default=1000)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=8, help="0: the config's own")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more config overrides")
     parser.add_argument("--architectures", nargs="*", default=["lstm", "bag"])
     parser.add_argument(
         "--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "text_imbalanced.json"
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dlfusion-text-") as tmp:
         source = write_reviews(Path(tmp) / "reviews.tsv", args.reviews, seed=11)
         for architecture in args.architectures:
-            row = run(source, Path(tmp) / architecture, architecture, args.epochs)
+            row = run(source, Path(tmp) / architecture, architecture, args.epochs, args.set)
             rows.append(row)
             print(
                 f"{architecture:>6}: macro-F1 {row['test_macro_f1']:.3f} "

@@ -10,7 +10,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import cli
-from pipelines.evaluate import evaluation
 from pipelines.ingest import stage as ingest_stage
 from pipelines.kinds.image_cnn.demo import digits
 from pipelines.kinds.image_cnn.ingest import decode_image
@@ -95,20 +94,11 @@ def test_a_backbone_fine_tuned_from_its_own_pretraining_beats_the_same_model_fro
     fine_tuned = driver.run(fine_tune_config, ranks)
 
     # Every rank ends with the same model (the driver raises otherwise), the backbone frozen for
-    # the first epoch only; the pre-trained features already separate the new classes then.
-    assert len(set(fine_tuned.rank_digests)) == 1
-    assert fine_tuned.history["val_accuracy"][0] > scratch.history["val_accuracy"][0]
-    scratch_metrics = evaluation.run(scratch_config, spark, scratch.run_id)
-    tuned_metrics = evaluation.run(fine_tune_config, spark, fine_tuned.run_id)
-    print(  # the figures docs/kinds.md quotes (pytest -s)
-        f"test accuracy: fine-tuned {tuned_metrics['test_accuracy']:.3f}, from scratch "
-        f"{scratch_metrics['test_accuracy']:.3f}; val accuracy by epoch: fine-tuned "
-        f"{fine_tuned.history['val_accuracy']}, from scratch {scratch.history['val_accuracy']}"
-    )
-    assert tuned_metrics["test_accuracy"] > scratch_metrics["test_accuracy"] + 0.2, (
-        tuned_metrics,
-        scratch_metrics,
-    )
+    # the first epoch only; the pre-trained features already separate the new classes better then.
+    tuned, fresh = fine_tuned.history["val_accuracy"], scratch.history["val_accuracy"]
+    print(f"val accuracy by epoch: fine-tuned {tuned}, from scratch {fresh}")  # docs/kinds.md's (-s)
+    assert len(set(fine_tuned.rank_digests)) == 1 and len(tuned) == len(fresh) == 3
+    assert tuned[0] > fresh[0] and tuned[-1] > fresh[-1] + 0.2
     # Served as every image model is: raw uint8 images in, probabilities of the 5 new classes out,
     # the same in `dlfusion score`'s Spark tasks as from the pyfunc here.
     source = Path(scratch_config.data.source)
