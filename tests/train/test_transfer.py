@@ -12,7 +12,7 @@ import pytest
 from pipelines import cli
 from pipelines.evaluate import evaluation
 from pipelines.ingest import stage as ingest_stage
-from pipelines.kinds.image_cnn.demo import digits
+from pipelines.kinds.image_cnn.demo import write_digits_images
 from pipelines.kinds.image_cnn.ingest import decode_image
 from pipelines.preprocess import stage as preprocess_stage
 from pipelines.track import pyfunc
@@ -22,21 +22,8 @@ from tests.conftest import IMAGE_CONFIG, image_config
 BACKBONE = ("model.backbone=mobilenet_v3_small", "train.epochs=3", "train.batch_size=16")
 
 
-def _write_digits(folder: Path, classes: range, per_class: int) -> Path:
-    from PIL import Image
-
-    images, labels = digits()
-    for label in classes:
-        for index in np.flatnonzero(labels == label)[:per_class]:
-            pixels = np.clip(images[index] * (255.0 / 16.0), 0, 255).astype(np.uint8)
-            path = folder / str(label) / f"digit_{index:04d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels, mode="L").save(path)
-    return folder
-
-
 def _prepared(tmp_path: Path, name: str, classes: range, per_class: int, tracking_uri: str, *overrides: str):
-    source = _write_digits(tmp_path / f"{name}-raw", classes, per_class)
+    source = write_digits_images(tmp_path / f"{name}-raw", classes, per_class)
     config = image_config(
         tmp_path / name, f"data.source={source}", f"mlflow.tracking_uri={tracking_uri}", *BACKBONE, *overrides
     )
@@ -76,8 +63,11 @@ def test_backbone_weights_load_from_a_weights_file_and_from_a_model_and_say_when
 
 @pytest.mark.slow  # three trainings on Horovod ranks
 def test_a_backbone_fine_tuned_from_its_own_pretraining_beats_the_same_model_from_scratch(
-    tmp_path, spark, ranks
+    tmp_path, spark, ranks, monkeypatch
 ):
+    # One tracking store for both workdirs, set explicitly: MLflow then keeps artifacts in ./mlruns
+    # of the working directory, which must not be the repository.
+    monkeypatch.chdir(tmp_path)
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     first = _prepared(tmp_path, "zero-to-four", range(5), 1000, tracking_uri)
     pretrained = driver.run(first, ranks)

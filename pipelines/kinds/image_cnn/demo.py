@@ -3,6 +3,7 @@ package) as PNG files, and synthetic JPEG trees of any size for tests and benchm
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +33,22 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
 
 
-def write_digits_images(folder: Path) -> Path:
-    """Write the 1,797 digits as 8x8 greyscale PNGs in one sub-folder per class; return ``folder``."""
+def write_digits_images(
+    folder: Path, classes: Iterable[int] | None = None, per_class: int | None = None
+) -> Path:
+    """Write the 1,797 digits as 8x8 greyscale PNGs in one sub-folder per class; return ``folder``.
+    ``classes`` and ``per_class`` keep only those classes, and the first images of each."""
     from PIL import Image
 
     marker = folder / "_COMPLETE"  # hidden from ingest, like Spark's _SUCCESS
     if marker.is_file():
         return folder
-    for index, (image, target) in enumerate(zip(*digits(), strict=True)):
+    images, labels = digits()
+    seen: dict[int, int] = {}
+    for index, (image, target) in enumerate(zip(images, labels, strict=True)):
+        seen[target] = seen.get(target, 0) + 1
+        if (classes is not None and target not in classes) or (per_class and seen[target] > per_class):
+            continue
         pixels = np.clip(image * (255.0 / 16.0), 0, 255).astype(np.uint8)
         path = folder / str(target) / f"digit_{index:04d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
