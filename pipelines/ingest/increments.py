@@ -2,7 +2,9 @@
 that say which file's record lives in which data file.
 
 A snapshot (``Catalog.snapshot``) lists every file ingested, with its size and modification time
-as listed, and the Parquet file that holds its row (a split's or the quarantine's). The next ingest
+as listed, and the Parquet file that holds its row (a split's or the quarantine's); a file of many
+records (text) has one row per data file holding some of them, and a null ``part`` when it holds
+none. The next ingest
 lists the source again and compares (``difference``): new and changed files are read, the rows of
 changed and removed ones are dropped from their data files (``drop_rows``), everything else stays
 as written. Many small increments are merged (``compact``) so that night 300 reads as night 1.
@@ -11,7 +13,7 @@ as written. Many small increments are merged (``compact``) so that night 300 rea
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,13 +45,39 @@ class Difference:
     def empty(self) -> bool:
         return not (self.added or self.changed or self.removed)
 
+    @property
+    def description(self) -> str:
+        return (
+            f"{self.added} new, {self.changed} changed, {self.removed} removed and "
+            f"{self.unchanged} unchanged files"
+        )
+
+
+def summary(number: int, change: Difference | None, read: int, written: list, merged: int) -> dict:
+    """An ingest's share for its report: increment ``number`` (``whole``: everything was read), the
+    files ``read``, the rows of the files ``written`` ((value, URI, rows); "unusable": quarantined)
+    and the files ``merged``."""
+    return {
+        "number": number,
+        "whole": change is None,
+        "files_read": read,
+        "rows_written": sum(rows for value, _, rows in written if value != "unusable"),
+        "rows_quarantined": sum(rows for value, _, rows in written if value == "unusable"),
+        "added": change.added if change else read,
+        "changed": change.changed if change else 0,
+        "removed": change.removed if change else 0,
+        "unchanged": change.unchanged if change else 0,
+        "files_merged": merged,
+    }
+
 
 def difference(listing: pa.Table, snapshot: pa.Table) -> Difference:
     """Compare ``listing`` (relpath, size, mtime) with ``snapshot`` by path, size and modification
     time: a file is added (not in the snapshot), changed (either differs), removed (not listed) or
-    unchanged."""
-    before = snapshot.select(["relpath", "size", "mtime", "part"]).rename_columns(
-        ["relpath", "size_before", "mtime_before", "part"]
+    unchanged. The rows of a changed or removed file go from every data file that holds some."""
+    files = snapshot.group_by("relpath").aggregate([("size", "max"), ("mtime", "max")])
+    before = files.select(["relpath", "size_max", "mtime_max"]).rename_columns(
+        ["relpath", "size_before", "mtime_before"]
     )
     joined = listing.select(["relpath", "size", "mtime"]).join(before, "relpath", join_type="full outer")
     listed, known = pc.is_valid(joined["size"]), pc.is_valid(joined["size_before"])
@@ -60,9 +88,12 @@ def difference(listing: pa.Table, snapshot: pa.Table) -> Difference:
     changed = pc.and_(both, pc.invert(pc.fill_null(same, False)))
     added, removed = pc.and_(listed, pc.invert(known)), pc.and_(known, pc.invert(listed))
     to_read = joined.filter(pc.or_(added, changed)).select(["relpath", "size", "mtime"]).sort_by("relpath")
-    gone = joined.filter(pc.or_(changed, removed))
+    gone = joined.filter(pc.or_(changed, removed))["relpath"]
+    held = snapshot.filter(
+        pc.and_(pc.is_in(snapshot["relpath"], value_set=gone), pc.is_valid(snapshot["part"]))
+    )
     dropped: dict[str, list[str]] = {}
-    for relpath, part in zip(gone["relpath"].to_pylist(), gone["part"].to_pylist(), strict=True):
+    for relpath, part in zip(held["relpath"].to_pylist(), held["part"].to_pylist(), strict=True):
         dropped.setdefault(part, []).append(relpath)
     return Difference(
         to_read, dropped, _count(added), _count(changed), _count(removed), _count(pc.and_(both, same))
@@ -84,25 +115,30 @@ def reconciled(snapshot: pa.Table, files: set[str]) -> pa.Table:
     return _rows_in(snapshot, files)
 
 
-def current_parts(snapshot: pa.Table | None, files: list[str]) -> pa.Table:
+def current_parts(
+    snapshot: pa.Table | None, files: list[str], read: Callable[[Iterable[str]], pa.Table] | None = None
+) -> pa.Table:
     """(relpath, part) of every row of the data ``files`` there now: from ``snapshot`` for the files
     it knows (a data file is never changed in place: a rewritten or merged one has a new name),
-    from the files themselves for the others (new, rewritten, merged)."""
+    from the files themselves (``read``, default ``parts_of``) for the others (new, rewritten, merged)."""
+    read = read or parts_of
     if snapshot is None:
-        return parts_of(files)
+        return read(files)
     known = _known_parts(snapshot)
-    read = parts_of(uri for uri in files if uri not in known)
-    return pa.concat_tables([_rows_in(snapshot, set(files)).select(["relpath", "part"]), read])
+    kept = _rows_in(snapshot, set(files)).select(["relpath", "part"])
+    kept = kept.filter(pc.is_valid(kept["part"]))
+    return pa.concat_tables([kept, read(uri for uri in files if uri not in known)])
 
 
 def _known_parts(snapshot: pa.Table) -> set[str]:
-    return set(pc.unique(snapshot["part"]).to_pylist())
+    return set(pc.unique(snapshot["part"]).to_pylist()) - {None}
 
 
 def _rows_in(snapshot: pa.Table, files: set[str]) -> pa.Table:
     """The rows of ``snapshot`` held by one of ``files``."""
     present = pa.array(sorted(files & _known_parts(snapshot)), pa.string())
-    return snapshot.filter(pc.is_in(snapshot["part"], value_set=present))
+    held = pc.is_in(snapshot["part"], value_set=present)
+    return snapshot.filter(pc.or_(held, pc.is_null(snapshot["part"])))
 
 
 def latest_snapshot(catalog: Catalog) -> tuple[int, pa.Table] | None:
@@ -132,14 +168,27 @@ def snapshot_numbers(catalog: Catalog) -> list[int]:
     return sorted(int(name[1:-8]) for name in names if name.startswith("i") and name.endswith(".parquet"))
 
 
-def record_snapshot(catalog: Catalog, number: int, listing: pa.Table, parts: pa.Table) -> pa.Table:
+def record_snapshot(
+    catalog: Catalog, number: int, listing: pa.Table, parts: pa.Table, records_per_file: bool = False
+) -> pa.Table:
     """Write snapshot ``number``: each listed file with the data file holding its row (``parts``:
-    relpath, part). Raises DataError when a file has no row or several (nothing may be lost)."""
+    relpath, part). Raises DataError when a file has no row or several (nothing may be lost).
+    ``records_per_file``: a file holds any number of records (text), in any number of data files
+    (one snapshot row each; none: a null part); a row of a file not listed is still an error."""
     import pyarrow.parquet as pq
 
     parts = parts.combine_chunks().unify_dictionaries()  # the join takes one dictionary
+    if records_per_file:
+        parts = parts.group_by(["relpath", "part"]).aggregate([])  # one row per (file, data file)
+        stray = pc.invert(pc.is_in(parts["relpath"], value_set=listing["relpath"]))
+        if pc.any(stray).as_py():
+            example = parts.filter(stray)["relpath"][0].as_py()
+            raise DataError(str(catalog.ingested), f"holds records of {example}, which is no longer listed")
     joined = listing.select(["relpath", "size", "mtime"]).join(parts, "relpath", join_type="left outer")
-    if joined.num_rows != listing.num_rows or joined["part"].null_count or parts.num_rows != listing.num_rows:
+    lost = not records_per_file and (
+        joined.num_rows != listing.num_rows or joined["part"].null_count or parts.num_rows != listing.num_rows
+    )
+    if lost:
         raise DataError(
             str(catalog.ingested),
             f"{listing.num_rows} files listed, {parts.num_rows} rows hold them"
@@ -167,10 +216,16 @@ def parts_of(files: Iterable[str]) -> pa.Table:
     return pa.concat_tables(tables).unify_dictionaries()
 
 
-def drop_rows(part: str, relpaths: list[str], name: str, settings: dict) -> str | None:
+def drop_rows(
+    part: str,
+    relpaths: list[str],
+    name: str,
+    settings: dict,
+    relpath_of: Callable[[pa.Table], pa.Array] | None = None,
+) -> str | None:
     """Rewrite the data file ``part`` without the rows of ``relpaths``, as ``name`` beside it (row
     group by row group: memory holds one), and delete it. Returns the new file's URI, or None
-    when no row is left."""
+    when no row is left. ``relpath_of``: each row's relpath from a row group (default: its column)."""
     import pyarrow.parquet as pq
 
     fs, path, prefix = filesystems.filesystem(part)
@@ -182,7 +237,8 @@ def drop_rows(part: str, relpaths: list[str], name: str, settings: dict) -> str 
         writer = None
         for index in range(source.num_row_groups):
             group = source.read_row_group(index)
-            kept = group.filter(pc.invert(pc.is_in(group["relpath"], value_set=gone)))
+            relpath = relpath_of(group) if relpath_of else group["relpath"]
+            kept = group.filter(pc.invert(pc.is_in(relpath, value_set=gone)))
             if kept.num_rows:
                 writer = writer or pq.ParquetWriter(target, source.schema_arrow, filesystem=fs, **settings)
                 writer.write_table(kept)

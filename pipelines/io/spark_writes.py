@@ -90,6 +90,31 @@ def write_partitions_atomically(
     fs.delete(staged_root, True)
 
 
+def append_partitions(
+    df: DataFrame, column: str, locations: dict[Any, str | Path], tag: str, **options: str
+) -> list[tuple[str, str, int]]:
+    """Write ``df`` in one Spark job, partitioned by ``column``, beside the data sets, then move its
+    files into them: the rows whose ``column`` is ``value`` join ``locations[value]``, in files named
+    ``{tag}-part-...`` (an increment: ``ingest.increments``). Returns (value, file URI, rows) for
+    each file moved, rows from its footer."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    staging = _staging_uri(next(iter(locations.values())))
+    _hadoop_path(df.sparkSession, staging)  # fails at once when Spark cannot reach it
+    df.write.options(**options).mode("overwrite").partitionBy(column).parquet(staging)
+    fs, root, prefix = filesystem(staging)
+    files = []
+    for value in locations:
+        selector = pafs.FileSelector(f"{root}/{column}={value}", allow_not_found=True)
+        for info in fs.get_file_info(selector):
+            if info.type == pafs.FileType.File and info.base_name.endswith(".parquet"):
+                with fs.open_input_file(info.path) as handle:
+                    rows = pq.ParquetFile(handle).metadata.num_rows
+                files.append((value, prefix + info.path, rows))
+    return _append_staged(staging, files, locations, tag)
+
+
 def write_from_tasks(
     spark: SparkSession,
     tasks: int,

@@ -124,6 +124,7 @@ def write_splits(
     row_bytes: int,
     summaries: dict[str, dict],
     mix_rows: bool = True,
+    **facts: object,
 ) -> dict:
     """Write every split of ``indexed`` (with ``split`` and int ``label`` columns) in one Spark job,
     then the fitted transform and the report (rows, row groups, label counts, digest per split).
@@ -131,7 +132,7 @@ def write_splits(
     Row groups are sized in bytes (``row_bytes`` per row) to hold about ``rows_per_row_group`` rows.
     ``mix_rows=False`` is for input whose order is already mixed (image ingest mixes the classes).
     Rows and row groups come from the written footers and must match ``summaries`` (computed before,
-    from the same input): a row lost or duplicated fails the stage.
+    from the same input): a row lost or duplicated fails the stage. ``facts`` join the report.
     """
     block_size = str(max(64 * 1024, config.rows_per_row_group * row_bytes))
     rows = schemas.conform(indexed, schema, keep=("split",))
@@ -147,7 +148,7 @@ def write_splits(
         compression=config.compression,
         **{"parquet.block.size": block_size, "parquet.block.size.row.check.min": "10"},
     )
-    return record_splits(transform, catalog, summaries)
+    return record_splits(transform, catalog, summaries, **facts)
 
 
 def record_splits(

@@ -204,3 +204,93 @@ def test_no_usable_record_is_an_error(spark, tmp_path):
     source = _write(tmp_path / "reviews.tsv", "review\tsentiment\nfine\tmaybe\n")
     with pytest.raises(DataError, match="no usable records"):
         text_ingest.run(text_config(tmp_path / "work"), spark, str(source))
+
+
+def _ingested(workdir: Path) -> set[tuple[str, str, str]]:
+    """(file name, text, label) of every ingested record, read with pyarrow."""
+    import pyarrow.parquet as pq
+
+    from pipelines.io import parquet
+
+    rows = set()
+    for file in parquet.data_files(Catalog.for_workdir(workdir).ingested):
+        table = pq.read_table(file.removeprefix("file:"), columns=["path", "text", "label"])
+        for path, text, label in zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True):
+            rows.add((path.rsplit("/", 1)[1], text, label))
+    return rows
+
+
+def test_an_increment_reads_only_the_changed_files_and_keeps_the_vocabulary(spark, tmp_path):
+    import os
+
+    from pipelines.ingest import increments
+    from pipelines.ingest import stage as ingest_stage
+    from pipelines.io import atomic, parquet
+    from pipelines.preprocess import stage as preprocess_stage
+
+    source = tmp_path / "reviews"
+    words = ["great", "dull", "fine", "slow", "bright", "long", "warm", "flat"]
+    for night in range(4):  # night 0: four files; the folder nests, a name has a space
+        _write(
+            source / ("old" if night % 2 else "") / f"day {night}.tsv",
+            "review\tsentiment\n"
+            + "".join(
+                f"{w} film {night} {i}\t{'positive' if i % 2 else 'negative'}\n" for i, w in enumerate(words)
+            ),
+        )
+    config = text_config(
+        tmp_path / "work",
+        f"data.source={source}",
+        "data.labels=[negative,positive]",
+        "ingest.compact_files=2",
+    )
+    catalog = Catalog.for_workdir(config.workdir)
+    first = ingest_stage.run(config).summary["ingest"]
+    assert first["increment"]["whole"] and first["records_seen"] == 32
+    preprocess_stage.run(config)
+    vocabulary = atomic.read_json(catalog.transform)
+
+    _write(source / "new day.tsv", "review\tsentiment\nnew words here\tpositive\nbroken\tmaybe\n")
+    changed = source / "old" / "day 1.tsv"
+    _write(changed, "review\tsentiment\nrewritten review\tnegative\n")
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    (source / "day 2.tsv").unlink()
+    second = ingest_stage.run(config).summary["ingest"]
+    increment = second["increment"]
+    assert (increment["added"], increment["changed"], increment["removed"], increment["unchanged"]) == (
+        1,
+        1,
+        1,
+        2,
+    )
+    assert increment["files_read"] == 2 and (increment["rows_written"], increment["rows_quarantined"]) == (
+        2,
+        1,
+    )
+    assert (second["records_seen"], second["rows_written"], second["rows_quarantined"]) == (19, 18, 1)
+    whole = text_config(tmp_path / "whole", f"data.source={source}", "data.labels=[negative,positive]")
+    text_ingest.run(whole, spark, str(source))
+    assert _ingested(config.workdir) == _ingested(whole.workdir)  # the same records as reading it all
+    snapshot = increments.latest_snapshot(catalog)[1]  # a row per file and data file holding its records
+    assert sorted(snapshot["relpath"].to_pylist()) == [
+        "day 0.tsv",
+        "new day.tsv",
+        "new day.tsv",
+        "old/day 1.tsv",
+        "old/day 3.tsv",
+    ]
+
+    summary = preprocess_stage.run(config).summary["preprocess"]
+    assert summary["transform_kept"] and summary["snapshot"] == 2
+    assert atomic.read_json(catalog.transform) == vocabulary
+
+    ingested_files = len(parquet.data_files(catalog.ingested))
+    for night in range(3):  # small nights: their files are merged
+        _write(source / f"night {night}.tsv", f"review\tsentiment\nnight {night}\tpositive\n")
+        assert ingest_stage.run(config).summary["ingest"]["increment"]["files_read"] == 1
+    assert len(parquet.data_files(catalog.ingested)) <= ingested_files + 1
+    assert len(_ingested(config.workdir)) == 21
+
+    forced = ingest_stage.run(config, force=True).summary["ingest"]
+    assert forced["increment"]["whole"] and forced["increment"]["files_read"] == 7
+    assert forced["records_seen"] == 22 and increments.snapshot_numbers(catalog) == [1]

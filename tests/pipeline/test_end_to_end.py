@@ -76,9 +76,13 @@ def test_demo_pipeline_reaches_the_accuracy_target(tmp_path):
 
 
 def test_text_demo_beats_the_majority_baseline_by_a_wide_margin(tmp_path):
-    """20,000 generated reviews (the acceptance data set) through `dlfusion run conf/text_lstm.yaml`."""
+    """20,000 generated reviews (the acceptance data set) through `dlfusion run conf/text_lstm.yaml`.
+
+    Three epochs of the shipped config's up to 20: the first already reaches about 0.84 on this data
+    (the margin asserted needs about 0.80), and early stopping runs on to epoch 8-10: 30 s more of
+    steps on two cores that this assertion does not depend on (test_lifecycle covers early stopping)."""
     workdir = tmp_path / "work"
-    result, summary = _dlfusion_run("conf/text_lstm.yaml", workdir)
+    result, summary = _dlfusion_run("conf/text_lstm.yaml", workdir, "train.epochs=3")
     assert summary["ingest"]["records_seen"] == 20_000 == summary["ingest"]["rows_written"]
     counts = json.loads((workdir / "preprocess" / "report.json").read_text())["splits"]["test"][
         "label_counts"

@@ -372,7 +372,7 @@ def run(config: ImagePipelineConfig, spark: SparkSession, source: str) -> Ingest
     change = increments.difference(listing, last) if last is not None else None
     to_read = mix_classes(change.to_read if change else listing)
     if change:
-        log.info("ingest: %s since the last ingest", _changes(change))
+        log.info("ingest: %s since the last ingest", change.description)
     with spark_stage(spark, "ingest", total=to_read.num_rows, unit="files") as stage:
         written = []
         if to_read.num_rows:
@@ -403,7 +403,7 @@ def run(config: ImagePipelineConfig, spark: SparkSession, source: str) -> Ingest
         stage.jobs,
         layout,
         source,
-        _increment_summary(number, change, to_read.num_rows, written, merged),
+        increments.summary(number, change, to_read.num_rows, written, merged),
     )
     atomic.write_json_atomically(asdict(report), catalog.ingest_report)
     retention.keep_newest_snapshots(catalog, config.retention.snapshots)
@@ -474,27 +474,3 @@ def _check_increment(source: str, read: int, written: list[tuple[str, str, int]]
     rows = sum(count for _, _, count in written)
     if rows != read:
         raise DataError(source, f"files read this ingest ({read}) != rows they gave ({rows})")
-
-
-def _changes(change: increments.Difference) -> str:
-    return (
-        f"{change.added} new, {change.changed} changed, {change.removed} removed and "
-        f"{change.unchanged} unchanged files"
-    )
-
-
-def _increment_summary(
-    number: int, change: increments.Difference | None, read: int, written: list, merged: int
-) -> dict:
-    return {
-        "number": number,
-        "whole": change is None,
-        "files_read": read,
-        "rows_written": sum(rows for value, _, rows in written if value != "unusable"),
-        "rows_quarantined": sum(rows for value, _, rows in written if value == "unusable"),
-        "added": change.added if change else read,
-        "changed": change.changed if change else 0,
-        "removed": change.removed if change else 0,
-        "unchanged": change.unchanged if change else 0,
-        "files_merged": merged,
-    }

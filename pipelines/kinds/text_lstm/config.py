@@ -90,6 +90,15 @@ class TextDataConfig(Section):
         return [f"class_{i}" for i in range(len(self.label_thresholds or []) + 1)]
 
 
+class TextIngestConfig(Section):
+    compact_files: int = Field(
+        8,
+        ge=1,
+        description="an incremental ingest merges the ingested (or quarantined) files of under 65,536 "
+        "records once there are more than this many",
+    )
+
+
 class TextPreprocessConfig(PreprocessConfig):
     vocab_size: int = Field(
         10_000, ge=3, description="vocabulary size, padding and out-of-vocabulary ids included"
@@ -118,5 +127,6 @@ class LstmModelConfig(Section):
 class TextPipelineConfig(PipelineBase):
     pipeline: Literal["text_lstm"] = Field(description="which pipeline this config drives")
     data: TextDataConfig
+    ingest: TextIngestConfig = Field(default_factory=TextIngestConfig)
     preprocess: TextPreprocessConfig = Field(default_factory=TextPreprocessConfig)
     model: LstmModelConfig = Field(default_factory=LstmModelConfig)

@@ -8,8 +8,12 @@ it). Every run checks records seen = rows written + rows quarantined.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, field
+from urllib.parse import unquote
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -18,9 +22,10 @@ from pyspark.sql.types import StringType, StructField, StructType
 from pipelines.core import schemas
 from pipelines.core.catalog import Catalog
 from pipelines.core.errors import ConfigError, DataError
-from pipelines.ingest.accounting import write_accounted
-from pipelines.io import atomic, filesystems
-from pipelines.kinds.text_lstm.config import TextDataConfig, TextPipelineConfig
+from pipelines.ingest import increments
+from pipelines.ingest.accounting import check_accounted, write_by_reason
+from pipelines.io import atomic, filesystems, parquet, retention, spark_writes
+from pipelines.kinds.text_lstm.config import TextDataConfig, TextIngestConfig, TextPipelineConfig
 from pipelines.kinds.text_lstm.schemas import TEXT_RECORDS
 from pipelines.runtime.progress import spark_stage
 
@@ -44,6 +49,12 @@ class TextIngestReport:
     empty_files: int = 0  # seen, holding no record
     seconds: float = 0.0
     spark_jobs: int = 0
+    source: str = ""
+    # The data settings the records were read with: an increment needs the same.
+    data: dict = field(default_factory=dict)
+    # This ingest's share: what it read and wrote, and how the source changed since the last one
+    # (``whole``: everything was read).
+    increment: dict = field(default_factory=dict)
 
 
 def _column(name: str) -> Column:
@@ -69,10 +80,12 @@ def _delimited_options(data: TextDataConfig) -> dict[str, object]:
     }
 
 
-def _header(spark: SparkSession, source: str, options: dict[str, object]) -> list[str]:
-    """The column names in the header of ``source`` (Spark drops a UTF-8 BOM before them)."""
+def _header(
+    spark: SparkSession, paths: str | list[str], options: dict[str, object], source: str
+) -> list[str]:
+    """The column names in the header of the files at ``paths`` (Spark drops a UTF-8 BOM before them)."""
     try:
-        names = spark.read.options(**options).csv(source).columns
+        names = spark.read.options(**options).csv(paths).columns
     except AnalysisException:
         names = []
     if not names:
@@ -92,9 +105,11 @@ def _shape_reason(record: Column, sep: str, expected: int) -> Column:
     )
 
 
-def _read_delimited(spark: SparkSession, data: TextDataConfig, source: str, labelled: bool) -> DataFrame:
+def _read_delimited(
+    spark: SparkSession, data: TextDataConfig, paths: str | list[str], labelled: bool, source: str
+) -> DataFrame:
     options = _delimited_options(data)
-    names = _header(spark, source, options) if data.header else list(data.columns or [])
+    names = _header(spark, paths, options, source) if data.header else list(data.columns or [])
     for wanted in (data.text_column, data.label_column) if labelled else (data.text_column,):
         if wanted not in names:
             found = f"columns: {', '.join(names)}"
@@ -107,19 +122,19 @@ def _read_delimited(spark: SparkSession, data: TextDataConfig, source: str, labe
     parsed = (
         spark.read.schema(_string_schema(names))
         .options(**options, mode="PERMISSIVE", columnNameOfCorruptRecord=_CORRUPT)
-        .csv(source)
+        .csv(paths)
     )
     malformed = _shape_reason(F.col(_CORRUPT), str(options["sep"]), len(names))
     return _records(parsed, data, malformed, labelled=data.label_column in names)
 
 
-def _read_json_lines(spark: SparkSession, data: TextDataConfig, source: str) -> DataFrame:
+def _read_json_lines(spark: SparkSession, data: TextDataConfig, paths: str | list[str]) -> DataFrame:
     # String fields take any JSON value as its JSON text, so a label may be 7, 7.5 or "positive".
     parsed = (
         spark.read.schema(_string_schema([data.text_column, data.label_column]))
         .options(mode="PERMISSIVE", columnNameOfCorruptRecord=_CORRUPT, recursiveFileLookup=True)
         .option("encoding", data.charset)
-        .json(source)
+        .json(paths)
     )
     return _records(parsed, data, F.when(F.col(_CORRUPT).isNotNull(), F.lit("malformed JSON record")))
 
@@ -135,27 +150,39 @@ def _records(parsed: DataFrame, data: TextDataConfig, malformed: Column, labelle
     )
 
 
-def read_records(spark: SparkSession, data: TextDataConfig, source: str, labelled: bool = True) -> DataFrame:
-    """Parse ``source`` into one row per record the parser produced.
+def read_records(
+    spark: SparkSession,
+    data: TextDataConfig,
+    source: str,
+    labelled: bool = True,
+    files: list[str] | None = None,
+) -> DataFrame:
+    """Parse ``source`` (or only its ``files``, URIs) into one row per record the parser produced.
 
-    Columns: ``path`` (file URI), ``text`` and ``label`` (strings as read), ``record`` (the raw
-    record when the parser rejected it) and ``malformed`` (why it cannot be used, else null: the
-    parser rejected it, or it holds bytes that are not valid UTF-8). Blank lines are not records.
-    Unless ``labelled``, the label column may be missing (null labels).
+    Columns: ``path`` (file URI, URL-encoded as Spark reports it), ``text`` and ``label`` (strings
+    as read), ``record`` (the raw record when the parser rejected it) and ``malformed`` (why it cannot
+    be used, else null: the parser rejected it, or it holds bytes that are not valid UTF-8). Blank
+    lines are not records. Unless ``labelled``, the label column may be missing (null labels).
     """
+    paths = [_literal(uri) for uri in files] if files is not None else source
     if data.format == "jsonl":
-        records = _read_json_lines(spark, data, source)
+        records = _read_json_lines(spark, data, paths)
     else:
-        records = _read_delimited(spark, data, source, labelled)
+        records = _read_delimited(spark, data, paths, labelled, source)
     if data.is_utf8 and data.encoding_errors == "quarantine":
-        records = _quarantine_invalid_utf8(records, invalid_utf8_files(spark, source))
+        uris = files if files is not None else filesystems.file_uris(source)
+        records = _quarantine_invalid_utf8(records, invalid_utf8_files(spark, uris))
     return records
 
 
-def invalid_utf8_files(spark: SparkSession, source: str) -> dict[str, int]:
-    """{file URI: byte offset of its first invalid UTF-8 byte} for the files under ``source`` that
-    have one; each file is checked on an executor, in chunks, and only the offending ones come back."""
-    uris = filesystems.file_uris(source)
+def _literal(uri: str) -> str:
+    """``uri`` as a path Spark's readers take literally: they expand glob characters."""
+    return re.sub(r"([\\\[\]{}*?])", r"\\\1", uri)
+
+
+def invalid_utf8_files(spark: SparkSession, uris: list[str]) -> dict[str, int]:
+    """{file URI: byte offset of its first invalid UTF-8 byte} for the files ``uris`` that have
+    one; each file is checked on an executor, in chunks, and only the offending ones come back."""
     if not uris:
         return {}
     found = (
@@ -249,24 +276,39 @@ def first_invalid_utf8(uri: str, chunk_bytes: int = 1 << 20) -> int | None:
 
 
 def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIngestReport:
-    """Ingest the text records at ``source`` into the catalog's ingested and quarantine tables.
+    """Ingest the text records at ``source`` into the catalog's ingested and quarantine tables: only
+    the files that changed since the last ingest (``increments``) when it read them with these data
+    settings, else all of them.
 
-    One pass: every record the parser produces is written to exactly one of the two tables, so the
-    records seen are the rows of both (read from the footers).
+    One pass over the files read: every record the parser produces is written to exactly one of the
+    two tables, so the records seen are the rows of both (read from the footers).
     """
     catalog = Catalog.for_workdir(config.workdir)
     listing = filesystems.visible_files(filesystems.list_source(source))  # the files Spark reads
-    sizes = listing.column("size").to_numpy()
-    megabytes = int(sizes.sum() // 1_000_000)
-    records = label_records(read_records(spark, config.data, source), config.data)
+    if listing.num_rows == 0:
+        raise DataError(source, "no files found (hidden files and folders are ignored)")
+    files = _SourceFiles(source)
+    settings = config.data.model_dump(mode="json")
+    last = _last_increment(catalog, source, settings)
+    number = (increments.snapshot_numbers(catalog) or [0])[-1] + 1
+    change = increments.difference(listing, last) if last is not None else None
+    to_read = change.to_read if change else listing
+    if change:
+        log.info("ingest: %s since the last ingest", change.description)
+    megabytes = int(to_read.column("size").to_numpy().sum() // 1_000_000)
     with spark_stage(spark, "ingest", total=max(megabytes, 1), unit="MB") as stage:
-        counts = write_accounted(
-            schemas.conform(records, TEXT_RECORDS),
-            None,
-            catalog,
-            source,
-            "records",
-        )
+        written: list[tuple[str, str, int]] = []
+        if to_read.num_rows:
+            uris = [files.uri(relpath) for relpath in to_read.column("relpath").to_pylist()]
+            records = label_records(read_records(spark, config.data, source, files=uris), config.data)
+            written = _write(
+                schemas.conform(records, TEXT_RECORDS), catalog, f"i{number:05d}" if change else None
+            )
+        merged = _apply_change(catalog, change, number, config.ingest, files) if change else 0
+        counts = check_accounted(spark, None, catalog, source, "records")
+        parts = increments.current_parts(last, _data_files(catalog), read=files.parts_of)
+        increments.record_snapshot(catalog, number, listing, parts, records_per_file=True)
+    sizes = listing.column("size").to_numpy()
     report = TextIngestReport(
         counts.written + counts.quarantined,
         counts.written,
@@ -276,8 +318,12 @@ def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIng
         int((sizes == 0).sum()),
         round(stage.seconds, 2),
         stage.jobs,
+        source,
+        settings,
+        increments.summary(number, change, to_read.num_rows, written, merged),
     )
     atomic.write_json_atomically(asdict(report), catalog.ingest_report)
+    retention.keep_newest_snapshots(catalog, config.retention.snapshots)
     log.info(
         "text ingest: %d files (%d empty), %d records seen, %d rows written, %d quarantined, %d classes",
         report.files_seen,
@@ -288,3 +334,120 @@ def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIng
         report.classes,
     )
     return report
+
+
+class _SourceFiles:
+    """The files under ``source`` as URIs, and back: the relpath of a record's ``path`` (the URI as
+    Spark reports it, URL-encoded), for files removed since too."""
+
+    def __init__(self, source: str):
+        import pyarrow.fs as pafs
+
+        fs, inner, prefix = filesystems.filesystem(source)
+        self.root = prefix + inner
+        self.single = fs.get_file_info(inner).type == pafs.FileType.File  # data.source is one file
+
+    def uri(self, relpath: str) -> str:
+        return self.root if self.single else f"{self.root}/{relpath}"
+
+    def relpaths(self, paths: pa.Array | pa.ChunkedArray) -> pa.Array:
+        """The relpath of each record's ``path``, computed once per distinct path."""
+        distinct = pc.unique(paths)
+        names = [self._relpath(unquote(path)) for path in distinct.to_pylist()]
+        return pc.take(pa.array(names, pa.string()), pc.index_in(paths, value_set=distinct))
+
+    def _relpath(self, uri: str) -> str:
+        uri = re.sub("^file:///", "file:/", uri)
+        if self.single:
+            return uri.rsplit("/", 1)[-1]
+        if not uri.startswith(self.root + "/"):
+            raise DataError(self.root, f"a record's file {uri} is not under data.source")
+        return uri[len(self.root) + 1 :]
+
+    def parts_of(self, files) -> pa.Table:
+        """(relpath, part) of each source file with records in the data ``files``, once per pair."""
+        import pyarrow.parquet as pq
+
+        tables = []
+        for uri in files:
+            fs, path, _ = filesystems.filesystem(uri)
+            paths = pc.unique(pq.read_table(path, columns=["path"], filesystem=fs).column("path"))
+            part = pa.DictionaryArray.from_arrays(pa.array([0] * len(paths), pa.int32()), [uri])
+            tables.append(pa.table({"relpath": self.relpaths(paths), "part": part}))
+        if not tables:
+            return pa.table({"relpath": pa.array([], pa.string()), "part": pa.array([], increments.PART)})
+        return pa.concat_tables(tables).unify_dictionaries()
+
+
+def _write(records: DataFrame, catalog: Catalog, append: str | None) -> list[tuple[str, str, int]]:
+    """Write ``records`` in one pass, usable ones to the ingested table, the others to the quarantine
+    (``write_by_reason``); with ``append`` (an increment), beside the files there, named after it.
+    Returns (outcome, file URI, rows) of each file an increment wrote."""
+    options = {"parquet.block.size": str(32 * 1024 * 1024), "compression": "snappy"}
+    if not append:
+        write_by_reason(records, catalog.ingested, catalog.quarantine, **options)
+        return []
+    outcome = F.when(F.col("reason").isNull(), F.lit("usable")).otherwise(F.lit("unusable"))
+    return spark_writes.append_partitions(
+        records.withColumn("outcome", outcome), "outcome", _locations(catalog), append, **options
+    )
+
+
+def _locations(catalog: Catalog) -> dict:
+    return {"usable": catalog.ingested, "unusable": catalog.quarantine}
+
+
+def _data_files(catalog: Catalog) -> list[str]:
+    return [uri for place in _locations(catalog).values() for uri in parquet.data_files(place)]
+
+
+def _last_increment(catalog: Catalog, source: str, settings: dict) -> pa.Table | None:
+    """The newest snapshot, when the last ingest read the same source with the same data settings and
+    its tables are there; None: ingest everything."""
+    try:
+        report = atomic.read_json(catalog.ingest_report)
+    except (OSError, ValueError):
+        return None
+    if (report.get("source"), report.get("data")) != (source, settings):
+        return None
+    latest = increments.latest_snapshot(catalog)
+    try:
+        present = set(_data_files(catalog))
+    except (OSError, DataError):
+        return None
+    return increments.reconciled(latest[1], present) if latest is not None else None
+
+
+def _apply_change(
+    catalog: Catalog,
+    change: increments.Difference,
+    number: int,
+    settings: TextIngestConfig,
+    files: _SourceFiles,
+) -> int:
+    """Drop the records of changed and removed files from the data files holding them; merge each
+    table's small files. Returns the number of files merged."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    options = spark_writes.writer_options(to_arrow_schema(TEXT_RECORDS), "snappy")
+    for index, (part, relpaths) in enumerate(sorted(change.dropped.items())):
+        name = f"i{number:05d}-r{index:05d}.parquet"
+        increments.drop_rows(
+            part, relpaths, name, options, relpath_of=lambda group: files.relpaths(group["path"])
+        )
+    merged = 0
+    for place in _locations(catalog).values():
+        result = increments.compact(
+            place,
+            small_rows=_SMALL_FILE_ROWS,
+            most=settings.compact_files,
+            name=f"i{number:05d}-merged.parquet",
+            rows_per_group=_SMALL_FILE_ROWS // 8,
+            settings=options,
+        )
+        merged += len(result[0]) if result else 0
+    return merged
+
+
+# Files of fewer records are merged by an increment (``ingest.compact_files``).
+_SMALL_FILE_ROWS = 65_536

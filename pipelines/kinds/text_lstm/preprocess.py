@@ -6,13 +6,15 @@ tokenizer is the one the served model uses (``transform.tokenize``), so both see
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.core.catalog import Catalog
 from pipelines.core.errors import DataError
-from pipelines.io import parquet
+from pipelines.io import atomic, parquet
 from pipelines.kinds import kind_of
 from pipelines.kinds.text_lstm.config import TextPipelineConfig, TextPreprocessConfig
 from pipelines.kinds.text_lstm.schemas import TEXT_SPLIT
@@ -21,6 +23,8 @@ from pipelines.preprocess.profile import checked_profile, data_profile, power_of
 from pipelines.preprocess.splits import (
     assign_split,
     index_labels,
+    kept_transform,
+    publish_snapshot,
     read_ingested,
     split_summaries,
     summarize_splits,
@@ -28,6 +32,8 @@ from pipelines.preprocess.splits import (
 )
 from pipelines.runtime.progress import spark_stage
 from pipelines.runtime.spark import size_batches
+
+log = logging.getLogger(__name__)
 
 
 def tokenize_texts(df: DataFrame, settings: TextPreprocessConfig) -> DataFrame:
@@ -66,40 +72,87 @@ def encode_texts(df: DataFrame, transform: TextTransform) -> DataFrame:
     return df.withColumn("tokens", ids(F.col("text")))
 
 
+def fit_transform(
+    records: DataFrame, settings: TextPreprocessConfig, class_names: list[str], catalog: Catalog
+) -> TextTransform:
+    """The transform with a vocabulary fitted on the train split of ``records`` (``fit_vocabulary``)."""
+    vocabulary = fit_vocabulary(
+        tokenize_texts(records.where(F.col("split") == "train"), settings), settings.vocab_size
+    )
+    if len(vocabulary) == len(RESERVED_TOKENS):
+        raise DataError(str(catalog.ingested), "the train split has no words to build a vocabulary from")
+    return TextTransform(
+        vocabulary, class_names, settings.max_len, settings.lowercase, settings.html_unescape
+    )
+
+
+def kept_vocabulary(
+    catalog: Catalog, ingest_report: dict, config: TextPipelineConfig, profile: dict
+) -> TextTransform | None:
+    """The transform fitted before, after an incremental ingest (``splits.kept_transform``), when it
+    was fitted with these settings (vocabulary size, sequence length, normalisation); else None."""
+    settings = config.preprocess
+    kept = kept_transform(
+        catalog, ingest_report, settings.refit, config.data.classes, profile, config.validation.max_drift
+    )
+    try:
+        fitted_with = atomic.read_json(catalog.preprocess_report).get("vocab_size")
+    except (OSError, ValueError):
+        return None
+    if kept is None or fitted_with != settings.vocab_size:
+        return None
+    normalised = (kept.max_len, kept.lowercase, kept.html_unescape)
+    return kept if normalised == (settings.max_len, settings.lowercase, settings.html_unescape) else None
+
+
 def run(config: TextPipelineConfig, spark: SparkSession) -> dict:
     """Split the records, fit the vocabulary on train, write token ids per split and the transform.
 
-    Three Spark jobs and nothing cached: word counts of the train split (only word counts are
-    shuffled), per-split label counts and digests over the small columns, then one job that
-    tokenizes, encodes and writes every split.
+    Spark jobs and nothing cached: per-split label counts and digests over the small columns, the
+    profile, word counts of the train split (only word counts are shuffled; not after an incremental
+    ingest, which keeps the vocabulary: ``kept_vocabulary``), then one job that tokenizes, encodes
+    and writes every split.
     """
     catalog = Catalog.for_workdir(config.workdir)
     settings = config.preprocess
     size_batches(spark, settings.max_len * 4 + 400)
     records = assign_split(read_ingested(spark, catalog), settings.split, key="key")
+    try:
+        ingest_report = atomic.read_json(catalog.ingest_report)
+    except OSError:  # records written without the ingest stage: a whole data set, no snapshot
+        ingest_report = {}
     total = sum(parquet.row_group_sizes(catalog.ingested))
+    class_names = config.data.classes
     with spark_stage(spark, "preprocess", total=total, unit="records") as stage:
-        stage.phase = "vocabulary"
-        train = tokenize_texts(records.where(F.col("split") == "train"), settings)
-        vocabulary = fit_vocabulary(train, settings.vocab_size)
-        if len(vocabulary) == len(RESERVED_TOKENS):
-            raise DataError(str(catalog.ingested), "the train split has no words to build a vocabulary from")
-        transform = TextTransform(
-            vocabulary, config.data.classes, settings.max_len, settings.lowercase, settings.html_unescape
-        )
         stage.phase = "counts"
         counts = summarize_splits(records, ["key", "label"])
-        summaries = split_summaries(counts, transform.class_names)
+        summaries = split_summaries(counts, class_names)
         stage.phase = "profile"
         profile = checked_profile(
             catalog,
-            data_profile(records, F.col("key"), text_shape(F.col("text")), counts, transform.class_names),
+            data_profile(records, F.col("key"), text_shape(F.col("text")), counts, class_names),
             config.validation,
             kind_of(config).learns_classes,
         )
+        kept = kept_vocabulary(catalog, ingest_report, config, profile)
+        if kept:
+            log.info("preprocess: the vocabulary fitted before is kept (preprocess.refit=true fits it again)")
+        stage.phase = "vocabulary"
+        transform = kept or fit_transform(records, settings, class_names, catalog)
         stage.phase = "writing splits"
-        indexed = index_labels(encode_texts(records, transform), transform.class_names)
+        indexed = index_labels(encode_texts(records, transform), class_names)
         row_bytes = settings.max_len * 4 + 400  # ids plus the kept raw text, roughly
-        report = write_splits(indexed, TEXT_SPLIT, transform, settings, catalog, row_bytes, summaries)
+        report = write_splits(
+            indexed,
+            TEXT_SPLIT,
+            transform,
+            settings,
+            catalog,
+            row_bytes,
+            summaries,
+            transform_kept=kept is not None,
+            snapshot=publish_snapshot(catalog, ingest_report),
+            vocab_size=settings.vocab_size,
+        )
         record_profile(catalog, profile)
     return {**report, "profile": profile, "seconds": round(stage.seconds, 2), "spark_jobs": stage.jobs}
