@@ -20,6 +20,9 @@ from pipelines.io.parquet import COMMIT_MARKER
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+# The file of a data set that got no row: it carries the schema.
+EMPTY_FILE = "part-00000-empty.parquet"
+
 
 def _hadoop_path(spark: SparkSession, location: str | Path | Uri):
     jvm = spark.sparkContext._jvm
@@ -90,29 +93,59 @@ def write_partitions_atomically(
     fs.delete(staged_root, True)
 
 
-def append_partitions(
-    df: DataFrame, column: str, locations: dict[Any, str | Path], tag: str, **options: str
+def write_partitions(
+    df: DataFrame,
+    column: str,
+    locations: dict[Any, str | Path],
+    schema: pa.Schema,
+    by: str | None = None,
+    append: str | None = None,
+    **options: str,
 ) -> list[tuple[str, str, int]]:
-    """Write ``df`` in one Spark job, partitioned by ``column``, beside the data sets, then move its
-    files into them: the rows whose ``column`` is ``value`` join ``locations[value]``, in files named
-    ``{tag}-part-...`` (an increment: ``ingest.increments``). Returns (value, file URI, rows) for
-    each file moved, rows from its footer."""
+    """Write ``df`` in one Spark job, partitioned by ``column``: the rows whose ``column`` is ``value``
+    go to ``locations[value]``, each replaced as ``write_from_tasks`` replaces it (an empty data set
+    of ``schema`` where there is no row). ``by``: a column whose value starts the name of each file
+    (``{value}-part-...``), which then holds only rows of that value. With ``append`` (an
+    increment), the files join the data sets there instead, named ``{append}-...``. Returns (value,
+    file URI, rows) for each file written (with ``append``, where it is now), rows from its footer."""
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
     staging = _staging_uri(next(iter(locations.values())))
     _hadoop_path(df.sparkSession, staging)  # fails at once when Spark cannot reach it
-    df.write.options(**options).mode("overwrite").partitionBy(column).parquet(staging)
+    columns = [by, column] if by else [column]
+    df.write.options(**options).mode("overwrite").partitionBy(*columns).parquet(staging)
     fs, root, prefix = filesystem(staging)
+    groups = [("", root)]
+    if by:
+        folders = fs.get_file_info(pafs.FileSelector(root))
+        groups = [
+            (f"{info.base_name.split('=', 1)[1]}-", info.path)
+            for info in folders
+            if info.type == pafs.FileType.Directory and info.base_name.startswith(f"{by}=")
+        ]
     files = []
     for value in locations:
-        selector = pafs.FileSelector(f"{root}/{column}={value}", allow_not_found=True)
-        for info in fs.get_file_info(selector):
-            if info.type == pafs.FileType.File and info.base_name.endswith(".parquet"):
-                with fs.open_input_file(info.path) as handle:
-                    rows = pq.ParquetFile(handle).metadata.num_rows
-                files.append((value, prefix + info.path, rows))
-    return _append_staged(staging, files, locations, tag)
+        fs.create_dir(f"{root}/{value}", recursive=True)
+        for name_start, folder in groups:
+            selector = pafs.FileSelector(f"{folder}/{column}={value}", allow_not_found=True)
+            for info in fs.get_file_info(selector):
+                if info.type == pafs.FileType.File and info.base_name.endswith(".parquet"):
+                    target = f"{root}/{value}/{name_start}{info.base_name}"
+                    fs.move(info.path, target)
+                    with fs.open_input_file(target) as handle:
+                        rows = pq.ParquetFile(handle).metadata.num_rows
+                    files.append((value, prefix + target, rows))
+    if append:
+        return _append_staged(staging, files, locations, append)
+    _commit_staged(staging, files, locations, dict.fromkeys(locations, schema))
+    return [(value, _committed(uri, locations[value]), rows) for value, uri, rows in files]
+
+
+def _committed(staged_uri: str, place: str | Path) -> str:
+    """Where ``_commit_staged`` put the file ``staged_uri``: the same name at ``place``."""
+    _, target, prefix = filesystem(place)
+    return f"{prefix}{target}/{staged_uri.rsplit('/', 1)[1]}"
 
 
 def write_from_tasks(
@@ -270,7 +303,7 @@ def _commit_staged(
             if prefix + info.path not in keep:  # left by a failed or duplicate task attempt
                 fs.delete_file(info.path)
         if not keep:
-            pq.write_table(schemas[value].empty_table(), f"{staged}/part-00000-empty.parquet", filesystem=fs)
+            pq.write_table(schemas[value].empty_table(), f"{staged}/{EMPTY_FILE}", filesystem=fs)
         _, target, _ = filesystem(place)
         if renames_atomically(place):
             if fs.get_file_info(target).type != pafs.FileType.NotFound:
@@ -350,9 +383,7 @@ def _write_empty_parquet(place: str, fields: list) -> None:
 
     fs, inner, _ = filesystem(place)
     fs.create_dir(inner, recursive=True)
-    pq.write_table(
-        to_arrow_schema(StructType(fields)).empty_table(), f"{inner}/part-00000-empty.parquet", filesystem=fs
-    )
+    pq.write_table(to_arrow_schema(StructType(fields)).empty_table(), f"{inner}/{EMPTY_FILE}", filesystem=fs)
 
 
 def exists(spark: SparkSession, place: str | Path | Uri) -> bool:

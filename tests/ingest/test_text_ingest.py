@@ -220,9 +220,25 @@ def _ingested(workdir: Path) -> set[tuple[str, str, str]]:
     return rows
 
 
+def _rows(location, columns: list[str]) -> list[tuple]:
+    """``columns`` of every row of the data set at ``location``, read with pyarrow."""
+    import pyarrow.parquet as pq
+
+    from pipelines.io import parquet
+
+    rows = []
+    for file in parquet.data_files(location):
+        table = pq.read_table(file.removeprefix("file:"), columns=columns)
+        rows += zip(*(table.column(c).to_pylist() for c in columns), strict=True)
+    return rows
+
+
 def test_an_increment_reads_only_the_changed_files_and_keeps_the_vocabulary(spark, tmp_path):
     import os
+    import re
+    import zlib
 
+    from pipelines.core.catalog import SPLITS
     from pipelines.ingest import increments
     from pipelines.ingest import stage as ingest_stage
     from pipelines.io import atomic, parquet
@@ -230,7 +246,7 @@ def test_an_increment_reads_only_the_changed_files_and_keeps_the_vocabulary(spar
 
     source = tmp_path / "reviews"
     words = ["great", "dull", "fine", "slow", "bright", "long", "warm", "flat"]
-    for night in range(4):  # night 0: four files; the folder nests, a name has a space
+    for night in range(8):  # night 0: eight files; the folder nests, a name has a space
         _write(
             source / ("old" if night % 2 else "") / f"day {night}.tsv",
             "review\tsentiment\n"
@@ -238,17 +254,21 @@ def test_an_increment_reads_only_the_changed_files_and_keeps_the_vocabulary(spar
                 f"{w} film {night} {i}\t{'positive' if i % 2 else 'negative'}\n" for i, w in enumerate(words)
             ),
         )
-    config = text_config(
-        tmp_path / "work",
-        f"data.source={source}",
-        "data.labels=[negative,positive]",
-        "ingest.compact_files=2",
-    )
+    settings = (f"data.source={source}", "data.labels=[negative,positive]")
+    config = text_config(tmp_path / "work", *settings)
     catalog = Catalog.for_workdir(config.workdir)
-    first = ingest_stage.run(config).summary["ingest"]
-    assert first["increment"]["whole"] and first["records_seen"] == 32
+    # A task a file, as Spark reads files of more than a few MB: the whole ingest writes a data
+    # file per source file (small files are packed two or four a task otherwise).
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "1024")
+    try:
+        first = ingest_stage.run(config).summary["ingest"]
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    assert first["increment"]["whole"] and first["records_seen"] == 64
     preprocess_stage.run(config)
     vocabulary = atomic.read_json(catalog.transform)
+    split_files = {uri for name in SPLITS for uri in parquet.data_files(catalog.split(name))}
+    ingested_files = set(parquet.data_files(catalog.ingested))
 
     _write(source / "new day.tsv", "review\tsentiment\nnew words here\tpositive\nbroken\tmaybe\n")
     changed = source / "old" / "day 1.tsv"
@@ -257,40 +277,47 @@ def test_an_increment_reads_only_the_changed_files_and_keeps_the_vocabulary(spar
     (source / "day 2.tsv").unlink()
     second = ingest_stage.run(config).summary["ingest"]
     increment = second["increment"]
-    assert (increment["added"], increment["changed"], increment["removed"], increment["unchanged"]) == (
-        1,
-        1,
-        1,
-        2,
-    )
-    assert increment["files_read"] == 2 and (increment["rows_written"], increment["rows_quarantined"]) == (
-        2,
-        1,
-    )
-    assert (second["records_seen"], second["rows_written"], second["rows_quarantined"]) == (19, 18, 1)
+    assert [increment[key] for key in ("added", "changed", "removed", "unchanged")] == [1, 1, 1, 6]
+    assert [increment[key] for key in ("files_read", "rows_written", "rows_quarantined")] == [2, 2, 1]
+    assert [second[key] for key in ("records_seen", "rows_written", "rows_quarantined")] == [51, 50, 1]
     whole = text_config(tmp_path / "whole", f"data.source={source}", "data.labels=[negative,positive]")
     text_ingest.run(whole, spark, str(source))
     assert _ingested(config.workdir) == _ingested(whole.workdir)  # the same records as reading it all
     snapshot = increments.latest_snapshot(catalog)[1]  # a row per file and data file holding its records
     assert sorted(snapshot["relpath"].to_pylist()) == [
         "day 0.tsv",
+        "day 4.tsv",
+        "day 6.tsv",
         "new day.tsv",
         "new day.tsv",
         "old/day 1.tsv",
         "old/day 3.tsv",
+        "old/day 5.tsv",
+        "old/day 7.tsv",
     ]
 
     summary = preprocess_stage.run(config).summary["preprocess"]
     assert summary["transform_kept"] and summary["snapshot"] == 2
     assert atomic.read_json(catalog.transform) == vocabulary
+    # Only the ingested files the increment wrote were encoded; the split files of the others stayed
+    # as written (six of the eight).
+    encoded = atomic.read_json(catalog.preprocess_report)["encoded"]
+    now_ingested = set(parquet.data_files(catalog.ingested))
+    assert encoded["whole"] is False and encoded["files_encoded"] == len(now_ingested - ingested_files) >= 1
+    untouched = {str(zlib.crc32(uri.rsplit("/", 1)[1].encode())) for uri in now_ingested & ingested_files}
+    kept = {uri for uri in split_files if re.search(r"o(\d+)-part-", uri).group(1) in untouched}
+    now = {uri for name in SPLITS for uri in parquet.data_files(catalog.split(name))}
+    assert len(untouched) == 6 and kept <= now and encoded["split_files_deleted"] >= 1
+    in_splits = sorted(_rows(catalog.split(name), ["key", "text"]) for name in SPLITS)
+    assert sorted(sum(in_splits, [])) == sorted(_rows(catalog.ingested, ["key", "text"]))
 
-    ingested_files = len(parquet.data_files(catalog.ingested))
-    for night in range(3):  # small nights: their files are merged
+    nightly = text_config(config.workdir, *settings, "ingest.compact_files=2")
+    for night in range(3):  # small nights: their files are merged past ingest.compact_files
         _write(source / f"night {night}.tsv", f"review\tsentiment\nnight {night}\tpositive\n")
-        assert ingest_stage.run(config).summary["ingest"]["increment"]["files_read"] == 1
-    assert len(parquet.data_files(catalog.ingested)) <= ingested_files + 1
-    assert len(_ingested(config.workdir)) == 21
+        assert ingest_stage.run(nightly).summary["ingest"]["increment"]["files_read"] == 1
+    assert len(parquet.data_files(catalog.ingested)) <= 3
+    assert len(_ingested(config.workdir)) == 53
 
     forced = ingest_stage.run(config, force=True).summary["ingest"]
-    assert forced["increment"]["whole"] and forced["increment"]["files_read"] == 7
-    assert forced["records_seen"] == 22 and increments.snapshot_numbers(catalog) == [1]
+    assert forced["increment"]["whole"] and forced["increment"]["files_read"] == 11
+    assert forced["records_seen"] == 54 and increments.snapshot_numbers(catalog) == [1]

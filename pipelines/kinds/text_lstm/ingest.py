@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StringType, StructField, StructType
 
 from pipelines.core import schemas
@@ -388,8 +389,13 @@ def _write(records: DataFrame, catalog: Catalog, append: str | None) -> list[tup
         write_by_reason(records, catalog.ingested, catalog.quarantine, **options)
         return []
     outcome = F.when(F.col("reason").isNull(), F.lit("usable")).otherwise(F.lit("unusable"))
-    return spark_writes.append_partitions(
-        records.withColumn("outcome", outcome), "outcome", _locations(catalog), append, **options
+    return spark_writes.write_partitions(
+        records.withColumn("outcome", outcome),
+        "outcome",
+        _locations(catalog),
+        to_arrow_schema(TEXT_RECORDS),
+        append=append,
+        **options,
     )
 
 
@@ -427,8 +433,6 @@ def _apply_change(
 ) -> int:
     """Drop the records of changed and removed files from the data files holding them; merge each
     table's small files. Returns the number of files merged."""
-    from pyspark.sql.pandas.types import to_arrow_schema
-
     options = spark_writes.writer_options(to_arrow_schema(TEXT_RECORDS), "snappy")
     for index, (part, relpaths) in enumerate(sorted(change.dropped.items())):
         name = f"i{number:05d}-r{index:05d}.parquet"

@@ -7,14 +7,20 @@ tokenizer is the one the served model uses (``transform.tokenize``), so both see
 from __future__ import annotations
 
 import logging
+import re
+import uuid
+import zlib
 
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
 
-from pipelines.core.catalog import Catalog
+from pipelines.core import schemas
+from pipelines.core.catalog import SPLITS, Catalog
 from pipelines.core.errors import DataError
-from pipelines.io import atomic, parquet
+from pipelines.io import atomic, filesystems, parquet, spark_writes
+from pipelines.io.spark_writes import EMPTY_FILE
 from pipelines.kinds import kind_of
 from pipelines.kinds.text_lstm.config import TextPipelineConfig, TextPreprocessConfig
 from pipelines.kinds.text_lstm.schemas import TEXT_SPLIT
@@ -26,9 +32,9 @@ from pipelines.preprocess.splits import (
     kept_transform,
     publish_snapshot,
     read_ingested,
+    record_splits,
     split_summaries,
     summarize_splits,
-    write_splits,
 )
 from pipelines.runtime.progress import spark_stage
 from pipelines.runtime.spark import size_batches
@@ -105,13 +111,81 @@ def kept_vocabulary(
     return kept if normalised == (settings.max_len, settings.lowercase, settings.html_unescape) else None
 
 
+def encode_splits(
+    spark: SparkSession,
+    catalog: Catalog,
+    transform: TextTransform,
+    settings: TextPreprocessConfig,
+    whole: bool,
+) -> dict:
+    """Write the token ids of the ingested records to their splits, in one Spark job; each split file
+    holds the rows of one ingested file and is named after it (``o<CRC-32 of its name>-``). Unless
+    ``whole``, only the ingested files without split files yet are encoded (an increment's), and the
+    split files of ingested files that are gone are deleted first: the rest stay as written.
+    Returns the numbers of ingested files encoded and of split files deleted."""
+    ingested = {_origin(uri): uri for uri in parquet.data_files(catalog.ingested)}
+    held = [] if whole else [uri for name in SPLITS for uri in parquet.data_files(catalog.split(name))]
+    origins = {uri: _ORIGIN.search(uri.rsplit("/", 1)[1]) for uri in held if not uri.endswith(EMPTY_FILE)}
+    whole = whole or not all(origins.values())  # split files of an older layout
+    stale = [] if whole else [uri for uri, found in origins.items() if found.group(1) not in ingested]
+    encoded = {found.group(1) for found in origins.values() if found and not whole}
+    to_encode = [uri for origin, uri in ingested.items() if origin not in encoded]
+    for uri in stale:
+        fs, path, _ = filesystems.filesystem(uri)
+        fs.delete_file(path)
+    if to_encode or whole:
+        records = spark.read.parquet(*to_encode).withColumn("origin", _origin_column())
+        records = assign_split(records, settings.split, key="key")
+        rows = index_labels(encode_texts(records, transform), transform.class_names)
+        # Rows are written in the order a task reads them; input sorted by label (a dated export)
+        # would give single-class row groups. A sort by a hash of the key within each task (no
+        # shuffle; it spills, so memory stays bounded) mixes them, split by split.
+        rows = schemas.conform(rows, TEXT_SPLIT, keep=("split", "origin"))
+        rows = rows.sortWithinPartitions("origin", "split", F.xxhash64("key"))
+        row_bytes = settings.max_len * 4 + 400  # ids plus the kept raw text, roughly
+        spark_writes.write_partitions(
+            rows,
+            "split",
+            {name: catalog.split(name) for name in SPLITS},
+            to_arrow_schema(TEXT_SPLIT),
+            by="origin",
+            append=None if whole else f"p{uuid.uuid4().hex[:8]}",
+            compression=settings.compression,
+            **{
+                "parquet.block.size": str(max(64 * 1024, settings.rows_per_row_group * row_bytes)),
+                "parquet.block.size.row.check.min": "10",
+            },
+        )
+    return {"whole": whole, "files_encoded": len(to_encode), "split_files_deleted": len(stale)}
+
+
+# A split file's name starts with the origin of its rows: ``o`` and the CRC-32 of the ingested file's name.
+_ORIGIN = re.compile(r"(?:^|-)o(\d+)-part-")
+
+
+def _origin(uri: str) -> str:
+    return str(zlib.crc32(uri.rsplit("/", 1)[1].encode()))
+
+
+def _origin_column() -> Column:
+    return F.concat(F.lit("o"), F.crc32(F.col("_metadata.file_name")).cast("string"))
+
+
+def _same_layout(catalog: Catalog, layout: dict) -> bool:
+    """Whether the splits there were written with ``layout`` (split, row groups, codec)."""
+    try:
+        return atomic.read_json(catalog.preprocess_report).get("layout") == layout
+    except (OSError, ValueError):
+        return False
+
+
 def run(config: TextPipelineConfig, spark: SparkSession) -> dict:
     """Split the records, fit the vocabulary on train, write token ids per split and the transform.
 
     Spark jobs and nothing cached: per-split label counts and digests over the small columns, the
     profile, word counts of the train split (only word counts are shuffled; not after an incremental
     ingest, which keeps the vocabulary: ``kept_vocabulary``), then one job that tokenizes, encodes
-    and writes every split.
+    and writes the splits (after an incremental ingest, only the new ingested files: ``encode_splits``).
     """
     catalog = Catalog.for_workdir(config.workdir)
     settings = config.preprocess
@@ -140,19 +214,19 @@ def run(config: TextPipelineConfig, spark: SparkSession) -> dict:
         stage.phase = "vocabulary"
         transform = kept or fit_transform(records, settings, class_names, catalog)
         stage.phase = "writing splits"
-        indexed = index_labels(encode_texts(records, transform), class_names)
-        row_bytes = settings.max_len * 4 + 400  # ids plus the kept raw text, roughly
-        report = write_splits(
-            indexed,
-            TEXT_SPLIT,
+        layout = {"split": settings.split.model_dump(), "rows_per_row_group": settings.rows_per_row_group}
+        layout["compression"] = settings.compression
+        increment = kept is not None and _same_layout(catalog, layout)
+        encoded = encode_splits(spark, catalog, transform, settings, whole=not increment)
+        report = record_splits(
             transform,
-            settings,
             catalog,
-            row_bytes,
             summaries,
             transform_kept=kept is not None,
             snapshot=publish_snapshot(catalog, ingest_report),
             vocab_size=settings.vocab_size,
+            layout=layout,
+            encoded=encoded,
         )
         record_profile(catalog, profile)
     return {**report, "profile": profile, "seconds": round(stage.seconds, 2), "spark_jobs": stage.jobs}
