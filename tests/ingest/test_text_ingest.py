@@ -194,6 +194,12 @@ def test_missing_source_is_a_clear_error(spark, tmp_path):
         text_ingest.run(text_config(tmp_path / "work"), spark, str(tmp_path / "nope.tsv"))
 
 
+def test_a_csv_file_whose_name_spark_takes_as_a_pattern_is_a_clear_error(spark, tmp_path):
+    source = _write(tmp_path / "in" / "draft[1].tsv", "review\tsentiment\nfine\tpositive\n").parent
+    with pytest.raises(DataError, match=r"draft\[1\].tsv: Spark's CSV reader takes"):
+        text_ingest.run(text_config(tmp_path / "work"), spark, str(source))
+
+
 def test_header_without_the_text_column_is_a_clear_error(spark, tmp_path):
     source = _write(tmp_path / "reviews.tsv", "body\tsentiment\nfine\tpositive\n")
     with pytest.raises(DataError, match="no column 'review'"):

@@ -288,6 +288,8 @@ def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIng
     listing = filesystems.visible_files(filesystems.list_source(source))  # the files Spark reads
     if listing.num_rows == 0:
         raise DataError(source, "no files found (hidden files and folders are ignored)")
+    if config.data.format != "jsonl":
+        _check_plain_names(source, listing)
     files = _SourceFiles(source)
     settings = config.data.model_dump(mode="json")
     last = _last_increment(catalog, source, settings)
@@ -335,6 +337,21 @@ def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIng
         report.classes,
     )
     return report
+
+
+def _check_plain_names(source: str, listing: pa.Table) -> None:
+    """CSV/TSV: Spark's multi-line reader (Hadoop's FileInputFormat) takes each file's path as a
+    pattern, escapes or not, so a name with a pattern character is never found: say which."""
+    for relpath in listing.column("relpath").to_pylist():
+        if _PATTERN_CHARACTERS.search(relpath):
+            raise DataError(
+                source,
+                f"{relpath}: Spark's CSV reader takes [ ] {{ }} * ? \\ in a path as a pattern and "
+                "cannot read it; rename it",
+            )
+
+
+_PATTERN_CHARACTERS = re.compile(r"[\\\[\]{}*?]")
 
 
 class _SourceFiles:
