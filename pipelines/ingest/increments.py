@@ -104,6 +104,44 @@ def _count(mask: pa.ChunkedArray) -> int:
     return int(pc.sum(mask).as_py() or 0)
 
 
+def last_snapshot(catalog: Catalog, facts: dict, locations: Iterable) -> pa.Table | None:
+    """The newest snapshot, reconciled with the data files at ``locations`` (``reconciled``), when
+    the last ingest's report holds ``facts`` (the source, and the settings that decide what it wrote)
+    and its data sets are there; None: ingest everything."""
+    try:
+        report = atomic.read_json(catalog.ingest_report)
+    except (OSError, ValueError):
+        return None
+    latest = latest_snapshot(catalog) if all(report.get(k) == v for k, v in facts.items()) else None
+    try:
+        files = {uri for place in locations for uri in parquet.data_files(place)}
+    except (OSError, DataError):
+        return None
+    return reconciled(latest[1], files) if latest is not None else None
+
+
+def apply_change(
+    change: Difference,
+    number: int,
+    locations: Iterable,
+    options: dict,
+    compaction: tuple[int, int, int],
+    relpath_of: Callable[[pa.Table], pa.Array] | None = None,
+) -> int:
+    """Drop the rows of increment ``number``'s changed and removed files from the data files holding
+    them (``drop_rows``, files written with ``options``), then merge the small files of each data set
+    at ``locations`` (``compact``; ``compaction``: its small_rows, most and rows_per_group). Returns
+    the number of files merged."""
+    for index, (part, relpaths) in enumerate(sorted(change.dropped.items())):
+        drop_rows(part, relpaths, f"i{number:05d}-r{index:05d}.parquet", options, relpath_of)
+    small_rows, most, rows_per_group = compaction
+    merged = 0
+    for place in locations:
+        result = compact(place, small_rows, most, f"i{number:05d}-merged.parquet", rows_per_group, options)
+        merged += len(result[0]) if result else 0
+    return merged
+
+
 def reconciled(snapshot: pa.Table, files: set[str]) -> pa.Table:
     """``snapshot`` against the data ``files`` there now, after an ingest that did not finish:
     files an increment wrote that no snapshot knows are deleted, and the rows of files that are

@@ -367,7 +367,8 @@ def run(config: ImagePipelineConfig, spark: SparkSession, source: str) -> Ingest
     settings = config.ingest
     layout = ingest_layout(config.preprocess, settings.compression)
     listing = listed_images(source)
-    last = _last_increment(catalog, source, settings.image_size, layout)
+    facts = {"source": source, "image_size": settings.image_size, "layout": layout}
+    last = increments.last_snapshot(catalog, facts, _record_locations(catalog).values())
     number = (increments.snapshot_numbers(catalog) or [0])[-1] + 1
     change = increments.difference(listing, last) if last is not None else None
     to_read = mix_classes(change.to_read if change else listing)
@@ -417,26 +418,6 @@ def run(config: ImagePipelineConfig, spark: SparkSession, source: str) -> Ingest
     return report
 
 
-def _last_increment(catalog: Catalog, source: str, image_size: int, layout: dict) -> pa.Table | None:
-    """The newest snapshot, when the last ingest wrote what these settings would (same source,
-    image size and layout) and its data sets are there; None: ingest everything."""
-    try:
-        report = atomic.read_json(catalog.ingest_report)
-    except (OSError, ValueError):
-        return None
-    same = (report.get("source"), report.get("image_size"), report.get("layout")) == (
-        source,
-        image_size,
-        layout,
-    )
-    latest = increments.latest_snapshot(catalog) if same else None
-    try:
-        files = {uri for place in _record_locations(catalog).values() for uri in parquet.data_files(place)}
-    except (OSError, DataError):
-        return None
-    return increments.reconciled(latest[1], files) if latest is not None else None
-
-
 def _apply_change(
     catalog: Catalog,
     change: increments.Difference,
@@ -444,23 +425,15 @@ def _apply_change(
     settings: IngestConfig,
     preprocess: PreprocessConfig,
 ) -> int:
-    """Drop the rows of changed and removed files from their data files; merge each data set's
-    small files. Returns the number of files merged."""
-    options = spark_writes.writer_options(_records_schema(), settings.compression, ("pixels",))
-    for index, (part, relpaths) in enumerate(sorted(change.dropped.items())):
-        increments.drop_rows(part, relpaths, f"i{number:05d}-r{index:05d}.parquet", options)
-    merged = 0
-    for place in _record_locations(catalog).values():
-        result = increments.compact(
-            place,
-            small_rows=8 * preprocess.rows_per_row_group,
-            most=settings.compact_files,
-            name=f"i{number:05d}-merged.parquet",
-            rows_per_group=preprocess.rows_per_row_group,
-            settings=options,
-        )
-        merged += len(result[0]) if result else 0
-    return merged
+    """``increments.apply_change`` on the records: small files hold under 8 row groups."""
+    rows = preprocess.rows_per_row_group
+    return increments.apply_change(
+        change,
+        number,
+        _record_locations(catalog).values(),
+        spark_writes.writer_options(_records_schema(), settings.compression, ("pixels",)),
+        (8 * rows, settings.compact_files, rows),
+    )
 
 
 def _parts(catalog: Catalog, last: pa.Table | None) -> pa.Table:

@@ -292,7 +292,9 @@ def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIng
         _check_plain_names(source, listing)
     files = _SourceFiles(source)
     settings = config.data.model_dump(mode="json")
-    last = _last_increment(catalog, source, settings)
+    last = increments.last_snapshot(
+        catalog, {"source": source, "data": settings}, _locations(catalog).values()
+    )
     number = (increments.snapshot_numbers(catalog) or [0])[-1] + 1
     change = increments.difference(listing, last) if last is not None else None
     to_read = change.to_read if change else listing
@@ -424,23 +426,6 @@ def _data_files(catalog: Catalog) -> list[str]:
     return [uri for place in _locations(catalog).values() for uri in parquet.data_files(place)]
 
 
-def _last_increment(catalog: Catalog, source: str, settings: dict) -> pa.Table | None:
-    """The newest snapshot, when the last ingest read the same source with the same data settings and
-    its tables are there; None: ingest everything."""
-    try:
-        report = atomic.read_json(catalog.ingest_report)
-    except (OSError, ValueError):
-        return None
-    if (report.get("source"), report.get("data")) != (source, settings):
-        return None
-    latest = increments.latest_snapshot(catalog)
-    try:
-        present = set(_data_files(catalog))
-    except (OSError, DataError):
-        return None
-    return increments.reconciled(latest[1], present) if latest is not None else None
-
-
 def _apply_change(
     catalog: Catalog,
     change: increments.Difference,
@@ -448,26 +433,16 @@ def _apply_change(
     settings: TextIngestConfig,
     files: _SourceFiles,
 ) -> int:
-    """Drop the records of changed and removed files from the data files holding them; merge each
-    table's small files. Returns the number of files merged."""
-    options = spark_writes.writer_options(to_arrow_schema(TEXT_RECORDS), "snappy")
-    for index, (part, relpaths) in enumerate(sorted(change.dropped.items())):
-        name = f"i{number:05d}-r{index:05d}.parquet"
-        increments.drop_rows(
-            part, relpaths, name, options, relpath_of=lambda group: files.relpaths(group["path"])
-        )
-    merged = 0
-    for place in _locations(catalog).values():
-        result = increments.compact(
-            place,
-            small_rows=_SMALL_FILE_ROWS,
-            most=settings.compact_files,
-            name=f"i{number:05d}-merged.parquet",
-            rows_per_group=_SMALL_FILE_ROWS // 8,
-            settings=options,
-        )
-        merged += len(result[0]) if result else 0
-    return merged
+    """``increments.apply_change`` on the ingested and quarantine tables; a record's file is its
+    ``path``."""
+    return increments.apply_change(
+        change,
+        number,
+        _locations(catalog).values(),
+        spark_writes.writer_options(to_arrow_schema(TEXT_RECORDS), "snappy"),
+        (_SMALL_FILE_ROWS, settings.compact_files, _SMALL_FILE_ROWS // 8),
+        relpath_of=lambda group: files.relpaths(group["path"]),
+    )
 
 
 # Files of fewer records are merged by an increment (``ingest.compact_files``).
