@@ -13,6 +13,7 @@ as written. Many small increments are merged (``compact``) so that night 300 rea
 from __future__ import annotations
 
 import io
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -132,25 +133,35 @@ def apply_change(
     them (``drop_rows``, files written with ``options``), then merge the small files of each data set
     at ``locations`` (``compact``; ``compaction``: its small_rows, most and rows_per_group). Returns
     the number of files merged."""
+    # Names never seen before (numbers start again after --force): preprocess knows a data file by it.
+    tag = uuid.uuid4().hex[:8]
     for index, (part, relpaths) in enumerate(sorted(change.dropped.items())):
-        drop_rows(part, relpaths, f"i{number:05d}-r{index:05d}.parquet", options, relpath_of)
+        drop_rows(part, relpaths, f"i{number:05d}-r{index:05d}-{tag}.parquet", options, relpath_of)
     small_rows, most, rows_per_group = compaction
     merged = 0
     for place in locations:
-        result = compact(place, small_rows, most, f"i{number:05d}-merged.parquet", rows_per_group, options)
+        name = f"i{number:05d}-merged-{tag}.parquet"
+        result = compact(place, small_rows, most, name, rows_per_group, options)
         merged += len(result[0]) if result else 0
     return merged
 
 
 def reconciled(snapshot: pa.Table, files: set[str]) -> pa.Table:
     """``snapshot`` against the data ``files`` there now, after an ingest that did not finish:
-    files an increment wrote that no snapshot knows are deleted, and the rows of files that are
-    gone are left out of the snapshot, so that their source files are read again."""
+    files an increment wrote that no snapshot knows are deleted, and the rows of data files that are
+    gone are left out of the snapshot, so that their source files are read again. A source file
+    that kept some of its records (in another data file) counts as changed: the kept ones are
+    dropped and the file is read again whole."""
     for uri in files - _known_parts(snapshot):
         if uri.rsplit("/", 1)[1].startswith("i"):  # named by an increment (``i00003-...``)
             fs, path, _ = filesystems.filesystem(uri)
             fs.delete_file(path)
-    return _rows_in(snapshot, files)
+    kept = _rows_in(snapshot, files)
+    present = pa.array(sorted(files), pa.string())
+    gone = pc.and_(pc.is_valid(snapshot["part"]), pc.invert(pc.is_in(snapshot["part"], value_set=present)))
+    lost = snapshot.filter(gone)["relpath"]
+    partial = pc.is_in(kept["relpath"], value_set=lost)  # no size is -1: the file reads as changed
+    return kept.set_column(kept.schema.get_field_index("size"), "size", pc.if_else(partial, -1, kept["size"]))
 
 
 def current_parts(

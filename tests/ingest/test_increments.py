@@ -43,6 +43,17 @@ def test_difference_finds_new_changed_and_removed_files_by_path_size_and_time():
     )
 
 
+def test_a_file_that_lost_some_of_its_records_in_an_ingest_that_died_is_read_again_whole(tmp_path):
+    # a.tsv's records are in two data files (ingested and quarantine), b.tsv's in the first only;
+    # an ingest that died after rewriting the first left a.tsv with its quarantined records alone.
+    snapshot = _listing([("a.tsv", 10, 1), ("a.tsv", 10, 1), ("b.tsv", 10, 1), ("c.tsv", 0, 1)])
+    snapshot = snapshot.append_column("part", pa.array(["ingested/p0", "quarantine/p0", "ingested/p0", None]))
+    kept = increments.reconciled(snapshot, {"quarantine/p0"})
+    change = increments.difference(_listing([("a.tsv", 10, 1), ("b.tsv", 10, 1), ("c.tsv", 0, 1)]), kept)
+    assert change.to_read.column("relpath").to_pylist() == ["a.tsv", "b.tsv"]
+    assert change.dropped == {"quarantine/p0": ["a.tsv"]} and change.unchanged == 1  # c: no records
+
+
 def _image(path: Path, label: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     pixels = np.clip(rng.normal(60 * label + 40, 30, (20, 20, 3)), 0, 255).astype(np.uint8)

@@ -242,7 +242,6 @@ def _rows(location, columns: list[str]) -> list[tuple]:
 def test_an_increment_reads_only_the_changed_files_and_keeps_the_vocabulary(spark, tmp_path):
     import os
     import re
-    import zlib
 
     from pipelines.core.catalog import SPLITS
     from pipelines.ingest import increments
@@ -310,8 +309,11 @@ def test_an_increment_reads_only_the_changed_files_and_keeps_the_vocabulary(spar
     encoded = atomic.read_json(catalog.preprocess_report)["encoded"]
     now_ingested = set(parquet.data_files(catalog.ingested))
     assert encoded["whole"] is False and encoded["files_encoded"] == len(now_ingested - ingested_files) >= 1
-    untouched = {str(zlib.crc32(uri.rsplit("/", 1)[1].encode())) for uri in now_ingested & ingested_files}
-    kept = {uri for uri in split_files if re.search(r"o(\d+)-part-", uri).group(1) in untouched}
+    untouched = {
+        hashlib.sha256(uri.rsplit("/", 1)[1].encode()).hexdigest()[:16]
+        for uri in now_ingested & ingested_files
+    }
+    kept = {uri for uri in split_files if re.search(r"o([0-9a-f]{16})-part-", uri).group(1) in untouched}
     now = {uri for name in SPLITS for uri in parquet.data_files(catalog.split(name))}
     assert len(untouched) == 6 and kept <= now and encoded["split_files_deleted"] >= 1
     in_splits = sorted(_rows(catalog.split(name), ["key", "text"]) for name in SPLITS)

@@ -51,6 +51,7 @@ class TextIngestReport:
     seconds: float = 0.0
     spark_jobs: int = 0
     source: str = ""
+    root: str = ""  # the source's URI, links resolved: an increment needs the same
     # The data settings the records were read with: an increment needs the same.
     data: dict = field(default_factory=dict)
     # This ingest's share: what it read and wrote, and how the source changed since the last one
@@ -292,9 +293,9 @@ def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIng
         _check_plain_names(source, listing)
     files = _SourceFiles(source)
     settings = config.data.model_dump(mode="json")
-    last = increments.last_snapshot(
-        catalog, {"source": source, "data": settings}, _locations(catalog).values()
-    )
+    # The source as resolved (a link retargeted reads everything again), and the data settings.
+    facts = {"source": source, "root": files.root, "data": settings}
+    last = increments.last_snapshot(catalog, facts, _locations(catalog).values())
     number = (increments.snapshot_numbers(catalog) or [0])[-1] + 1
     change = increments.difference(listing, last) if last is not None else None
     to_read = change.to_read if change else listing
@@ -314,6 +315,9 @@ def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIng
         parts = increments.current_parts(last, _data_files(catalog), read=files.parts_of)
         increments.record_snapshot(catalog, number, listing, parts, records_per_file=True)
     sizes = listing.column("size").to_numpy()
+    if change is None:  # the whole source: every row is this ingest's
+        written = [("usable", str(catalog.ingested), counts.written)]
+        written.append(("unusable", str(catalog.quarantine), counts.quarantined))
     report = TextIngestReport(
         counts.written + counts.quarantined,
         counts.written,
@@ -324,6 +328,7 @@ def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIng
         round(stage.seconds, 2),
         stage.jobs,
         source,
+        files.root,
         settings,
         increments.summary(number, change, to_read.num_rows, written, merged),
     )

@@ -6,10 +6,10 @@ tokenizer is the one the served model uses (``transform.tokenize``), so both see
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import uuid
-import zlib
 
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -119,7 +119,7 @@ def encode_splits(
     whole: bool,
 ) -> dict:
     """Write the token ids of the ingested records to their splits, in one Spark job; each split file
-    holds the rows of one ingested file and is named after it (``o<CRC-32 of its name>-``). Unless
+    holds the rows of one ingested file and is named after it (``o<a hash of its name>-``). Unless
     ``whole``, only the ingested files without split files yet are encoded (an increment's), and the
     split files of ingested files that are gone are deleted first: the rest stay as written.
     Returns the numbers of ingested files encoded and of split files deleted."""
@@ -130,6 +130,12 @@ def encode_splits(
     stale = [] if whole else [uri for uri, found in origins.items() if found.group(1) not in ingested]
     encoded = {found.group(1) for found in origins.values() if found and not whole}
     to_encode = [uri for origin, uri in ingested.items() if origin not in encoded]
+    # The split files kept and those to write must hold every ingested row once: not so after a
+    # preprocess that died moving an increment's files in (an origin in some splits only).
+    kept_rows = sum(_rows(uri) for uri in origins if uri not in stale)
+    if not whole and kept_rows + sum(_rows(uri) for uri in to_encode) != sum(map(_rows, ingested.values())):
+        log.info("preprocess: the splits do not hold the ingested records once: encoding them all again")
+        whole, stale, to_encode = True, [], list(ingested.values())
     for uri in stale:
         fs, path, _ = filesystems.filesystem(uri)
         fs.delete_file(path)
@@ -159,16 +165,22 @@ def encode_splits(
     return {"whole": whole, "files_encoded": len(to_encode), "split_files_deleted": len(stale)}
 
 
-# A split file's name starts with the origin of its rows: ``o`` and the CRC-32 of the ingested file's name.
-_ORIGIN = re.compile(r"(?:^|-)o(\d+)-part-")
+# A split file's name starts with the origin of its rows: ``o`` and 64 bits of the SHA-256 of the
+# ingested file's name.
+_ORIGIN = re.compile(r"(?:^|-)o([0-9a-f]{16})-part-")
 
 
 def _origin(uri: str) -> str:
-    return str(zlib.crc32(uri.rsplit("/", 1)[1].encode()))
+    return hashlib.sha256(uri.rsplit("/", 1)[1].encode()).hexdigest()[:16]
 
 
 def _origin_column() -> Column:
-    return F.concat(F.lit("o"), F.crc32(F.col("_metadata.file_name")).cast("string"))
+    return F.concat(F.lit("o"), F.substring(F.sha2(F.col("_metadata.file_name"), 256), 1, 16))
+
+
+def _rows(uri: str) -> int:
+    """The rows of one Parquet file, from its footer."""
+    return sum(parquet.row_group_sizes(uri))
 
 
 def _same_layout(catalog: Catalog, layout: dict) -> bool:
