@@ -29,7 +29,8 @@ def _write_raw(tmp_path) -> None:
     raw.mkdir()
     good = HEADER + "a fine film\tpositive\n"
     bad_line = b"a dull \xff\xfe film\tnegative\n"
-    (raw / "mixed.tsv").write_bytes(good.encode() + bad_line + "caf\u00e9 noir, superb\tpositive\n".encode())
+    content = good.encode() + bad_line + "caf\u00e9 noir, superb\tpositive\n".encode()
+    (raw / "mixed reviews.tsv").write_bytes(content)  # a space: Spark reports the path URL-encoded
     (raw / "empty.tsv").write_bytes(b"")
     (raw / "more.tsv").write_text(HEADER + "awful\tnegative\n", encoding="utf-8")
 

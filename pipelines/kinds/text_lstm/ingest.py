@@ -204,7 +204,10 @@ def _quarantine_invalid_utf8(records: DataFrame, invalid: dict[str, int]) -> Dat
     replaced = F.lit(False)
     for column in ("text", "label", "record"):
         replaced = replaced | F.coalesce(F.col(column).contains("\ufffd"), F.lit(False))
-    offsets = F.create_map(*[F.lit(value) for pair in invalid.items() for value in pair])
+    # Keyed as Spark reports a record's path: URL-encoded (a space is %20), by Hadoop's Path.
+    hadoop_path = records.sparkSession._jvm.org.apache.hadoop.fs.Path
+    encoded = {hadoop_path(uri).toUri().toString(): offset for uri, offset in invalid.items()}
+    offsets = F.create_map(*[F.lit(value) for pair in encoded.items() for value in pair])
     offset = F.element_at(offsets, F.regexp_replace("path", "^file:///", "file:/"))
     reason = F.when(
         offset.isNotNull() & replaced,
