@@ -43,10 +43,6 @@ class Difference:
     unchanged: int
 
     @property
-    def empty(self) -> bool:
-        return not (self.added or self.changed or self.removed)
-
-    @property
     def description(self) -> str:
         return (
             f"{self.added} new, {self.changed} changed, {self.removed} removed and "

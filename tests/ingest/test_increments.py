@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from pipelines.core.catalog import SPLITS, Catalog
+from pipelines.core.errors import DataError
 from pipelines.ingest import increments
 from pipelines.ingest import stage as ingest_stage
 from pipelines.io import atomic, parquet
@@ -52,6 +53,13 @@ def test_a_file_that_lost_some_of_its_records_in_an_ingest_that_died_is_read_aga
     change = increments.difference(_listing([("a.tsv", 10, 1), ("b.tsv", 10, 1), ("c.tsv", 0, 1)]), kept)
     assert change.to_read.column("relpath").to_pylist() == ["a.tsv", "b.tsv"]
     assert change.dropped == {"quarantine/p0": ["a.tsv"]} and change.unchanged == 1  # c: no records
+
+    # A snapshot never names records of a file no longer listed (they would be served as data).
+    parts = pa.table({"relpath": ["a.tsv", "gone.tsv"], "part": pa.array(["p0", "p0"], increments.PART)})
+    with pytest.raises(DataError, match="gone.tsv, which is no longer listed"):
+        increments.record_snapshot(
+            Catalog.for_workdir(tmp_path), 1, _listing([("a.tsv", 10, 1)]), parts, True
+        )
 
 
 def _image(path: Path, label: int, seed: int) -> None:

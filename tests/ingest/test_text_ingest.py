@@ -192,6 +192,9 @@ def test_json_lines_with_numeric_ratings_are_mapped_by_thresholds(spark, tmp_pat
 def test_missing_source_is_a_clear_error(spark, tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         text_ingest.run(text_config(tmp_path / "work"), spark, str(tmp_path / "nope.tsv"))
+    hidden = _write(tmp_path / "in" / ".draft.tsv", "review\tsentiment\n").parent
+    with pytest.raises(DataError, match="no files found"):
+        text_ingest.run(text_config(tmp_path / "work"), spark, str(hidden))
 
 
 def test_a_csv_file_whose_name_spark_takes_as_a_pattern_is_a_clear_error(spark, tmp_path):
@@ -325,6 +328,13 @@ def test_an_increment_reads_only_the_changed_files_and_keeps_the_vocabulary(spar
         assert ingest_stage.run(nightly).summary["ingest"]["increment"]["files_read"] == 1
     assert len(parquet.data_files(catalog.ingested)) <= 3
     assert len(_ingested(config.workdir)) == 53
+    preprocess_stage.run(nightly)
+    # A preprocess that died moving an increment's files in: an origin in some splits only.
+    Path(parquet.data_files(catalog.split("train"))[-1].removeprefix("file:")).unlink()
+    preprocess_stage.run(nightly)
+    assert atomic.read_json(catalog.preprocess_report)["encoded"]["whole"]  # encoded again, whole
+    in_splits = sorted(_rows(catalog.split(name), ["key", "text"]) for name in SPLITS)
+    assert sorted(sum(in_splits, [])) == sorted(_rows(catalog.ingested, ["key", "text"]))
 
     forced = ingest_stage.run(config, force=True).summary["ingest"]
     assert forced["increment"]["whole"] and forced["increment"]["files_read"] == 11
