@@ -4,8 +4,8 @@ number seen must equal the number written plus the number quarantined, counted f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -22,33 +22,26 @@ class Accounted:
     classes: int
 
 
-def write_accounted(
-    records: DataFrame,
-    seen: int | None,
-    catalog: Catalog,
-    source: str,
-    unit: str,
-    row_group_bytes: int = 32 * 1024 * 1024,
-    compression: str = "snappy",
-) -> Accounted:
-    """Write ``records`` in one pass: rows without a ``reason`` to the ingested folder, the others to the
-    quarantine folder (same declared columns), then ``check_accounted``.
-    """
-    write_by_reason(
-        records,
-        catalog.ingested,
-        catalog.quarantine,
-        **{"parquet.block.size": str(row_group_bytes), "compression": compression},
-    )
-    return check_accounted(records.sparkSession, seen, catalog, source, unit)
+def outcome_locations(catalog: Catalog) -> dict:
+    """Where ``write_by_reason`` puts each outcome: the ingested and the quarantine tables."""
+    return {"usable": catalog.ingested, "unusable": catalog.quarantine}
 
 
-def write_by_reason(records: DataFrame, usable: str | Path, unusable: str | Path, **options: str) -> None:
-    """Write ``records`` in one pass: rows without a ``reason`` to ``usable``, the others to
-    ``unusable`` (same declared columns), each replaced atomically."""
+def write_by_reason(
+    records: DataFrame, catalog: Catalog, schema: pa.Schema, append: str | None = None, **options: str
+) -> list[tuple[str, str, int]]:
+    """Write ``records`` in one pass: rows without a ``reason`` to the ingested table, the others to
+    the quarantine (same declared columns, ``schema``), each replaced atomically; with ``append`` (an
+    increment), joining the files there instead, named after it. Returns (outcome, file URI, rows)
+    of each file written (``spark_writes.write_partitions``)."""
     outcome = F.when(F.col("reason").isNull(), F.lit("usable")).otherwise(F.lit("unusable"))
-    spark_writes.write_partitions_atomically(
-        records.withColumn("outcome", outcome), "outcome", {"usable": usable, "unusable": unusable}, **options
+    return spark_writes.write_partitions(
+        records.withColumn("outcome", outcome),
+        "outcome",
+        outcome_locations(catalog),
+        schema,
+        append=append,
+        **options,
     )
 
 

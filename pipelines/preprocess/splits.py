@@ -1,5 +1,5 @@
-"""Splits shared by every kind: a stable hash split, label indexing, per-split summaries and the
-checked, accounted write of the split data sets and the preprocess report."""
+"""Splits shared by every kind: a stable hash split, label indexing, per-split summaries, and the
+check of the written split data sets against them with the preprocess report."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import zlib
 import numpy as np
 from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
 
-from pipelines.core import schemas
 from pipelines.core.catalog import SPLITS, Catalog
-from pipelines.core.config import PreprocessConfig, SplitConfig
+from pipelines.core.config import SplitConfig
 from pipelines.core.errors import DataError
 from pipelines.io import atomic, parquet, spark_writes
 from pipelines.io.filesystems import is_file, read_bytes
@@ -113,42 +111,6 @@ def read_ingested(spark: SparkSession, catalog: Catalog) -> DataFrame:
     if not spark_writes.exists(spark, catalog.ingested):
         raise DataError(str(catalog.ingested), "no ingested data: run the ingest stage first")
     return spark.read.parquet(str(catalog.ingested))
-
-
-def write_splits(
-    indexed: DataFrame,
-    schema: StructType,
-    transform: Transform,
-    config: PreprocessConfig,
-    catalog: Catalog,
-    row_bytes: int,
-    summaries: dict[str, dict],
-    mix_rows: bool = True,
-    **facts: object,
-) -> dict:
-    """Write every split of ``indexed`` (with ``split`` and int ``label`` columns) in one Spark job,
-    then the fitted transform and the report (rows, row groups, label counts, digest per split).
-
-    Row groups are sized in bytes (``row_bytes`` per row) to hold about ``rows_per_row_group`` rows.
-    ``mix_rows=False`` is for input whose order is already mixed (image ingest mixes the classes).
-    Rows and row groups come from the written footers and must match ``summaries`` (computed before,
-    from the same input): a row lost or duplicated fails the stage. ``facts`` join the report.
-    """
-    block_size = str(max(64 * 1024, config.rows_per_row_group * row_bytes))
-    rows = schemas.conform(indexed, schema, keep=("split",))
-    if mix_rows:
-        # Rows are written in the order a task reads them; input sorted by label (a dated export)
-        # would give single-class row groups. A sort by a hash of the key within each task (no
-        # shuffle; it spills, so memory stays bounded) mixes them, split by split.
-        rows = rows.sortWithinPartitions("split", F.xxhash64(schema.fieldNames()[0]))
-    spark_writes.write_partitions_atomically(
-        rows,
-        "split",
-        {name: catalog.split(name) for name in SPLITS},
-        compression=config.compression,
-        **{"parquet.block.size": block_size, "parquet.block.size.row.check.min": "10"},
-    )
-    return record_splits(transform, catalog, summaries, **facts)
 
 
 def record_splits(

@@ -24,7 +24,7 @@ from pipelines.core import schemas
 from pipelines.core.catalog import Catalog
 from pipelines.core.errors import ConfigError, DataError
 from pipelines.ingest import increments
-from pipelines.ingest.accounting import check_accounted, write_by_reason
+from pipelines.ingest.accounting import check_accounted, outcome_locations, write_by_reason
 from pipelines.io import atomic, filesystems, parquet, retention, spark_writes
 from pipelines.kinds.text_lstm.config import TextDataConfig, TextIngestConfig, TextPipelineConfig
 from pipelines.kinds.text_lstm.schemas import TEXT_RECORDS
@@ -298,7 +298,7 @@ def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIng
     settings = config.data.model_dump(mode="json")
     # The source as resolved (a link retargeted reads everything again), and the data settings.
     facts = {"source": source, "root": files.root, "data": settings}
-    last = increments.last_snapshot(catalog, facts, _locations(catalog).values())
+    last = increments.last_snapshot(catalog, facts, outcome_locations(catalog).values())
     number = (increments.snapshot_numbers(catalog) or [0])[-1] + 1
     change = increments.difference(listing, last) if last is not None else None
     to_read = change.to_read if change else listing
@@ -310,17 +310,18 @@ def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIng
         if to_read.num_rows:
             uris = [files.uri(relpath) for relpath in to_read.column("relpath").to_pylist()]
             records = label_records(read_records(spark, config.data, source, files=uris), config.data)
-            written = _write(
-                schemas.conform(records, TEXT_RECORDS), catalog, f"i{number:05d}" if change else None
+            written = write_by_reason(
+                schemas.conform(records, TEXT_RECORDS),
+                catalog,
+                to_arrow_schema(TEXT_RECORDS),
+                append=f"i{number:05d}" if change else None,
+                **{"parquet.block.size": str(32 * 1024 * 1024), "compression": "snappy"},
             )
         merged = _apply_change(catalog, change, number, config.ingest, files) if change else 0
         counts = check_accounted(spark, None, catalog, source, "records")
         parts = increments.current_parts(last, _data_files(catalog), read=files.parts_of)
         increments.record_snapshot(catalog, number, listing, parts, records_per_file=True)
     sizes = listing.column("size").to_numpy()
-    if change is None:  # the whole source: every row is this ingest's
-        written = [("usable", str(catalog.ingested), counts.written)]
-        written.append(("unusable", str(catalog.quarantine), counts.quarantined))
     report = TextIngestReport(
         counts.written + counts.quarantined,
         counts.written,
@@ -407,31 +408,8 @@ class _SourceFiles:
         return pa.concat_tables(tables).unify_dictionaries()
 
 
-def _write(records: DataFrame, catalog: Catalog, append: str | None) -> list[tuple[str, str, int]]:
-    """Write ``records`` in one pass, usable ones to the ingested table, the others to the quarantine
-    (``write_by_reason``); with ``append`` (an increment), beside the files there, named after it.
-    Returns (outcome, file URI, rows) of each file an increment wrote."""
-    options = {"parquet.block.size": str(32 * 1024 * 1024), "compression": "snappy"}
-    if not append:
-        write_by_reason(records, catalog.ingested, catalog.quarantine, **options)
-        return []
-    outcome = F.when(F.col("reason").isNull(), F.lit("usable")).otherwise(F.lit("unusable"))
-    return spark_writes.write_partitions(
-        records.withColumn("outcome", outcome),
-        "outcome",
-        _locations(catalog),
-        to_arrow_schema(TEXT_RECORDS),
-        append=append,
-        **options,
-    )
-
-
-def _locations(catalog: Catalog) -> dict:
-    return {"usable": catalog.ingested, "unusable": catalog.quarantine}
-
-
 def _data_files(catalog: Catalog) -> list[str]:
-    return [uri for place in _locations(catalog).values() for uri in parquet.data_files(place)]
+    return [uri for place in outcome_locations(catalog).values() for uri in parquet.data_files(place)]
 
 
 def _apply_change(
@@ -446,7 +424,7 @@ def _apply_change(
     return increments.apply_change(
         change,
         number,
-        _locations(catalog).values(),
+        outcome_locations(catalog).values(),
         spark_writes.writer_options(to_arrow_schema(TEXT_RECORDS), "snappy"),
         (_SMALL_FILE_ROWS, settings.compact_files, _SMALL_FILE_ROWS // 8),
         relpath_of=lambda group: files.relpaths(group["path"]),

@@ -93,19 +93,16 @@ def fit_transform(
 
 
 def kept_vocabulary(
-    catalog: Catalog, ingest_report: dict, config: TextPipelineConfig, profile: dict
+    catalog: Catalog, ingest_report: dict, config: TextPipelineConfig, profile: dict, previous: dict
 ) -> TextTransform | None:
     """The transform fitted before, after an incremental ingest (``splits.kept_transform``), when it
-    was fitted with these settings (vocabulary size, sequence length, normalisation); else None."""
+    was fitted with these settings (vocabulary size in the ``previous`` preprocess report, sequence
+    length, normalisation); else None."""
     settings = config.preprocess
     kept = kept_transform(
         catalog, ingest_report, settings.refit, config.data.classes, profile, config.validation.max_drift
     )
-    try:
-        fitted_with = atomic.read_json(catalog.preprocess_report).get("vocab_size")
-    except (OSError, ValueError):
-        return None
-    if kept is None or fitted_with != settings.vocab_size:
+    if kept is None or previous.get("vocab_size") != settings.vocab_size:
         return None
     normalised = (kept.max_len, kept.lowercase, kept.html_unescape)
     return kept if normalised == (settings.max_len, settings.lowercase, settings.html_unescape) else None
@@ -117,12 +114,14 @@ def encode_splits(
     transform: TextTransform,
     settings: TextPreprocessConfig,
     whole: bool,
+    ingested_rows: int,
 ) -> dict:
     """Write the token ids of the ingested records to their splits, in one Spark job; each split file
     holds the rows of one ingested file and is named after it (``o<a hash of its name>-``). Unless
     ``whole``, only the ingested files without split files yet are encoded (an increment's), and the
     split files of ingested files that are gone are deleted first: the rest stay as written.
-    Returns the numbers of ingested files encoded and of split files deleted."""
+    ``ingested_rows``: the rows of the ingested table. Returns the numbers of ingested files encoded
+    and of split files deleted."""
     ingested = {_origin(uri): uri for uri in parquet.data_files(catalog.ingested)}
     held = [] if whole else [uri for name in SPLITS for uri in parquet.data_files(catalog.split(name))]
     origins = {uri: _ORIGIN.search(uri.rsplit("/", 1)[1]) for uri in held if not uri.endswith(EMPTY_FILE)}
@@ -133,7 +132,7 @@ def encode_splits(
     # The split files kept and those to write must hold every ingested row once: not so after a
     # preprocess that died moving an increment's files in (an origin in some splits only).
     kept_rows = sum(_rows(uri) for uri in origins if uri not in stale)
-    if not whole and kept_rows + sum(_rows(uri) for uri in to_encode) != sum(map(_rows, ingested.values())):
+    if not whole and kept_rows + sum(_rows(uri) for uri in to_encode) != ingested_rows:
         log.info("preprocess: the splits do not hold the ingested records once: encoding them all again")
         whole, stale, to_encode = True, [], list(ingested.values())
     for uri in stale:
@@ -183,14 +182,6 @@ def _rows(uri: str) -> int:
     return sum(parquet.row_group_sizes(uri))
 
 
-def _same_layout(catalog: Catalog, layout: dict) -> bool:
-    """Whether the splits there were written with ``layout`` (split, row groups, codec)."""
-    try:
-        return atomic.read_json(catalog.preprocess_report).get("layout") == layout
-    except (OSError, ValueError):
-        return False
-
-
 def run(config: TextPipelineConfig, spark: SparkSession) -> dict:
     """Split the records, fit the vocabulary on train, write token ids per split and the transform.
 
@@ -207,6 +198,10 @@ def run(config: TextPipelineConfig, spark: SparkSession) -> dict:
         ingest_report = atomic.read_json(catalog.ingest_report)
     except OSError:  # records written without the ingest stage: a whole data set, no snapshot
         ingest_report = {}
+    try:  # the last preprocess's: what its vocabulary and splits were made with
+        previous = atomic.read_json(catalog.preprocess_report)
+    except (OSError, ValueError):
+        previous = {}
     total = sum(parquet.row_group_sizes(catalog.ingested))
     class_names = config.data.classes
     with spark_stage(spark, "preprocess", total=total, unit="records") as stage:
@@ -220,7 +215,7 @@ def run(config: TextPipelineConfig, spark: SparkSession) -> dict:
             config.validation,
             kind_of(config).learns_classes,
         )
-        kept = kept_vocabulary(catalog, ingest_report, config, profile)
+        kept = kept_vocabulary(catalog, ingest_report, config, profile, previous)
         if kept:
             log.info("preprocess: the vocabulary fitted before is kept (preprocess.refit=true fits it again)")
         stage.phase = "vocabulary"
@@ -228,8 +223,8 @@ def run(config: TextPipelineConfig, spark: SparkSession) -> dict:
         stage.phase = "writing splits"
         layout = {"split": settings.split.model_dump(), "rows_per_row_group": settings.rows_per_row_group}
         layout["compression"] = settings.compression
-        increment = kept is not None and _same_layout(catalog, layout)
-        encoded = encode_splits(spark, catalog, transform, settings, whole=not increment)
+        increment = kept is not None and previous.get("layout") == layout  # the splits there fit
+        encoded = encode_splits(spark, catalog, transform, settings, not increment, total)
         report = record_splits(
             transform,
             catalog,
