@@ -137,6 +137,7 @@ def run(config: PipelineConfig, pool: RankPool | None = None) -> TrainResult:
     if train.class_weight == "balanced":
         weights = class_weights(preprocessed["splits"]["train"]["label_counts"])
     with contextlib.ExitStack() as own:
+        asked = time.time()
         ranks = (pool or own.enter_context(RankPool(train))).get()
         resumed_id = runs.resume_run(config) if train.resume else None
         run_id = resumed_id or runs.start_run(config, preprocessed)
@@ -156,7 +157,8 @@ def run(config: PipelineConfig, pool: RankPool | None = None) -> TrainResult:
         try:
             runs.mark_running(config.tracking_uri, run_id)
             runs.flush_pending_metrics(config.tracking_uri, run_id, catalog.pending_metrics(run_id))
-            launched = ranks.started if ranks else time.time()
+            # Ranks a pool started before this stage (evaluate's, a test's) cost it nothing to start.
+            launched = max(ranks.started, asked) if ranks else time.time()
             init = initial_weights(config, catalog, run_id) if resumed_id is None else None
             ranks_config = pretrained_weights(config, catalog, run_id)
             job = TrainJob(ranks_config, run_id, train_plan, validate, weights, init)

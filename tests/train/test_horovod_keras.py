@@ -119,3 +119,29 @@ def test_a_frozen_backbone_learns_from_the_epoch_it_is_unfrozen_also_when_resume
     callback = FreezeUntil(lambda m: resumed_backbone, 1)
     resumed.fit(x, y, batch_size=8, epochs=3, initial_epoch=2, callbacks=[callback], verbose=0)
     assert not np.array_equal(before, resumed_backbone.get_weights()[0])
+
+
+def test_a_classifiers_train_step_is_traced_once():
+    """No variable is created inside the first trace of the step (Keras then makes a metric named
+    "accuracy" there, and TensorFlow traces the whole step twice: seconds of CPU a rank)."""
+    import horovod.tensorflow as hvd
+    import tensorflow as tf
+
+    from pipelines.kinds.image_cnn.task import CnnTask
+    from pipelines.kinds.image_cnn.transform import ImageTransform
+    from pipelines.train.task import RankContext
+    from tests.conftest import image_config
+
+    hvd.init()
+    transform = ImageTransform(8, [str(i) for i in range(3)], [0.0] * 3, [1.0] * 3)
+    model = CnnTask().build(RankContext(image_config("unused"), transform, None, "run", 0, 1, 2, False))
+    created = []
+
+    def creator(next_creator, **options):
+        created.append(options.get("name"))
+        return next_creator(**options)
+
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    with tf.variable_creator_scope(creator):
+        model.fit(images, np.array([0, 1, 2, 0]), batch_size=2, epochs=1, verbose=0)
+    assert created == []
