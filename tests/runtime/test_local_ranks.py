@@ -16,6 +16,7 @@ from tests.support.rank_functions import (
     rank_and_size,
     recall,
     remember,
+    sklearn_found_in_preload_and_in_the_job,
 )
 
 
@@ -28,6 +29,11 @@ def test_the_same_ranks_run_one_job_after_another_and_end_when_closed():
         ranks.run(remember, ("warm",))
         assert ranks.run(recall, ()) == ["0:warm", "1:warm"]
     assert [process.returncode for process in ranks._ranks] == [0, 0]
+
+
+def test_ranks_preload_without_scikit_learn_which_jobs_can_still_import():
+    with local_ranks.LocalRanks(1, {}, ("tests.support.optional_sklearn",)) as ranks:
+        assert ranks.run(sklearn_found_in_preload_and_in_the_job, ()) == [(False, True)]
 
 
 def test_a_rank_that_exits_non_zero_is_named_with_its_code_and_no_rank_is_left():

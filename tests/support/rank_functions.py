@@ -29,3 +29,11 @@ def data_error_on_rank_zero() -> str:
     if os.environ["HOROVOD_RANK"] == "0":
         raise DataError("/data/x", "cannot be read")
     return "fine"
+
+
+def sklearn_found_in_preload_and_in_the_job() -> tuple[bool, bool]:
+    import importlib
+
+    from tests.support import optional_sklearn
+
+    return optional_sklearn.FOUND, importlib.import_module("sklearn").__name__ == "sklearn"
