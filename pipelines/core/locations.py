@@ -4,6 +4,7 @@ and what each kind of place can do (``renames_atomically``).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -119,3 +120,9 @@ def renames_atomically(location: str | Path | Uri) -> bool:
     False for object stores, where data sets are committed by ``COMMIT_MARKER`` instead."""
     match = _URI.match(str(location))
     return not match or match.group(1).lower() in _RENAMING_SCHEMES
+
+
+def cache_folder() -> Path:
+    """Where dlfusion keeps what it makes once per machine (``DLFUSION_CACHE``, default
+    ``~/.cache/dlfusion``): the empty MLflow database, the Spark driver's class archive."""
+    return Path(os.environ.get("DLFUSION_CACHE") or Path.home() / ".cache" / "dlfusion")

@@ -8,13 +8,13 @@ import re
 import signal
 import sys
 import threading
-from pathlib import Path
 
 from pyspark.sql import SparkSession
 
 from pipelines.core.config import SparkConfig
 from pipelines.core.errors import DlfusionError, ResourceError
 from pipelines.io import spark_writes
+from pipelines.runtime import driver_jvm
 from pipelines.runtime.logs import verbose
 
 log = logging.getLogger(__name__)
@@ -55,12 +55,8 @@ def get_spark(config: SparkConfig) -> SparkSession:
         .config("spark.sql.execution.arrow.maxBytesPerBatch", str(BATCH_BYTES))
         # Python workers without a per-task cost of about 0.25 s of CPU (see the module).
         .config("spark.python.daemon.module", "pipelines.runtime.spark_daemon")
-        # The driver JVM plans and schedules; rows are handled by executors and Python workers. Its
-        # optimising JIT compiler (C2) took a fifth of a core through a whole image stage here, and
-        # G1 grew its heap with the run's length (RSS +12% from 8,000 to 32,000 files; flat with the
-        # serial collector). In local mode the executors are that JVM too: text preprocess of
-        # 200,000 reviews took the same 30 s with and without these (benchmarks/README.md).
-        .config("spark.driver.extraJavaOptions", _driver_java_options())
+        # The compiler, collector and class archive of the driver JVM (driver_jvm), and its logging.
+        .config("spark.driver.extraJavaOptions", driver_jvm.options())
     )
     for key, value in config.conf.items():
         builder = builder.config(key, value)
@@ -73,19 +69,6 @@ def get_spark(config: SparkConfig) -> SparkSession:
     spark.sparkContext.setLogLevel("WARN" if verbose() else "ERROR")
     log.info("Spark %s, master %s", spark.version, spark.sparkContext.master)
     return spark
-
-
-def _driver_java_options() -> str:
-    options = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
-    if verbose():  # Spark's own logging
-        return options
-    log_file = os.environ.get("DLFUSION_LOG_FILE")
-    if log_file and os.environ.get("DLFUSION_DEBUG") != "1":  # errors into the run's log file
-        settings = Path(__file__).with_name("log4j2-file.properties")
-        options += f" -Ddlfusion.logfile={log_file}"
-    else:  # errors only, on the console
-        settings = Path(__file__).with_name("log4j2-quiet.properties")
-    return options + f" -Dlog4j2.configurationFile={settings.as_uri()}"
 
 
 def size_batches(spark: SparkSession, row_bytes: int, batch_bytes: int = BATCH_BYTES) -> int:

@@ -15,12 +15,9 @@ import logging
 import os
 from pathlib import Path
 
+from pipelines.core.locations import cache_folder
+
 log = logging.getLogger(__name__)
-
-
-def cache_folder() -> Path:
-    """Where dlfusion keeps what it makes once per machine (``DLFUSION_CACHE``)."""
-    return Path(os.environ.get("DLFUSION_CACHE") or Path.home() / ".cache" / "dlfusion")
 
 
 def prepare(tracking_uri: str) -> None:

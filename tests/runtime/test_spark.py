@@ -10,11 +10,47 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.support.cli import clean_env
 
 
 def test_session_has_arrow_on_and_the_configured_master(spark):
     assert spark.sparkContext.master == "local[2]"
     assert spark.conf.get("spark.sql.execution.arrow.pyspark.enabled") == "true"
+
+
+def test_the_driver_jvm_starts_from_this_machines_class_archive(spark, monkeypatch, tmp_path):
+    """``make`` made the archive (scripts/install.sh); the session's JVM maps it, and a driver of a
+    machine without one starts without it."""
+    from pipelines.runtime import driver_jvm
+
+    archive = driver_jvm.archive_path()
+    assert archive is not None and archive.is_file(), "make (scripts/install.sh) makes it"
+    runtime = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
+    assert f"-XX:SharedArchiveFile={archive}" in list(runtime.getInputArguments())
+    monkeypatch.setenv("DLFUSION_CACHE", str(tmp_path))
+    assert "SharedArchiveFile" not in driver_jvm.options()
+
+
+@pytest.mark.slow  # a JVM recording its classes, and writing them out (30 s)
+def test_the_class_archive_is_made_whole_once_as_make_does(tmp_path):
+    command = [sys.executable, "-m", "pipelines.runtime.driver_jvm"]
+    made = subprocess.run(
+        command, cwd=ROOT, env=clean_env(DLFUSION_CACHE=str(tmp_path)), capture_output=True, text=True
+    )
+    assert made.returncode == 0, made.stderr[-3000:]
+    archives = list((tmp_path / "spark-driver").iterdir())
+    assert [path.name for path in archives] == [made.stdout.split("/")[-1].strip()]  # no partial one left
+    assert archives[0].stat().st_size > 50_000_000  # Spark's classes, written whole (the JVM checked it)
+    written = archives[0].stat().st_mtime_ns
+    again = subprocess.run(
+        command,
+        cwd=ROOT,
+        env=clean_env(DLFUSION_CACHE=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.stdout == made.stdout and archives[0].stat().st_mtime_ns == written  # made once
 
 
 @pytest.mark.slow
