@@ -110,14 +110,13 @@ def test_the_trainers_memory_does_not_grow_over_epochs(trainable_workdir, ranks)
 
 @pytest.mark.slow
 def test_a_checkpoint_that_cannot_be_written_fails_clearly_and_keeps_the_previous_one(
-    digits_workdir, tmp_path
+    trainable_workdir, ranks
 ):
     import numpy as np
 
-    workdir = tmp_path / "work"
-    shutil.copytree(digits_workdir, workdir)
+    workdir = trainable_workdir
+    driver.run(image_config(workdir, "train.epochs=1"), ranks)  # the run to resume, on the shared ranks
     args = ("train", "conf/image_cnn.yaml", f"workdir={workdir}", "spark.master=local[2]")
-    assert Dlfusion(*args, "train.epochs=1").finish(timeout=300) == 0
     catalog = Catalog.for_workdir(workdir)
     run_id = atomic.read_json(catalog.latest_run("image_cnn"))["run_id"]
     checkpoint = catalog.checkpoint(run_id)
