@@ -105,44 +105,49 @@ def build_archive() -> Path | None:
         jvm.stdin.close()  # the gateway JVM exits when its input closes, and writes the archive then
         if jvm.wait(timeout=300) != 0 or sys.exc_info()[0] is not None:
             partial.unlink(missing_ok=True)
-    if not partial.is_file():
-        raise RuntimeError(f"the Spark driver JVM exited with {jvm.returncode} without writing {partial}")
     check = subprocess.run(
         [str(Path(java, "bin", "java")), f"-XX:SharedArchiveFile={partial}", "-Xshare:on"]
         + ["-cp", class_path, "-version"],
         capture_output=True,
         text=True,
     )
-    if check.returncode != 0:
+    if not partial.is_file() or check.returncode != 0:
         partial.unlink(missing_ok=True)
         said = f"{check.stdout} {check.stderr}".strip().replace("\n", " ")
-        raise RuntimeError(f"the JVM refused the new class archive: {said}")
+        raise RuntimeError(f"no class archive: the driver JVM exited with {jvm.returncode}; {said}")
     os.replace(partial, archive)  # whole or absent, for drivers starting at the same time
     return archive
+
+
+def _binary_lengths(batches):
+    """Arrow batches of (id, data) -> (id, length of data), in Spark's Python workers."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for batch in batches:
+        size = pc.binary_length(batch.column("data"))
+        yield pa.RecordBatch.from_pydict({"id": batch.column("id"), "n": size})
 
 
 def _typical_work(spark, folder: Path) -> None:
     """Spark work of the kinds the stages do, so that their classes are in the archive: Python rows
     and binary columns, partitioned Parquet written and read with file metadata, Arrow batches
     through Python, a shuffle, and text read as CSV."""
-    import pyarrow as pa
 
     rows = [(i, f"c{i % 3}", bytes([i % 256]) * 16) for i in range(200)]
     frame = spark.createDataFrame(rows, "id long, label string, data binary")
     frame.repartition(2).write.partitionBy("label").parquet(str(folder / "table"))
     read = spark.read.parquet(str(folder / "table")).select("*", "_metadata.file_path")
 
-    def lengths(batches):
-        for batch in batches:
-            size = pa.compute.binary_length(batch.column("data"))
-            yield pa.RecordBatch.from_pydict({"id": batch.column("id"), "n": size})
-
-    read.mapInArrow(lengths, "id long, n int").groupBy("n").count().collect()
+    read.mapInArrow(_binary_lengths, "id long, n int").groupBy("n").count().collect()
     read.groupBy("label").count().toPandas()
     (folder / "text.tsv").write_text("".join(f"{i}\treview {i}\n" for i in range(50)))
     spark.read.csv(str(folder / "text.tsv"), sep="\t").count()
 
 
 if __name__ == "__main__":
-    made = build_archive()
+    # The module's own functions, not __main__'s: Spark's Python workers then import them by name.
+    from pipelines.runtime import driver_jvm
+
+    made = driver_jvm.build_archive()
     print(f"Spark driver class archive: {made}" if made else "no JDK found: no Spark driver class archive")

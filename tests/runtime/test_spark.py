@@ -27,8 +27,12 @@ def test_the_driver_jvm_starts_from_this_machines_class_archive(spark, monkeypat
     assert archive is not None and archive.is_file(), "make (scripts/install.sh) makes it"
     runtime = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
     assert f"-XX:SharedArchiveFile={archive}" in list(runtime.getInputArguments())
+    monkeypatch.setenv("DLFUSION_VERBOSE", "1")  # Spark's own logging, the archive kept
+    assert driver_jvm.options().endswith(f"-XX:SharedArchiveFile={archive}")
     monkeypatch.setenv("DLFUSION_CACHE", str(tmp_path))
     assert "SharedArchiveFile" not in driver_jvm.options()
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path))  # no JDK there: no archive to make or use
+    assert driver_jvm.archive_path() is None and driver_jvm.build_archive() is None
 
 
 @pytest.mark.slow  # a JVM recording its classes, and writing them out (30 s)
