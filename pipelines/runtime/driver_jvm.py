@@ -146,8 +146,5 @@ def _typical_work(spark, folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    # The module's own functions, not __main__'s: Spark's Python workers then import them by name.
-    from pipelines.runtime import driver_jvm
-
-    made = driver_jvm.build_archive()
+    made = build_archive()
     print(f"Spark driver class archive: {made}" if made else "no JDK found: no Spark driver class archive")
