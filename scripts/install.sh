@@ -38,7 +38,7 @@ python -m pip install --no-deps "$wheel"
 if [ "${DLFUSION_INSTALL_PROJECT:-1}" != 0 ]; then
   python -m pip install --no-deps -e "$here"
   # The Spark driver's class archive: every later Spark command starts about 3 s sooner (30 s, once).
-  python -m pipelines.runtime.driver_jvm 2>/dev/null \
+  python -m pipelines.runtime.class_archive 2>/dev/null \
     || echo "warning: no Spark driver class archive made; Spark commands start as fast as without one"
 fi
 python -m pip check

@@ -21,7 +21,7 @@ def test_session_has_arrow_on_and_the_configured_master(spark):
 def test_the_driver_jvm_starts_from_this_machines_class_archive(spark, monkeypatch, tmp_path):
     """``make`` made the archive (scripts/install.sh); the session's JVM maps it, and a driver of a
     machine without one starts without it."""
-    from pipelines.runtime import driver_jvm
+    from pipelines.runtime import class_archive, driver_jvm
 
     archive = driver_jvm.archive_path()
     assert archive is not None and archive.is_file(), "make (scripts/install.sh) makes it"
@@ -32,12 +32,12 @@ def test_the_driver_jvm_starts_from_this_machines_class_archive(spark, monkeypat
     monkeypatch.setenv("DLFUSION_CACHE", str(tmp_path))
     assert "SharedArchiveFile" not in driver_jvm.options()
     monkeypatch.setenv("JAVA_HOME", str(tmp_path))  # no JDK there: no archive to make or use
-    assert driver_jvm.archive_path() is None and driver_jvm.build_archive() is None
+    assert driver_jvm.archive_path() is None and class_archive.build_archive() is None
 
 
 @pytest.mark.slow  # a JVM recording its classes, and writing them out (30 s)
 def test_the_class_archive_is_made_whole_once_as_make_does(tmp_path):
-    command = [sys.executable, "-m", "pipelines.runtime.driver_jvm"]
+    command = [sys.executable, "-m", "pipelines.runtime.class_archive"]
     made = subprocess.run(
         command, cwd=ROOT, env=clean_env(DLFUSION_CACHE=str(tmp_path)), capture_output=True, text=True
     )
