@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
+from functools import partial
 
 from pipelines.core.catalog import Catalog
 from pipelines.core.config import PipelineConfig
@@ -29,9 +30,8 @@ def run(config: PipelineConfig, source: str | None = None, force: bool = False) 
     ``force`` forgets the snapshots (``ingest.increments``), so that everything is read again."""
     if force:
         forget_snapshots(Catalog.for_workdir(config.workdir))
-    report = asdict(
-        kind_of(config).part("ingest")(config, get_spark(config.spark), source or source_of(config))
-    )
+    ingest = kind_of(config).part("ingest")
+    report = asdict(ingest(config, partial(get_spark, config.spark), source or source_of(config)))
     unit, seen = (
         ("records", report["records_seen"]) if "records_seen" in report else ("files", report["files_seen"])
     )

@@ -149,7 +149,7 @@ def _committed(staged_uri: str, place: str | Path) -> str:
 
 
 def write_from_tasks(
-    spark: SparkSession,
+    spark: SparkSession | None,
     tasks: int,
     produce: Callable[[int], Iterator[tuple[str, pa.RecordBatch]]],
     schema: pa.Schema | dict[str, pa.Schema],
@@ -171,6 +171,8 @@ def write_from_tasks(
     dictionary and no statistics. Only the files of successful task attempts are kept.
     With ``append``, the files join the data sets at the locations instead, named
     ``{append}-part-...`` (an increment: ``ingest.increments``).
+    Without ``spark`` (work too small to be worth starting Spark's workers), the tasks run here, one
+    after the other, and their files are committed the same way.
     Returns (value, file URI, rows) for each file written (staged; with ``append``, where it is now).
     """
     staging = _staging_uri(next(iter(locations.values())))
@@ -191,10 +193,22 @@ def write_from_tasks(
                 files = _write_task(pairs, name, staging, schemas, row_group_bytes, settings)
                 yield pa.RecordBatch.from_pylist(files, schema=_WRITTEN)
 
-    from pyspark.sql.pandas.types import from_arrow_schema
+    if spark is None:
+        written = [
+            row
+            for task in range(tasks)
+            for row in _write_task(
+                produce(task), f"part-{task:05d}-0", staging, schemas, row_group_bytes, settings
+            )
+        ]
+    else:
+        from pyspark.sql.pandas.types import from_arrow_schema
 
-    written = spark.range(0, tasks, 1, numPartitions=tasks).mapInArrow(run_tasks, from_arrow_schema(_WRITTEN))
-    files = [(row["value"], row["file"], row["rows"]) for row in written.collect()]
+        frame = spark.range(0, tasks, 1, numPartitions=tasks).mapInArrow(
+            run_tasks, from_arrow_schema(_WRITTEN)
+        )
+        written = [row.asDict() for row in frame.collect()]
+    files = [(row["value"], row["file"], row["rows"]) for row in written]
     if append:
         return _append_staged(staging, files, locations, append)
     _commit_staged(staging, files, locations, schemas)

@@ -8,6 +8,7 @@ Heavy types are named for the reader only: this module imports neither Spark nor
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,9 +25,11 @@ if TYPE_CHECKING:
 
 class Ingest(Protocol):
     """Raw data at ``source`` -> the catalog's ingested and quarantine tables; a report dataclass
-    whose counts account for every file (or record) seen."""
+    whose counts account for every file (or record) seen. ``start_spark()`` returns the SparkSession,
+    starting it on the first call: an ingest with no Spark work to do (a small increment) never
+    pays for a JVM and its workers."""
 
-    def __call__(self, config: PipelineBase, spark: SparkSession, source: str) -> Any: ...
+    def __call__(self, config: PipelineBase, start_spark: Callable[[], SparkSession], source: str) -> Any: ...
 
 
 class Preprocess(Protocol):

@@ -65,6 +65,16 @@ def spark_stage(
     log.info("%s: %d %s in %.1f s, %d Spark jobs", name, total, unit, progress.seconds, progress.jobs)
 
 
+@contextmanager
+def driver_stage(name: str, total: int, unit: str) -> Iterator[StageProgress]:
+    """``spark_stage`` for work done in the driver process itself, without Spark: on exit the time is
+    logged and kept on the yielded object (``jobs`` stays 0)."""
+    progress = StageProgress(name, total, unit)
+    yield progress
+    progress.seconds = time.monotonic() - progress._started
+    log.info("%s: %d %s in %.1f s, in the driver (no Spark job)", name, total, unit, progress.seconds)
+
+
 def _leave_group(context) -> None:
     context.setLocalProperty("spark.jobGroup.id", None)
     context.setLocalProperty("spark.job.description", None)

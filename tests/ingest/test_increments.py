@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from pipelines.core.errors import DataError
 from pipelines.ingest import increments
 from pipelines.ingest import stage as ingest_stage
 from pipelines.io import atomic, parquet
+from pipelines.kinds.image_cnn import ingest as image_ingest
 from pipelines.preprocess import stage as preprocess_stage
 from tests.conftest import image_config
 
@@ -112,7 +114,10 @@ def test_an_increment_reads_only_what_changed_and_keeps_splits_transform_and_acc
     for path in removed:
         path.unlink()
 
-    second = ingest_stage.run(config).summary["ingest"]
+    # This increment in Spark tasks; the small nights below in the driver, Spark never started.
+    in_tasks = image_config(config.workdir, f"data.source={tree}", "ingest.driver_increment_files=0")
+    second = ingest_stage.run(in_tasks).summary["ingest"]
+    assert second["spark_jobs"] >= 1
     increment = second["increment"]
     assert not increment["whole"]
     assert (increment["added"], increment["changed"], increment["removed"]) == (21, 5, 10)
@@ -146,9 +151,11 @@ def test_an_increment_reads_only_what_changed_and_keeps_splits_transform_and_acc
     gone.unlink()
 
     files = {name: len(parquet.data_files(catalog.ingested_split(name))) for name in SPLITS}
+    started = []
     for number in range(170, 176):  # small nights: their files are merged, none is lost
         _image(tree / "c0" / f"{number:04d}.png", 0, number)
-        night = ingest_stage.run(config).summary["ingest"]
+        night = asdict(image_ingest.run(config, lambda: started.append(1) or spark, str(tree)))
+        assert night["spark_jobs"] == 0 and not started
         assert night["increment"]["files_read"] == 1 + (lost if number == 170 else 0)
         assert night["files_seen"] == 162 + number - 170
     assert all(len(parquet.data_files(catalog.ingested_split(name))) <= files[name] + 3 for name in SPLITS)

@@ -132,7 +132,7 @@ def messy_tree(tmp_path) -> tuple[Path, set[str]]:
 def test_ingest_quarantines_exactly_the_bad_files_and_accounts_for_every_file(spark, tmp_path, messy_tree):
     root, bad = messy_tree
     config = image_config(tmp_path / "work", "ingest.image_size=24")
-    report = ingest.run(config, spark, str(root))
+    report = ingest.run(config, lambda: spark, str(root))
 
     catalog = Catalog.for_workdir(config.workdir)
     quarantine = spark.read.parquet(str(catalog.quarantine)).collect()
@@ -164,7 +164,7 @@ def test_ingest_plans_many_small_tasks_and_reads_nothing_through_the_driver(spar
 
     root = write_synthetic_images(tmp_path / "many", 300, size=20, classes=3, processes=1)
     config = image_config(tmp_path / "work", "ingest.image_size=8", "ingest.task_files=40")
-    report = ingest.run(config, spark, str(root))
+    report = ingest.run(config, lambda: spark, str(root))
     assert (report.files_seen, report.rows_written, report.classes) == (300, 300, 3)
     parts = sorted((tmp_path / "work" / "ingest" / "listing").glob("part-*.parquet"))
     assert len(parts) == 8  # 300 files at most 40 per task
@@ -186,7 +186,7 @@ def test_files_outside_class_folders_are_quarantined(spark, tmp_path):
     root = tmp_path / "flat"
     _write(root / "loose.png", _encode(Image.new("RGB", (4, 4)), "PNG"))
     _write(root / "ok" / "fine.png", _encode(Image.new("RGB", (4, 4)), "PNG"))
-    report = ingest.run(image_config(tmp_path / "work"), spark, str(root))
+    report = ingest.run(image_config(tmp_path / "work"), lambda: spark, str(root))
     quarantine = spark.read.parquet(str(Catalog.for_workdir(tmp_path / "work").quarantine)).collect()
     assert [(Path(r.path).name, r.reason) for r in quarantine] == [("loose.png", ingest.OUTSIDE_CLASS_FOLDER)]
     assert (report.rows_written, report.rows_quarantined) == (1, 1)
@@ -197,7 +197,7 @@ def test_a_flat_folder_fails_in_one_line_naming_the_expected_layout(spark, tmp_p
     for name in ("a.png", "b.png"):
         _write(root / name, _encode(Image.new("RGB", (4, 4)), "PNG"))
     with pytest.raises(DataError) as raised:
-        ingest.run(image_config(tmp_path / "work"), spark, str(root))
+        ingest.run(image_config(tmp_path / "work"), lambda: spark, str(root))
     message = str(raised.value)
     assert "\n" not in message and "no usable files found: 2 of 2 not inside a class folder" in message
     assert "one sub-folder per class, SOURCE/CLASS/IMAGE" in message
@@ -205,7 +205,7 @@ def test_a_flat_folder_fails_in_one_line_naming_the_expected_layout(spark, tmp_p
 
 def test_missing_source_is_a_clear_error(spark, tmp_path):
     with pytest.raises(DataError, match="does not exist"):
-        ingest.run(image_config(tmp_path / "work"), spark, str(tmp_path / "nope"))
+        ingest.run(image_config(tmp_path / "work"), lambda: spark, str(tmp_path / "nope"))
 
 
 def test_links_into_the_tree_are_quarantined_once_and_every_file_is_counted_once(spark, tmp_path):
@@ -221,7 +221,7 @@ def test_links_into_the_tree_are_quarantined_once_and_every_file_is_counted_once
     (root / "c" / "one").symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # outside: followed
     (root / "c" / "two").symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # once only
 
-    report = ingest.run(image_config(tmp_path / "work"), spark, str(root))
+    report = ingest.run(image_config(tmp_path / "work"), lambda: spark, str(root))
 
     assert (report.files_seen, report.rows_written, report.rows_quarantined) == (8, 4, 4)
     catalog = Catalog.for_workdir(tmp_path / "work")

@@ -72,7 +72,7 @@ def messy_tsv(tmp_path) -> Path:
 def test_messy_tsv_quarantines_exactly_the_bad_records_and_keeps_good_text_intact(spark, tmp_path, messy_tsv):
     config = text_config(tmp_path / "work", "data.format=tsv")
     # A BOM left on the first header name would fail this run with "no column 'review'".
-    report = text_ingest.run(config, spark, str(messy_tsv))
+    report = text_ingest.run(config, lambda: spark, str(messy_tsv))
 
     # 10 records: the blank line is none, the three-line quoted review is one.
     counts = (report.records_seen, report.rows_written, report.rows_quarantined, report.classes)
@@ -114,7 +114,7 @@ def test_a_row_with_too_many_fields_is_quarantined_not_truncated(spark, tmp_path
     _write(folder / "a.tsv", "review\tsentiment\ngood one\tpositive\ngreat\tpositive\textra\tmore\n")
     _write(folder / "b.tsv", "review\tsentiment\nbad one\tnegative\ntrailing tab\tnegative\t\n")
     config = text_config(tmp_path / "work", "data.format=tsv")
-    report = text_ingest.run(config, spark, str(folder))
+    report = text_ingest.run(config, lambda: spark, str(folder))
 
     rows, quarantine = _tables(spark, config.workdir)
     assert sorted(row.text for row in rows) == ["bad one", "good one"]
@@ -138,7 +138,7 @@ def test_headerless_csv_takes_its_column_names_from_the_config(spark, tmp_path):
         "data.text_column=body",
         "data.label_column=grade",
     )
-    report = text_ingest.run(config, spark, str(source))
+    report = text_ingest.run(config, lambda: spark, str(source))
 
     rows, quarantine = _tables(spark, config.workdir)
     assert sorted((row.text, row.label) for row in rows) == [
@@ -170,7 +170,7 @@ def test_json_lines_with_numeric_ratings_are_mapped_by_thresholds(spark, tmp_pat
         "data.class_names=[negative,positive]",
         "data.label_column=rating",
     )
-    report = text_ingest.run(config, spark, str(source))
+    report = text_ingest.run(config, lambda: spark, str(source))
 
     rows, quarantine = _tables(spark, config.workdir)
     assert sorted((row.text, row.label) for row in rows) == [
@@ -191,28 +191,28 @@ def test_json_lines_with_numeric_ratings_are_mapped_by_thresholds(spark, tmp_pat
 
 def test_missing_source_is_a_clear_error(spark, tmp_path):
     with pytest.raises(DataError, match="does not exist"):
-        text_ingest.run(text_config(tmp_path / "work"), spark, str(tmp_path / "nope.tsv"))
+        text_ingest.run(text_config(tmp_path / "work"), lambda: spark, str(tmp_path / "nope.tsv"))
     hidden = _write(tmp_path / "in" / ".draft.tsv", "review\tsentiment\n").parent
     with pytest.raises(DataError, match="no files found"):
-        text_ingest.run(text_config(tmp_path / "work"), spark, str(hidden))
+        text_ingest.run(text_config(tmp_path / "work"), lambda: spark, str(hidden))
 
 
 def test_a_csv_file_whose_name_spark_takes_as_a_pattern_is_a_clear_error(spark, tmp_path):
     source = _write(tmp_path / "in" / "draft[1].tsv", "review\tsentiment\nfine\tpositive\n").parent
     with pytest.raises(DataError, match=r"draft\[1\].tsv: Spark's CSV reader takes"):
-        text_ingest.run(text_config(tmp_path / "work"), spark, str(source))
+        text_ingest.run(text_config(tmp_path / "work"), lambda: spark, str(source))
 
 
 def test_header_without_the_text_column_is_a_clear_error(spark, tmp_path):
     source = _write(tmp_path / "reviews.tsv", "body\tsentiment\nfine\tpositive\n")
     with pytest.raises(DataError, match="no column 'review'"):
-        text_ingest.run(text_config(tmp_path / "work"), spark, str(source))
+        text_ingest.run(text_config(tmp_path / "work"), lambda: spark, str(source))
 
 
 def test_no_usable_record_is_an_error(spark, tmp_path):
     source = _write(tmp_path / "reviews.tsv", "review\tsentiment\nfine\tmaybe\n")
     with pytest.raises(DataError, match="no usable records"):
-        text_ingest.run(text_config(tmp_path / "work"), spark, str(source))
+        text_ingest.run(text_config(tmp_path / "work"), lambda: spark, str(source))
 
 
 def _ingested(workdir: Path) -> set[tuple[str, str, str]]:
@@ -289,7 +289,7 @@ def test_an_increment_reads_only_the_changed_files_and_keeps_the_vocabulary(spar
     assert [increment[key] for key in ("files_read", "rows_written", "rows_quarantined")] == [2, 2, 1]
     assert [second[key] for key in ("records_seen", "rows_written", "rows_quarantined")] == [51, 50, 1]
     whole = text_config(tmp_path / "whole", f"data.source={source}", "data.labels=[negative,positive]")
-    text_ingest.run(whole, spark, str(source))
+    text_ingest.run(whole, lambda: spark, str(source))
     assert _ingested(config.workdir) == _ingested(whole.workdir)  # the same records as reading it all
     snapshot = increments.latest_snapshot(catalog)[1]  # a row per file and data file holding its records
     assert sorted(snapshot["relpath"].to_pylist()) == [

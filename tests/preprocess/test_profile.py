@@ -138,7 +138,7 @@ def test_the_profile_counts_planted_duplicates_and_the_default_rule_stops_a_labe
     files.update({twin_a: _png(200), twin_b: _png(200)})  # the same image twice, in two splits
     files["dogs/clash.png"] = files["cats/c0.png"]  # one image under two labels
     source = _tree(tmp_path / "images", files)
-    ingest.run(config, spark, str(source))
+    ingest.run(config, lambda: spark, str(source))
 
     with pytest.raises(ValidationError) as raised:
         preprocess.run(config, spark)
@@ -167,7 +167,7 @@ def test_the_profile_counts_planted_duplicates_and_the_default_rule_stops_a_labe
 def test_one_class_stops_a_classifier_before_training_and_not_a_gan(spark, tmp_path):
     source = _tree(tmp_path / "images", {f"only/{i}.png": _png(i) for i in range(12)})
     config = image_config(tmp_path / "work", "ingest.image_size=16")
-    ingest.run(config, spark, str(source))
+    ingest.run(config, lambda: spark, str(source))
     with pytest.raises(ValidationError) as raised:
         preprocess.run(config, spark)
     assert raised.value.rule == "min_classes"

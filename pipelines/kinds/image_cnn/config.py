@@ -26,6 +26,12 @@ class IngestConfig(Section):
     batch_bytes: int = Field(
         16 * _MB, ge=1024, description="decoded pixel bytes a task holds before writing them"
     )
+    driver_increment_files: int = Field(
+        2000,
+        ge=0,
+        description="an incremental ingest of at most this many new or changed files decodes them in "
+        "the driver process, without starting Spark (0: always in Spark tasks)",
+    )
     compact_files: int = Field(
         8,
         ge=1,

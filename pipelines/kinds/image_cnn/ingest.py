@@ -34,7 +34,7 @@ from pipelines.kinds.image_cnn.config import ImagePipelineConfig, IngestConfig
 from pipelines.kinds.image_cnn.schemas import IMAGE_RECORDS
 from pipelines.preprocess.profile import band
 from pipelines.preprocess.splits import split_names
-from pipelines.runtime.progress import spark_stage
+from pipelines.runtime.progress import driver_stage, spark_stage
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ def decoding_tasks(
 
 
 def decode_and_write(
-    spark: SparkSession,
+    spark: SparkSession | None,
     listing_uri: str,
     tasks: int,
     source_uri: str,
@@ -286,7 +286,8 @@ def decode_and_write(
     """One Spark task per listing part decodes its files and writes the records (``IMAGE_RECORDS``)
     itself: usable ones to their split's folder of the catalog's ingested data set, in row groups of
     ``preprocess.rows_per_row_group`` rows (what the ranks stream), the others to its quarantine folder.
-    With ``append`` (an increment), the files join those already there. Returns the files written."""
+    With ``append`` (an increment), the files join those already there; without ``spark``, the tasks
+    run in this process. Returns the files written."""
     if not append:
         _drop_unsplit_records(catalog)
     return spark_writes.write_from_tasks(
@@ -343,7 +344,7 @@ def list_images(
     """List the visible files under ``source`` in class-mixing order and write the listing in one part
     per planned Spark task to ``location``. Returns (listing, listing URI, number of tasks)."""
     listing = mix_classes(listed_images(source))
-    return (listing, *plan_listing(spark, listing, settings, location))
+    return (listing, *plan_listing(listing, settings, location, spark.sparkContext.defaultParallelism))
 
 
 def listed_images(source: str) -> pa.Table:
@@ -354,15 +355,17 @@ def listed_images(source: str) -> pa.Table:
     return listing
 
 
-def plan_listing(spark: SparkSession, listing: pa.Table, settings: IngestConfig, location) -> tuple[str, int]:
-    """Write ``listing`` in one part per planned Spark task to ``location``: (its URI, the tasks)."""
-    starts = plan_tasks(listing.column("size").to_numpy(), settings, spark.sparkContext.defaultParallelism)
+def plan_listing(listing: pa.Table, settings: IngestConfig, location, cores: int) -> tuple[str, int]:
+    """Write ``listing`` in one part per task planned for ``cores`` to ``location``: (its URI, the tasks)."""
+    starts = plan_tasks(listing.column("size").to_numpy(), settings, cores)
     return write_listing(listing, starts, location), len(starts) - 1
 
 
-def run(config: ImagePipelineConfig, spark: SparkSession, source: str) -> IngestReport:
+def run(config: ImagePipelineConfig, start_spark: Callable[[], SparkSession], source: str) -> IngestReport:
     """Ingest the image tree at ``source`` into the catalog's images and quarantine tables: only what
-    changed since the last ingest (``increments``) when it wrote with these settings, else all of it."""
+    changed since the last ingest (``increments``) when it wrote with these settings, else all of it.
+    An increment of at most ``ingest.driver_increment_files`` files is decoded in this process, and
+    Spark is not started: its JVM and workers would take longer to start than the files to decode."""
     catalog = Catalog.for_workdir(config.workdir)
     settings = config.ingest
     layout = ingest_layout(config.preprocess, settings.compression)
@@ -374,12 +377,21 @@ def run(config: ImagePipelineConfig, spark: SparkSession, source: str) -> Ingest
     to_read = mix_classes(change.to_read if change else listing)
     if change:
         log.info("ingest: %s since the last ingest", change.description)
-    with spark_stage(spark, "ingest", total=to_read.num_rows, unit="files") as stage:
+    in_driver = change is not None and to_read.num_rows <= settings.driver_increment_files
+    spark = None if in_driver else start_spark()
+    total = to_read.num_rows
+    with (
+        driver_stage("ingest", total, "files")
+        if spark is None
+        else spark_stage(spark, "ingest", total, "files") as stage
+    ):
         written = []
         if to_read.num_rows:
-            listing_uri, tasks = plan_listing(spark, to_read, settings, catalog.listing)
+            cores = spark.sparkContext.defaultParallelism if spark else 1
+            listing_uri, tasks = plan_listing(to_read, settings, catalog.listing, cores)
             megabytes = float(to_read["size"].to_numpy().sum()) / 1e6
-            log.info("ingest: %d files (%.1f MB) in %d Spark tasks", to_read.num_rows, megabytes, tasks)
+            where = f"{tasks} Spark tasks" if spark else "the driver"
+            log.info("ingest: %d files (%.1f MB) in %s", to_read.num_rows, megabytes, where)
             written = decode_and_write(
                 spark,
                 listing_uri,

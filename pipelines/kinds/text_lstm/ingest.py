@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from urllib.parse import unquote
 
@@ -280,7 +281,7 @@ def first_invalid_utf8(uri: str, chunk_bytes: int = 1 << 20) -> int | None:
     return None
 
 
-def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIngestReport:
+def run(config: TextPipelineConfig, start_spark: Callable[[], SparkSession], source: str) -> TextIngestReport:
     """Ingest the text records at ``source`` into the catalog's ingested and quarantine tables: only
     the files that changed since the last ingest (``increments``) when it read them with these data
     settings, else all of them.
@@ -288,6 +289,7 @@ def run(config: TextPipelineConfig, spark: SparkSession, source: str) -> TextIng
     One pass over the files read: every record the parser produces is written to exactly one of the
     two tables, so the records seen are the rows of both (read from the footers).
     """
+    spark = start_spark()
     catalog = Catalog.for_workdir(config.workdir)
     listing = filesystems.visible_files(filesystems.list_source(source))  # the files Spark reads
     if listing.num_rows == 0:
