@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pyspark.sql import functions as F
-
 from pipelines.core.config import SparkConfig
 from pipelines.runtime import driver_jvm
 from pipelines.runtime.spark import get_spark
@@ -77,17 +75,6 @@ def _typical_work(spark, folder: Path) -> None:
 
     read.mapInArrow(_binary_lengths, "id long, n int").groupBy("n").count().collect()
     read.groupBy("label").count().toPandas()
-    # The shapes of preprocess's summaries and profile: a hashed split, digests, array sums, and
-    # aggregations of aggregations.
-    split = F.when(F.pmod(F.crc32("data"), F.lit(10)) < 8, "train").otherwise("test")
-    keyed = read.withColumn("split", split).withColumn("sums", F.array(F.col("id").cast("double")))
-    keyed.groupBy("split", "label").agg(
-        F.count(F.lit(1)), F.bit_xor(F.xxhash64("id", "label")), F.sum(F.col("sums")[0])
-    ).collect()
-    by_label = keyed.groupBy(F.col("id") % 7, "label").agg(F.count(F.lit(1)).alias("n"), F.min("split"))
-    by_label.groupBy("(id % 7)").agg(F.sum("n").alias("n"), F.max("n")).agg(
-        F.sum(F.when(F.col("n") > 1, F.col("n")))
-    ).first()
     (folder / "text.tsv").write_text("".join(f"{i}\treview {i}\n" for i in range(50)))
     spark.read.csv(str(folder / "text.tsv"), sep="\t").count()
 

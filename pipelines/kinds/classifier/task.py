@@ -53,13 +53,20 @@ class ClassifierTask(TrainingTask):
         return model
 
     def schedule(self, ctx: RankContext):
-        """The learning rate: a warm-up to ``lr x ranks`` over ``train.warmup_epochs``."""
+        """The learning rate: a warm-up to ``lr x ranks`` over ``train.warmup_epochs``, and the
+        fine-tuning rate from the step ``fine_tuning`` gives."""
         from pipelines.train import horovod_keras as hk
 
         train = ctx.config.train
+        rate, step = self.fine_tuning(ctx)
         return hk.WarmupSchedule(
-            train.learning_rate, ctx.size, int(train.warmup_epochs * ctx.steps_per_epoch)
+            train.learning_rate, ctx.size, int(train.warmup_epochs * ctx.steps_per_epoch), rate, step
         )
+
+    def fine_tuning(self, ctx: RankContext) -> tuple[float | None, int]:
+        """The learning rate once a part of the model trained alone is unfrozen, and the step it
+        starts at; (None, 0): one rate throughout."""
+        return None, 0
 
     def callbacks(self, ctx: RankContext) -> list:
         from pipelines.train import horovod_keras as hk

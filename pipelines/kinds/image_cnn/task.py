@@ -58,13 +58,13 @@ class CnnTask(ClassifierTask):
             backbone.trainable = False  # until FreezeUntil's epoch (callbacks)
         return model
 
-    def schedule(self, ctx):
-        schedule = super().schedule(ctx)
+    def fine_tuning(self, ctx):
         train = ctx.config.train
-        if train.freeze_backbone_epochs:  # unfrozen, the whole network learns at the fine-tuning rate
-            schedule.fine_tune = train.fine_tune_learning_rate or train.learning_rate / 10
-            schedule.fine_tune_step = train.freeze_backbone_epochs * ctx.steps_per_epoch
-        return schedule
+        if not train.freeze_backbone_epochs:
+            return None, 0
+        # Unfrozen, the whole network learns at the fine-tuning rate.
+        rate = train.fine_tune_learning_rate or train.learning_rate / 10
+        return rate, train.freeze_backbone_epochs * ctx.steps_per_epoch
 
     def callbacks(self, ctx):
         from models.backbones import find_backbone

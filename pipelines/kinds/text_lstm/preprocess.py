@@ -108,6 +108,11 @@ def kept_vocabulary(
     return kept if normalised == (settings.max_len, settings.lowercase, settings.html_unescape) else None
 
 
+def split_row_bytes(settings: TextPreprocessConfig) -> int:
+    """About the bytes of one split row: the token ids plus the kept raw text."""
+    return settings.max_len * 4 + 400
+
+
 def encode_splits(
     spark: SparkSession,
     catalog: Catalog,
@@ -147,7 +152,7 @@ def encode_splits(
         # shuffle; it spills, so memory stays bounded) mixes them, split by split.
         rows = schemas.conform(rows, TEXT_SPLIT, keep=("split", "origin"))
         rows = rows.sortWithinPartitions("origin", "split", F.xxhash64("key"))
-        row_bytes = settings.max_len * 4 + 400  # ids plus the kept raw text, roughly
+        row_bytes = split_row_bytes(settings)
         spark_writes.write_partitions(
             rows,
             "split",
@@ -192,7 +197,7 @@ def run(config: TextPipelineConfig, spark: SparkSession) -> dict:
     """
     catalog = Catalog.for_workdir(config.workdir)
     settings = config.preprocess
-    size_batches(spark, settings.max_len * 4 + 400)
+    size_batches(spark, split_row_bytes(settings))
     records = assign_split(read_ingested(spark, catalog), settings.split, key="key")
     try:
         ingest_report = atomic.read_json(catalog.ingest_report)
