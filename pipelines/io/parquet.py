@@ -57,14 +57,20 @@ def row_groups(location: str | Path | Uri, shard: int = 0, shards: int = 1) -> I
         yield group.to_table()
 
 
-def column_batches(location: str | Path | Uri, columns: list[str]) -> Iterator[pa.RecordBatch]:
+def column_batches(
+    location: str | Path | Uri, columns: list[str], missing_ok: bool = False
+) -> Iterator[pa.RecordBatch]:
     """The ``columns`` of a Parquet data set, batch by batch (only those columns' chunks are read);
-    on an object store only a committed one (``COMMIT_MARKER``)."""
+    on an object store only a committed one (``COMMIT_MARKER``). ``missing_ok``: columns the data
+    set does not have are left out instead of failing."""
     import pyarrow.dataset as ds
 
     fs, root, _ = filesystem(location)
     _require_committed(fs, root, location)
-    yield from ds.dataset(root, filesystem=fs, format="parquet").to_batches(columns=columns)
+    dataset = ds.dataset(root, filesystem=fs, format="parquet")
+    if missing_ok:
+        columns = [name for name in columns if name in dataset.schema.names]
+    yield from dataset.to_batches(columns=columns)
 
 
 def _require_committed(fs, root: str, location) -> None:

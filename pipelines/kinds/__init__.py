@@ -57,7 +57,7 @@ class Kind:
     stages: tuple[str, ...] = KIND_STAGES  # the chained stages it runs, in the table's order
 
     def part(self, name: str) -> Any:
-        """Import and return the part ``name`` (e.g. ``kind.part("preprocess")(config, spark)``)."""
+        """Import and return the part ``name`` (e.g. ``kind.part("demo")(catalog)``)."""
         return pkgutil.resolve_name(getattr(self, name))
 
 

@@ -34,9 +34,9 @@ class Ingest(Protocol):
 
 class Preprocess(Protocol):
     """Ingested -> one Parquet data set per split and the fitted transform; a report dict with
-    ``splits`` (rows per split), ``seconds`` and ``spark_jobs``."""
+    ``splits`` (rows per split), ``seconds`` and ``spark_jobs``. ``start_spark`` as for ``Ingest``."""
 
-    def __call__(self, config: PipelineBase, spark: SparkSession) -> dict: ...
+    def __call__(self, config: PipelineBase, start_spark: Callable[[], SparkSession]) -> dict: ...
 
 
 class Demo(Protocol):

@@ -16,6 +16,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 
@@ -54,10 +55,6 @@ def data_profile(
     ``summarize_splits`` rows (split, label, rows), ``content`` hashes a row's content, ``shape``
     names its raw shape."""
     counts = list(counts)
-    per_split = {name: {label: 0 for label in class_names} for name in SPLITS}
-    for row in counts:
-        per_split[row["split"]][row["label"]] = row["rows"]
-    total = sum(row["rows"] for row in counts)
     # Per (content, label), then per content; min != max rather than countDistinct: plain hash
     # aggregations of small columns, no expanded copy of every row.
     by_label = records.groupBy(content.alias("content"), "label").agg(
@@ -76,15 +73,64 @@ def data_profile(
         F.sum(F.when(F.col("splits"), F.col("n"))).alias("cross_split"),
     ).first()
     shapes = records.groupBy(shape.alias("shape")).count().collect()
+    return assemble_profile(
+        counts,
+        {key: found[key] or 0 for key in _DUPLICATES},
+        ((row["shape"], row["count"]) for row in shapes),
+        class_names,
+    )
+
+
+_DUPLICATES = ("repeated", "cross_label", "conflicting", "cross_split")
+
+
+def assemble_profile(
+    counts: Iterable,
+    duplicates: dict[str, int],
+    shapes: Iterable[tuple[str | None, int]],
+    class_names: list[str],
+) -> dict:
+    """The profile from its parts: ``counts`` ((split, label, rows) rows or mappings), the rows of
+    each kind of ``duplicates`` (``duplicate_rows``) and the (shape, rows) pairs."""
+    per_split = {name: {label: 0 for label in class_names} for name in SPLITS}
+    for row in counts:
+        per_split[row["split"]][row["label"]] = row["rows"]
+    total = sum(sum(labels.values()) for labels in per_split.values())
     return {
         "rows": total,
         "classes": {label: sum(per_split[name][label] for name in SPLITS) for label in class_names},
         "splits": per_split,
         "duplicates": {
-            key: {"rows": found[key] or 0, "fraction": round((found[key] or 0) / max(total, 1), 6)}
-            for key in ("repeated", "cross_label", "conflicting", "cross_split")
+            key: {"rows": duplicates[key], "fraction": round(duplicates[key] / max(total, 1), 6)}
+            for key in _DUPLICATES
         },
-        "shapes": _top(((row["shape"] or "unknown", row["count"]) for row in shapes), MAX_SHAPES),
+        "shapes": _top(((shape or "unknown", rows) for shape, rows in shapes), MAX_SHAPES),
+    }
+
+
+def duplicate_rows(content: np.ndarray, labels: np.ndarray, splits: np.ndarray) -> dict[str, int]:
+    """``data_profile``'s duplicate counts, in this process, from one entry per row: its content
+    hash, label and split (integer codes). Rows whose content appears more than once (repeated),
+    under two labels (cross_label), under another label than its content's most common one
+    (conflicting) and in two splits (cross_split)."""
+    if len(content) == 0:
+        return dict.fromkeys(_DUPLICATES, 0)
+    order = np.lexsort((splits, labels, content))
+    content, labels, splits = content[order], labels[order], splits[order]
+    # Per (content, label): rows and the smallest and largest split; then per content.
+    pairs = np.flatnonzero(np.r_[True, (content[1:] != content[:-1]) | (labels[1:] != labels[:-1])])
+    pair_rows = np.diff(np.r_[pairs, len(content)])
+    first, last = np.minimum.reduceat(splits, pairs), np.maximum.reduceat(splits, pairs)
+    pair_content = content[pairs]
+    groups = np.flatnonzero(np.r_[True, pair_content[1:] != pair_content[:-1]])
+    rows = np.add.reduceat(pair_rows, groups)
+    labelled = np.diff(np.r_[groups, len(pairs)])
+    in_two_splits = np.minimum.reduceat(first, groups) != np.maximum.reduceat(last, groups)
+    return {
+        "repeated": int(rows[rows > 1].sum()),
+        "cross_label": int(rows[labelled > 1].sum()),
+        "conflicting": int((rows - np.maximum.reduceat(pair_rows, groups)).sum()),
+        "cross_split": int(rows[in_two_splits].sum()),
     }
 
 

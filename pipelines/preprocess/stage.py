@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from pipelines.core.config import PipelineConfig
 from pipelines.core.stages import StageResult
 from pipelines.kinds import kind_of
@@ -10,7 +12,7 @@ from pipelines.runtime.spark import get_spark
 
 def run(config: PipelineConfig) -> StageResult:
     """Split the ingested data, fit the transform on train, write one Parquet data set per split."""
-    report = kind_of(config).part("preprocess")(config, get_spark(config.spark))
+    report = kind_of(config).part("preprocess")(config, partial(get_spark, config.spark))
     splits = {name: split["rows"] for name, split in report["splits"].items()}
     profile = report["profile"]
     summary = {

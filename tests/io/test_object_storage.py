@@ -29,7 +29,7 @@ from pipelines.ingest import stage as ingest_stage
 from pipelines.io import atomic, filesystems, parquet, spark_writes
 from pipelines.preprocess import stage as preprocess_stage
 from pipelines.runtime.spark import explain_spark_failure
-from tests.conftest import IMAGE_CONFIG, ROOT, image_config
+from tests.conftest import IMAGE_CONFIG, ROOT, image_config, text_config
 from tests.io.test_storage import SCHEMA, _batches
 from tests.support.s3 import moto_s3
 
@@ -225,9 +225,9 @@ def test_a_data_set_without_its_marker_is_not_trusted_on_s3(s3):
 
 
 def test_spark_without_an_s3_connector_fails_with_one_line_naming_it(spark, s3):
-    config = image_config(f"s3://{BUCKET}/nowhere")
+    config = text_config(f"s3://{BUCKET}/nowhere")
     with pytest.raises(ConfigError) as raised:
-        preprocess_stage.run(config)  # Spark reads the ingested images
+        preprocess_stage.run(config)  # Spark reads the ingested records
     message = str(raised.value)
     assert len(message.splitlines()) == 1
     assert message.startswith(f"s3://{BUCKET}/nowhere/ingest/records.parquet: Spark has no Hadoop FileSystem")
@@ -293,3 +293,7 @@ def test_ingest_into_an_s3_workdir_runs_on_the_python_side(spark, s3, s3_digits)
     assert "quarantine.parquet/_SUCCESS" in keys
     assert all(f"records.parquet/split={name}/_SUCCESS" in keys for name in ("train", "val", "test"))
     assert not [key for key in _keys("work") if ".tmp-" in key]
+    # Image preprocess reads the small columns with pyarrow too: the splits are published on S3.
+    splits = preprocess_stage.run(config).summary["splits"]
+    assert sum(splits.values()) == report["rows_written"]
+    assert all(f"preprocess/{name}.parquet/_SUCCESS" in _keys("work") for name in ("train", "val", "test"))

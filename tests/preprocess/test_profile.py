@@ -52,6 +52,24 @@ def test_shape_bands_are_the_same_in_python_and_in_spark(spark):
     assert profile.band(96, "px") == "64-127 px" and profile.band(0, "words") == "0 words"
 
 
+def test_duplicates_counted_in_the_driver_are_those_spark_counts(spark):
+    """The image kind counts duplicates in its own process (``duplicate_rows``), the text kind in
+    Spark (``data_profile``): the same rows give the same counts."""
+    generator = np.random.default_rng(3)
+    content = generator.integers(0, 400, 1000)  # 1,000 rows of 400 contents: many repeats
+    labels = generator.integers(0, 3, 1000)
+    splits = generator.choice(3, 1000, p=[0.8, 0.1, 0.1])
+    names = np.array(["train", "val", "test"])
+    rows = [(int(c), f"l{k}", str(names[s])) for c, k, s in zip(content, labels, splits, strict=True)]
+    records = spark.createDataFrame(rows, "content long, label string, split string")
+    counts = records.groupBy("split", "label").agg(F.count(F.lit(1)).alias("rows")).collect()
+    in_spark = profile.data_profile(records, F.col("content"), F.lit("x"), counts, ["l0", "l1", "l2"])
+    in_driver = profile.duplicate_rows(content, labels, splits)
+    assert in_driver == {key: found["rows"] for key, found in in_spark["duplicates"].items()}
+    assert all(in_driver.values())  # every kind of duplicate is there
+    assert profile.duplicate_rows(*(np.zeros(0, np.int64),) * 3) == dict.fromkeys(in_driver, 0)
+
+
 def test_the_default_rules_pass_a_sound_data_set_and_stop_what_no_one_would_train_on():
     rules = ValidateConfig()
     assert profile.findings(_profile({"cat": 50, "dog": 50}, conflicting=0, repeated=8), rules, True) == []
@@ -141,13 +159,13 @@ def test_the_profile_counts_planted_duplicates_and_the_default_rule_stops_a_labe
     ingest.run(config, lambda: spark, str(source))
 
     with pytest.raises(ValidationError) as raised:
-        preprocess.run(config, spark)
+        preprocess.run(config, lambda: spark)
     assert raised.value.rule == "max_cross_label_fraction"
     assert raised.value.measured.startswith("1 rows (2.33%) have another label")
     assert not Catalog.for_workdir(config.workdir).profile.exists()  # nothing recorded
 
     warned = config.model_copy(update={"validation": ValidateConfig(mode="warn")})
-    report = preprocess.run(warned, spark)
+    report = preprocess.run(warned, lambda: spark)
     found = report["profile"]
     assert found["rows"] == 43
     assert found["classes"] == {"cats": 22, "dogs": 21}
@@ -169,12 +187,12 @@ def test_one_class_stops_a_classifier_before_training_and_not_a_gan(spark, tmp_p
     config = image_config(tmp_path / "work", "ingest.image_size=16")
     ingest.run(config, lambda: spark, str(source))
     with pytest.raises(ValidationError) as raised:
-        preprocess.run(config, spark)
+        preprocess.run(config, lambda: spark)
     assert raised.value.rule == "min_classes"
     gan = load_config(
         IMAGE_CONFIG.with_name("image_gan.yaml"), [f"workdir={tmp_path / 'work'}", "ingest.image_size=16"]
     )
-    assert preprocess.run(gan, spark)["profile"]["warnings"] == []
+    assert preprocess.run(gan, lambda: spark)["profile"]["warnings"] == []
 
 
 @pytest.mark.slow

@@ -54,7 +54,7 @@ def test_vocabulary_is_fitted_on_train_only(spark, tmp_path):
 
     ingested = _records(spark, candidates + [("the acting is awful", "negative")] * 50)
     spark_writes.write_parquet_atomically(ingested, Catalog.for_workdir(config.workdir).ingested)
-    report = text_preprocess.run(config, spark)
+    report = text_preprocess.run(config, lambda: spark)
 
     transform = load_transform(Catalog.for_workdir(config.workdir).transform)
     assert transform.vocabulary[:2] == ["<pad>", "<oov>"]
@@ -77,7 +77,7 @@ def test_vocab_size_caps_the_vocabulary_and_splits_hold_declared_ids(spark, tmp_
     spark_writes.write_parquet_atomically(
         _records(spark, texts), Catalog.for_workdir(config.workdir).ingested
     )
-    text_preprocess.run(config, spark)
+    text_preprocess.run(config, lambda: spark)
     catalog = Catalog.for_workdir(config.workdir)
     transform = load_transform(catalog.transform)
     assert len(transform.vocabulary) == 5

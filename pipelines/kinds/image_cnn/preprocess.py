@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
-from pyspark.sql import Column, DataFrame, SparkSession
-from pyspark.sql import functions as F
+import pyarrow.compute as pc
+from pyspark.sql import SparkSession
 from pyspark.sql.pandas.types import to_arrow_schema
 
 from pipelines.core.catalog import SPLITS, Catalog
-from pipelines.core.config import PreprocessConfig
+from pipelines.core.config import PreprocessConfig, SplitConfig
 from pipelines.core.errors import DataError
 from pipelines.io import atomic, filesystems, parquet, spark_writes
 from pipelines.kinds import kind_of
@@ -20,19 +23,16 @@ from pipelines.kinds.image_cnn.config import ImagePipelineConfig
 from pipelines.kinds.image_cnn.ingest import ingest_layout
 from pipelines.kinds.image_cnn.schemas import IMAGE_RECORDS, IMAGE_SPLIT
 from pipelines.kinds.image_cnn.transform import ImageTransform
-from pipelines.preprocess.profile import checked_profile, data_profile, record_profile
+from pipelines.preprocess.profile import assemble_profile, checked_profile, duplicate_rows, record_profile
 from pipelines.preprocess.splits import (
-    assign_split,
     kept_transform,
     publish_snapshot,
-    read_ingested,
     record_splits,
     split_names,
     split_summaries,
-    summarize_splits,
 )
-from pipelines.runtime.progress import spark_stage
-from pipelines.runtime.spark import BATCH_BYTES, size_batches
+from pipelines.runtime.progress import driver_stage, spark_stage
+from pipelines.runtime.spark import BATCH_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -101,21 +101,23 @@ def write_image_splits(
     )
 
 
-def run(config: ImagePipelineConfig, spark: SparkSession) -> dict:
+def run(config: ImagePipelineConfig, start_spark: Callable[[], SparkSession]) -> dict:
     """Split the ingested images, fit the transform on train, write one Parquet data set per split.
 
-    Spark jobs over the small columns only (split and label counts, digests, the train split's
-    channel sums computed at ingest, the profile); the splits are ingest's own files, which ingest
-    wrote split (``publish_ingested_splits``): no pixel is read. With a split or storage other than
-    ingest's, one more job writes every split (``write_image_splits``), the pixels read once, and
-    only by Python workers.
+    One pass in this process over the small columns only (``summarize_ingested``: split and label
+    counts, digests, the channel sums computed at ingest, the profile); the splits are ingest's own
+    files, which ingest wrote split (``publish_ingested_splits``): no pixel is read, and Spark is
+    not started. With a split or storage other than ingest's, a Spark job writes every split
+    (``write_image_splits``), the pixels read once, and only by Python workers.
     """
     catalog = Catalog.for_workdir(config.workdir)
     size = config.ingest.image_size
-    ingested = read_ingested(spark, catalog)
+    try:
+        written = sum(parquet.row_group_sizes(catalog.ingested))
+    except (OSError, DataError):
+        raise DataError(str(catalog.ingested), "no ingested data: run the ingest stage first") from None
     ingest_report = atomic.read_json(catalog.ingest_report)
     ingested_size = ingest_report.get("image_size", size)
-    written = sum(parquet.row_group_sizes(catalog.ingested))
     if written != ingest_report["rows_written"]:
         raise DataError(
             str(catalog.ingested),
@@ -126,18 +128,20 @@ def run(config: ImagePipelineConfig, spark: SparkSession) -> dict:
             str(catalog.ingested),
             f"holds {ingested_size} px images, ingest.image_size is {size}: re-run ingest",
         )
-    size_batches(spark, size * size * 3 + 64)
-    images = assign_split(ingested, config.preprocess.split)
-    with spark_stage(spark, "preprocess", total=written, unit="images") as stage:
+    publish = written_as_splits(ingest_report, config.preprocess)
+    spark = None if publish else start_spark()
+    with (
+        driver_stage("preprocess", written, "images")
+        if publish
+        else spark_stage(spark, "preprocess", total=written, unit="images") as stage
+    ):
         stage.phase = "statistics"
-        sums = {f"s{c}": F.col("channel_sum")[c] for c in range(3)}
-        sums.update({f"q{c}": F.col("channel_sq_sum")[c] for c in range(3)})
-        rows = summarize_splits(images, ["relpath", "label", "pixels_hash"], sums)
+        rows, duplicates, shapes = summarize_ingested(catalog, config.preprocess.split)
         class_names = sorted({row["label"] for row in rows})
         stage.phase = "profile"
         profile = checked_profile(
             catalog,
-            data_profile(images, F.col("pixels_hash"), _source_shape(images), rows, class_names),
+            assemble_profile(rows, duplicates, shapes.items(), class_names),
             config.validation,
             kind_of(config).learns_classes,
         )
@@ -153,7 +157,7 @@ def run(config: ImagePipelineConfig, spark: SparkSession) -> dict:
         transform = kept or ImageTransform(size, class_names, mean, std)
         if kept:
             log.info("preprocess: the transform fitted before is kept (preprocess.refit=true fits it again)")
-        if written_as_splits(ingest_report, config.preprocess):
+        if publish:
             stage.phase = "publishing splits"
             publish_ingested_splits(catalog)
         else:
@@ -171,7 +175,70 @@ def run(config: ImagePipelineConfig, spark: SparkSession) -> dict:
     return {**report, "profile": profile, "seconds": round(stage.seconds, 2), "spark_jobs": stage.jobs}
 
 
-def _source_shape(images: DataFrame) -> Column:
-    """The profile's shape of an image (``ingest.source_shape``; data ingested before it was
-    recorded: "unknown")."""
-    return F.col("source_shape") if "source_shape" in images.columns else F.lit(None).cast("string")
+_SUMS = [f"{kind}{channel}" for kind in "sq" for channel in range(3)]
+_SPLIT_CODES = {name: code for code, name in enumerate(SPLITS)}
+
+
+def summarize_ingested(catalog: Catalog, split: SplitConfig) -> tuple[list[dict], dict[str, int], Counter]:
+    """One pass over the ingested records' small columns (no pixel), batch by batch, in this process:
+    per (split, label), with the split ``split`` gives each path, the rows, the digest
+    (``row_digests``) and the sums of the channel sums and squares (``s0``-``s2``, ``q0``-``q2``);
+    the profile's duplicate counts (``duplicate_rows``: 13 bytes per row are held until the end);
+    and the rows per raw shape."""
+    groups: dict[tuple[str, str], dict] = {}
+    labels: dict[str, int] = {}
+    contents, label_codes, split_codes, shapes = [], [], [], Counter()
+    columns = ["relpath", "label", "pixels_hash", "channel_sum", "channel_sq_sum", "source_shape"]
+    for batch in _in_chunks(parquet.column_batches(catalog.ingested, columns, missing_ok=True)):
+        relpaths, names = batch.column("relpath").to_pylist(), batch.column("label").to_pylist()
+        hashes = batch.column("pixels_hash").to_numpy(zero_copy_only=False).astype(np.int64)
+        frame = pd.DataFrame({"split": split_names(relpaths, split), "label": names})
+        frame["digest"] = row_digests(relpaths, names, hashes)
+        for kind, column in (("s", "channel_sum"), ("q", "channel_sq_sum")):
+            values = pc.list_flatten(batch.column(column)).to_numpy().reshape(-1, 3)
+            for channel in range(3):
+                frame[f"{kind}{channel}"] = values[:, channel]
+        for (name, label), group in frame.groupby(["split", "label"], sort=False):
+            total = groups.setdefault(
+                (name, label),
+                {"split": name, "label": label, "rows": 0, "digest": 0, **dict.fromkeys(_SUMS, 0.0)},
+            )
+            total["rows"] += len(group)
+            total["digest"] ^= int(np.bitwise_xor.reduce(group["digest"].to_numpy()))
+            for key in _SUMS:
+                total[key] += float(group[key].sum())
+        contents.append(hashes)
+        label_codes.append(np.array([labels.setdefault(label, len(labels)) for label in names], np.int32))
+        split_codes.append(frame["split"].map(_SPLIT_CODES).to_numpy(np.int8))
+        if "source_shape" in batch.schema.names:
+            shapes.update(batch.column("source_shape").to_pylist())
+        else:  # ingested before the shape was recorded
+            shapes[None] += batch.num_rows
+    duplicates = duplicate_rows(
+        *(
+            np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
+            for arrays in (contents, label_codes, split_codes)
+        )
+    )
+    return list(groups.values()), duplicates, shapes
+
+
+def _in_chunks(batches: Iterator[pa.RecordBatch], rows: int = 65536) -> Iterator[pa.Table]:
+    """The batches joined into tables of about ``rows`` rows (a batch is one row group: 128 rows)."""
+    held: list[pa.RecordBatch] = []
+    for batch in batches:
+        held.append(batch)
+        if sum(part.num_rows for part in held) >= rows:
+            yield pa.Table.from_batches(held)
+            held = []
+    if any(part.num_rows for part in held):
+        yield pa.Table.from_batches(held)
+
+
+def row_digests(relpaths: list[str], labels: list[str], hashes: np.ndarray) -> np.ndarray:
+    """Each record's share of its split's digest: the CRC-32s of its path and label, joined into 64
+    bits, XOR its pixels' hash; a split's digest is the XOR of its rows' (order-independent)."""
+    paths = np.fromiter((zlib.crc32(path.encode()) for path in relpaths), np.uint64, len(relpaths))
+    crcs = {label: zlib.crc32(label.encode()) for label in set(labels)}
+    names = np.fromiter((crcs[label] for label in labels), np.uint64, len(labels))
+    return ((paths << np.uint64(32)) | names) ^ hashes.view(np.uint64)

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import re
 import uuid
+from collections.abc import Callable
 
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -187,7 +188,7 @@ def _rows(uri: str) -> int:
     return sum(parquet.row_group_sizes(uri))
 
 
-def run(config: TextPipelineConfig, spark: SparkSession) -> dict:
+def run(config: TextPipelineConfig, start_spark: Callable[[], SparkSession]) -> dict:
     """Split the records, fit the vocabulary on train, write token ids per split and the transform.
 
     Spark jobs and nothing cached: per-split label counts and digests over the small columns, the
@@ -195,6 +196,7 @@ def run(config: TextPipelineConfig, spark: SparkSession) -> dict:
     ingest, which keeps the vocabulary: ``kept_vocabulary``), then one job that tokenizes, encodes
     and writes the splits (after an incremental ingest, only the new ingested files: ``encode_splits``).
     """
+    spark = start_spark()
     catalog = Catalog.for_workdir(config.workdir)
     settings = config.preprocess
     size_batches(spark, split_row_bytes(settings))
