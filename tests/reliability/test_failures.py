@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pyarrow.parquet as pq
 import pytest
 
 from tests.reliability.conftest import Dlfusion
@@ -37,7 +38,8 @@ def test_an_unexpected_error_is_one_line_with_its_trace_in_the_log_file(digits_w
     workdir = tmp_path / "work"
     shutil.copytree(digits_workdir, workdir)
     for part in (workdir / "ingest" / "records.parquet").glob("split=*/*.parquet"):
-        part.write_bytes(b"PAR1 this is not parquet")  # damaged behind the pipeline's back
+        # Changed behind the pipeline's back: the same rows, a column gone.
+        pq.write_table(pq.read_table(part).drop_columns(["relpath"]), part)
     summary = tmp_path / "summary.json"
 
     command = _run(
