@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from pipelines.core.catalog import Catalog
@@ -45,9 +45,7 @@ def write_by_reason(
     )
 
 
-def check_accounted(
-    spark: SparkSession, seen: int | None, catalog: Catalog, source: str, unit: str
-) -> Accounted:
+def check_accounted(seen: int | None, catalog: Catalog, source: str, unit: str) -> Accounted:
     """Count the rows written and quarantined from the footers; check ``seen`` (when given) is their sum,
     and count the classes (distinct labels) from the label column alone, read in batches by pyarrow:
     no Spark job, so a workdir Spark cannot reach (a URI without its Hadoop connector) works too.

@@ -58,19 +58,22 @@ def row_groups(location: str | Path | Uri, shard: int = 0, shards: int = 1) -> I
 
 
 def column_batches(
-    location: str | Path | Uri, columns: list[str], missing_ok: bool = False
+    location: str | Path | Uri, columns: list[str], optional: tuple[str, ...] = ()
 ) -> Iterator[pa.RecordBatch]:
     """The ``columns`` of a Parquet data set, batch by batch (only those columns' chunks are read);
-    on an object store only a committed one (``COMMIT_MARKER``). ``missing_ok``: columns the data
-    set does not have are left out instead of failing."""
+    on an object store only a committed one (``COMMIT_MARKER``). Columns named in ``optional`` that
+    the data set does not have are left out; any other missing column is DataError."""
     import pyarrow.dataset as ds
 
     fs, root, _ = filesystem(location)
     _require_committed(fs, root, location)
     dataset = ds.dataset(root, filesystem=fs, format="parquet")
-    if missing_ok:
-        columns = [name for name in columns if name in dataset.schema.names]
-    yield from dataset.to_batches(columns=columns)
+    missing = [name for name in columns if name not in dataset.schema.names]
+    required = [name for name in missing if name not in optional]
+    if required:
+        have = ", ".join(dataset.schema.names)
+        raise DataError(str(location), f"has no column {required[0]!r} (it has {have}): re-run what wrote it")
+    yield from dataset.to_batches(columns=[name for name in columns if name not in missing])
 
 
 def _require_committed(fs, root: str, location) -> None:

@@ -57,8 +57,15 @@ class Kind:
     stages: tuple[str, ...] = KIND_STAGES  # the chained stages it runs, in the table's order
 
     def part(self, name: str) -> Any:
-        """Import and return the part ``name`` (e.g. ``kind.part("demo")(catalog)``)."""
-        return pkgutil.resolve_name(getattr(self, name))
+        """Import and return the part ``name`` (e.g. ``kind.part("demo")(catalog)``). A function
+        part whose parameters are not its Protocol's (``contract``) is a one-line ConfigError."""
+        from pipelines.kinds import contract
+
+        part = pkgutil.resolve_name(getattr(self, name))
+        problem = contract.mismatch(name, part)
+        if problem:
+            raise ConfigError(f"{self.name}.{name}", f"{getattr(self, name)} {problem}")
+        return part
 
 
 @functools.cache

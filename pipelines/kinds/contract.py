@@ -102,17 +102,30 @@ def _shape(signature: inspect.Signature) -> list[tuple[str, Any, bool]]:
 def check(kind: Kind) -> list[str]:
     """What in ``kind`` breaks the contract (empty when nothing): a part that does not import, is
     not callable, or whose parameters (names, order, which have defaults) differ from its Protocol's."""
+    from pipelines.core.errors import ConfigError
+
     problems = []
-    for field, protocol in FUNCTION_PARTS.items():
+    for field in FUNCTION_PARTS:
         if getattr(kind, field) is None:
             continue
         try:
-            part = kind.part(field)
+            kind.part(field)  # checked there (``mismatch``)
         except (ImportError, AttributeError) as err:
             problems.append(f"{kind.name}.{field}: {getattr(kind, field)} does not import ({err})")
-            continue
-        expected = inspect.signature(protocol.__call__)
-        expected = expected.replace(parameters=list(expected.parameters.values())[1:])  # no self
-        if not callable(part) or _shape(inspect.signature(part)) != _shape(expected):
-            problems.append(f"{kind.name}.{field}: {getattr(kind, field)} must take {expected}")
+        except ConfigError as err:
+            problems.append(str(err))
     return problems
+
+
+def mismatch(field: str, part: Any) -> str | None:
+    """How the function part ``field`` differs from its Protocol, in one line; None when it does not
+    (or ``field`` is not a function part)."""
+    protocol = FUNCTION_PARTS.get(field)
+    if protocol is None:
+        return None
+    expected = inspect.signature(protocol.__call__)
+    expected = expected.replace(parameters=list(expected.parameters.values())[1:])  # no self
+    if callable(part) and _shape(inspect.signature(part)) == _shape(expected):
+        return None
+    found = inspect.signature(part) if callable(part) else "not a function"
+    return f"must take {expected}, found {found} (written for another dlfusion? see docs/kinds.md)"

@@ -4,9 +4,10 @@ The profile (``Catalog.profile``, logged with each training's data) holds the ro
 class, the rows whose content (a hash of the decoded pixels, or of the text) appears more than
 once, under two labels or in two splits (leakage), a histogram of the raw inputs' shapes (image
 size and mode, text length) and the drift of the class and shape distributions against the
-previous profile (population stability index). It is computed from small columns only, in two
-Spark jobs, before the splits are written: a data set that breaks a rule is stopped before any
-pixel is written or any rank starts.
+previous profile (population stability index). It is computed from small columns only (in Spark
+jobs, ``data_profile``, or in the driver, ``duplicate_rows`` and ``assemble_profile``), before the
+splits are written: a data set that breaks a rule is stopped before any pixel is written or any
+rank starts.
 """
 
 from __future__ import annotations
@@ -113,6 +114,16 @@ def duplicate_rows(content: np.ndarray, labels: np.ndarray, splits: np.ndarray) 
     hash, label and split (integer codes). Rows whose content appears more than once (repeated),
     under two labels (cross_label), under another label than its content's most common one
     (conflicting) and in two splits (cross_split)."""
+    # Only rows whose content repeats can count: keep those (a few, in most data sets) first.
+    order = np.argsort(content, kind="stable")
+    repeats = np.zeros(len(content), bool)
+    if len(content) > 1:
+        same = content[order][1:] == content[order][:-1]
+        repeats[1:] |= same
+        repeats[:-1] |= same
+    kept = order[repeats]
+    del order, repeats
+    content, labels, splits = content[kept], labels[kept], splits[kept]
     if len(content) == 0:
         return dict.fromkeys(_DUPLICATES, 0)
     order = np.lexsort((splits, labels, content))

@@ -60,7 +60,8 @@ def summarize_splits(df: DataFrame, identity: list[str], sums: dict[str, Column]
 
 
 def split_summaries(rows: list[Row], class_names: list[str]) -> dict[str, dict]:
-    """Per split: rows, label counts in class order and the content digest, from ``summarize_splits``."""
+    """Per split: rows, label counts in class order and the content digest, from (split, label) rows
+    with ``rows`` and ``digest`` (``summarize_splits``, or a kind's own pass)."""
     summaries = {}
     for name in SPLITS:
         mine = [row for row in rows if row["split"] == name]

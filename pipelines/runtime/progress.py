@@ -26,6 +26,7 @@ class StageProgress:
     jobs: int = 0
     seconds: float = 0.0
     phase: str = ""
+    done: int = 0  # driver work only (``driver_stage``): what the work says it has done
     _started: float = field(default_factory=time.monotonic, repr=False)
 
 
@@ -66,11 +67,25 @@ def spark_stage(
 
 
 @contextmanager
-def driver_stage(name: str, total: int, unit: str) -> Iterator[StageProgress]:
-    """``spark_stage`` for work done in the driver process itself, without Spark: on exit the time is
-    logged and kept on the yielded object (``jobs`` stays 0)."""
+def driver_stage(name: str, total: int, unit: str, interval_s: float = INTERVAL_S) -> Iterator[StageProgress]:
+    """``spark_stage`` for work done in the driver process itself, without Spark: while it runs, the
+    ``done`` it sets on the yielded object is logged every ``interval_s`` seconds; on exit the time
+    is logged and kept on the object (``jobs`` stays 0)."""
     progress = StageProgress(name, total, unit)
-    yield progress
+    stop = threading.Event()
+
+    def report() -> None:
+        while not stop.wait(interval_s):
+            if progress.done:
+                _log_rate(progress, progress.done, time.monotonic() - progress._started)
+
+    reporter = threading.Thread(target=report, daemon=True)
+    reporter.start()
+    try:
+        yield progress
+    finally:
+        stop.set()
+        reporter.join()
     progress.seconds = time.monotonic() - progress._started
     log.info("%s: %d %s in %.1f s, in the driver (no Spark job)", name, total, unit, progress.seconds)
 
@@ -101,16 +116,19 @@ def _report(context, group: str, progress: StageProgress, stop: threading.Event,
             last_stage, stage_started = stage.stageId, time.monotonic()
             continue
         done = progress.total * stage.numCompletedTasks // max(stage.numTasks, 1)
-        elapsed = max(time.monotonic() - stage_started, 1e-3)
-        phase = f" {progress.phase}" if progress.phase else ""
-        log.info(
-            "%s%s: %s/%s %s (%d%%), %s %s/s",
-            progress.name,
-            phase,
-            f"{done:,}",
-            f"{progress.total:,}",
-            progress.unit,
-            100 * done // max(progress.total, 1),
-            f"{done / elapsed:,.0f}",
-            progress.unit,
-        )
+        _log_rate(progress, done, time.monotonic() - stage_started)
+
+
+def _log_rate(progress: StageProgress, done: int, elapsed: float) -> None:
+    phase = f" {progress.phase}" if progress.phase else ""
+    log.info(
+        "%s%s: %s/%s %s (%d%%), %s %s/s",
+        progress.name,
+        phase,
+        f"{done:,}",
+        f"{progress.total:,}",
+        progress.unit,
+        100 * done // max(progress.total, 1),
+        f"{done / max(elapsed, 1e-3):,.0f}",
+        progress.unit,
+    )

@@ -46,6 +46,16 @@ def test_a_part_with_the_wrong_parameters_breaks_the_contract():
     assert problems[1].startswith(
         "image_cnn.evaluate: pipelines.kinds.image_cnn.demo:digits_demo must take (config"
     )
+    # A plug-in written when ingest was given a session, not start_spark: one line, before any work.
+    old = replace(kind_named("image_cnn"), ingest=f"{__name__}:_ingest_given_a_session")
+    with pytest.raises(ConfigError) as raised:
+        old.part("ingest")
+    assert "start_spark" in str(raised.value) and "found (config, spark, source)" in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def _ingest_given_a_session(config, spark, source):
+    raise AssertionError("never called")
 
 
 @pytest.mark.parametrize("name", registered())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from pipelines.core.config import SplitConfig
 from pipelines.core.errors import DataError
 from pipelines.io import atomic, parquet, spark_writes
 from pipelines.kinds.image_cnn import preprocess
+from pipelines.kinds.image_cnn.preprocess import row_digests
 from pipelines.kinds.image_cnn.schemas import IMAGE_SPLIT
 from pipelines.preprocess import splits
 from pipelines.preprocess.transforms import load_transform
@@ -91,22 +94,31 @@ def test_preprocess_writes_declared_splits_and_fits_on_train_only(spark, digits_
 
 
 def test_report_counts_and_digests_match_the_written_splits(spark, digits_workdir):
-    from pyspark.sql import functions as F
-
     catalog = Catalog.for_workdir(digits_workdir)
     report = atomic.read_json(catalog.preprocess_report)
-    ingested = spark.read.parquet(str(catalog.ingested)).select("relpath", "pixels_hash")
+    ingested = spark.read.parquet(str(catalog.ingested)).select("relpath", "pixels_hash").collect()
+    hash_of = {row.relpath: row.pixels_hash for row in ingested}
     for name in SPLITS:
-        split = spark.read.parquet(str(catalog.split(name)))
-        counts = dict(split.groupBy("label").count().collect())
+        split = spark.read.parquet(str(catalog.split(name))).select("relpath", "label").collect()
+        counts = Counter(row.label for row in split)
         assert report["splits"][name]["label_counts"] == [counts.get(c, 0) for c in report["class_names"]]
         # The digest computed before writing covers exactly the rows that were written.
-        joined = split.select("relpath", "label").join(ingested, "relpath")
-        share = (
-            F.shiftleft(F.crc32("relpath"), 32).bitwiseOR(F.crc32("label")).bitwiseXOR(F.col("pixels_hash"))
+        paths, labels = [row.relpath for row in split], [row.label for row in split]
+        shares = row_digests(paths, labels, np.array([hash_of[path] for path in paths], np.int64))
+        assert report["splits"][name]["digest"] == f"{int(np.bitwise_xor.reduce(shares)):016x}"
+
+
+def test_a_split_digest_changes_when_two_images_swap_their_pixels_and_not_with_the_order():
+    paths, labels = ["cat/a.jpg", "dog/b.jpg", "dog/c.jpg"], ["cat", "dog", "dog"]
+    hashes = np.array([11, -22, 33], np.int64)
+
+    def digest(order, pixels=hashes):
+        return np.bitwise_xor.reduce(
+            row_digests([paths[i] for i in order], [labels[i] for i in order], pixels[order])
         )
-        value = joined.agg(F.bit_xor(share)).first()[0]
-        assert report["splits"][name]["digest"] == f"{value & 0xFFFFFFFFFFFFFFFF:016x}"
+
+    assert digest([0, 1, 2]) == digest([2, 0, 1])
+    assert digest([0, 1, 2]) != digest([0, 1, 2], hashes[[1, 0, 2]])  # a.jpg and b.jpg swapped
 
 
 def _inodes(location) -> set[int]:

@@ -8,7 +8,8 @@ preprocess then publishes these files as the splits without reading a pixel agai
 pixel crosses the JVM/Python boundary, none goes through a shuffle and nothing is cached: memory does
 not grow with the number of files. Files that cannot be used go to
 the quarantine folder with the reason, in the same single pass, and every run checks files seen =
-rows written + rows quarantined, counted from the written files' footers.
+rows written + rows quarantined, counted from the written files' footers. A small increment
+(``ingest.driver_increment_files``) runs its one task in the driver, and Spark is not started.
 """
 
 from __future__ import annotations
@@ -387,8 +388,11 @@ def run(config: ImagePipelineConfig, start_spark: Callable[[], SparkSession], so
     ):
         written = []
         if to_read.num_rows:
-            cores = spark.sparkContext.defaultParallelism if spark else 1
-            listing_uri, tasks = plan_listing(to_read, settings, catalog.listing, cores)
+            if spark is None:  # one task, here: more would only make more small files
+                listing_uri, tasks = write_listing(to_read, np.array([0, total]), catalog.listing), 1
+            else:
+                cores = spark.sparkContext.defaultParallelism
+                listing_uri, tasks = plan_listing(to_read, settings, catalog.listing, cores)
             megabytes = float(to_read["size"].to_numpy().sum()) / 1e6
             where = f"{tasks} Spark tasks" if spark else "the driver"
             log.info("ingest: %d files (%.1f MB) in %s", to_read.num_rows, megabytes, where)
@@ -403,7 +407,7 @@ def run(config: ImagePipelineConfig, start_spark: Callable[[], SparkSession], so
                 append=f"i{number:05d}" if change else None,
             )
         merged = _apply_change(catalog, change, number, settings, config.preprocess) if change else 0
-        counts = check_accounted(spark, listing.num_rows, catalog, source, "files")
+        counts = check_accounted(listing.num_rows, catalog, source, "files")
         _check_increment(source, to_read.num_rows, written)
         increments.record_snapshot(catalog, number, listing, _parts(catalog, last))
     report = IngestReport(

@@ -8,7 +8,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import SparkSession
@@ -114,7 +113,7 @@ def run(config: ImagePipelineConfig, start_spark: Callable[[], SparkSession]) ->
     size = config.ingest.image_size
     try:
         written = sum(parquet.row_group_sizes(catalog.ingested))
-    except (OSError, DataError):
+    except FileNotFoundError:
         raise DataError(str(catalog.ingested), "no ingested data: run the ingest stage first") from None
     ingest_report = atomic.read_json(catalog.ingest_report)
     ingested_size = ingest_report.get("image_size", size)
@@ -130,13 +129,16 @@ def run(config: ImagePipelineConfig, start_spark: Callable[[], SparkSession]) ->
         )
     publish = written_as_splits(ingest_report, config.preprocess)
     spark = None if publish else start_spark()
-    with (
+    progress = (
         driver_stage("preprocess", written, "images")
-        if publish
-        else spark_stage(spark, "preprocess", total=written, unit="images") as stage
-    ):
+        if spark is None
+        else spark_stage(spark, "preprocess", total=written, unit="images")
+    )
+    with progress as stage:
         stage.phase = "statistics"
-        rows, duplicates, shapes = summarize_ingested(catalog, config.preprocess.split)
+        rows, duplicates, shapes = summarize_ingested(
+            catalog, config.preprocess.split, lambda read: setattr(stage, "done", read)
+        )
         class_names = sorted({row["label"] for row in rows})
         stage.phase = "profile"
         profile = checked_profile(
@@ -175,70 +177,116 @@ def run(config: ImagePipelineConfig, start_spark: Callable[[], SparkSession]) ->
     return {**report, "profile": profile, "seconds": round(stage.seconds, 2), "spark_jobs": stage.jobs}
 
 
-_SUMS = [f"{kind}{channel}" for kind in "sq" for channel in range(3)]
-_SPLIT_CODES = {name: code for code, name in enumerate(SPLITS)}
+# The small columns preprocess reads; ``source_shape`` is absent from data ingested before it was.
+_COLUMNS = ("relpath", "label", "pixels_hash", "channel_sum", "channel_sq_sum")
+_SHAPE = "source_shape"
+_SPLITS_SORTED = np.array(sorted(SPLITS))  # a split's code is its index here
 
 
-def summarize_ingested(catalog: Catalog, split: SplitConfig) -> tuple[list[dict], dict[str, int], Counter]:
-    """One pass over the ingested records' small columns (no pixel), batch by batch, in this process:
-    per (split, label), with the split ``split`` gives each path, the rows, the digest
-    (``row_digests``) and the sums of the channel sums and squares (``s0``-``s2``, ``q0``-``q2``);
-    the profile's duplicate counts (``duplicate_rows``: 13 bytes per row are held until the end);
-    and the rows per raw shape."""
-    groups: dict[tuple[str, str], dict] = {}
-    labels: dict[str, int] = {}
-    contents, label_codes, split_codes, shapes = [], [], [], Counter()
-    columns = ["relpath", "label", "pixels_hash", "channel_sum", "channel_sq_sum", "source_shape"]
-    for batch in _in_chunks(parquet.column_batches(catalog.ingested, columns, missing_ok=True)):
-        relpaths, names = batch.column("relpath").to_pylist(), batch.column("label").to_pylist()
-        hashes = batch.column("pixels_hash").to_numpy(zero_copy_only=False).astype(np.int64)
-        frame = pd.DataFrame({"split": split_names(relpaths, split), "label": names})
-        frame["digest"] = row_digests(relpaths, names, hashes)
-        for kind, column in (("s", "channel_sum"), ("q", "channel_sq_sum")):
-            values = pc.list_flatten(batch.column(column)).to_numpy().reshape(-1, 3)
+def summarize_ingested(
+    catalog: Catalog, split: SplitConfig, progress: Callable[[int], None] = lambda rows: None
+) -> tuple[list[dict], dict[str, int], Counter]:
+    """One pass over the ingested records' small columns (no pixel), about 65,000 rows at a time, in
+    this process: per (split, label), with the split ``split`` gives each path, the ``rows``, the
+    ``digest`` (``row_digests``) and the sums of the channel sums and squares (``s0``-``s2``,
+    ``q0``-``q2``); the profile's duplicate counts (``duplicate_rows``, from 13 bytes per row held
+    to the end); and the rows per raw shape. ``progress`` gets the rows read so far.
+
+    Raises DataError when a column is missing or has empty values (records not written by ingest).
+    """
+    totals: dict[tuple[int, int], dict] = {}
+    label_codes: dict[str, int] = {}
+    contents, labels, splits, shapes = [], [], [], Counter()
+    read = 0
+    for table in _in_chunks(
+        parquet.column_batches(catalog.ingested, [*_COLUMNS, _SHAPE], optional=(_SHAPE,))
+    ):
+        _check_columns(catalog, table)
+        relpaths, names = table.column("relpath").to_pylist(), table.column("label").to_pylist()
+        hashes = table.column("pixels_hash").to_numpy().astype(np.int64, copy=False)
+        split_code = np.searchsorted(_SPLITS_SORTED, split_names(relpaths, split))
+        label_code = np.fromiter((label_codes.setdefault(name, len(label_codes)) for name in names), np.int64)
+        group = label_code * len(SPLITS) + split_code
+        order = np.argsort(group, kind="stable")
+        present, starts = np.unique(group[order], return_index=True)
+        digests = np.bitwise_xor.reduceat(row_digests(relpaths, names, hashes)[order], starts)
+        counts = np.bincount(group)
+        sums = {}
+        for prefix, column in (("s", "channel_sum"), ("q", "channel_sq_sum")):
+            values = pc.list_flatten(table.column(column)).to_numpy().reshape(-1, 3)
             for channel in range(3):
-                frame[f"{kind}{channel}"] = values[:, channel]
-        for (name, label), group in frame.groupby(["split", "label"], sort=False):
-            total = groups.setdefault(
-                (name, label),
-                {"split": name, "label": label, "rows": 0, "digest": 0, **dict.fromkeys(_SUMS, 0.0)},
+                sums[f"{prefix}{channel}"] = np.bincount(group, values[:, channel], minlength=len(counts))
+        for code, digest in zip(present.tolist(), digests.tolist(), strict=True):
+            total = totals.setdefault(
+                divmod(code, len(SPLITS)), {"rows": 0, "digest": 0, **dict.fromkeys(sums, 0.0)}
             )
-            total["rows"] += len(group)
-            total["digest"] ^= int(np.bitwise_xor.reduce(group["digest"].to_numpy()))
-            for key in _SUMS:
-                total[key] += float(group[key].sum())
+            total["rows"] += int(counts[code])
+            total["digest"] ^= digest
+            for key, values in sums.items():
+                total[key] += float(values[code])
         contents.append(hashes)
-        label_codes.append(np.array([labels.setdefault(label, len(labels)) for label in names], np.int32))
-        split_codes.append(frame["split"].map(_SPLIT_CODES).to_numpy(np.int8))
-        if "source_shape" in batch.schema.names:
-            shapes.update(batch.column("source_shape").to_pylist())
-        else:  # ingested before the shape was recorded
-            shapes[None] += batch.num_rows
-    duplicates = duplicate_rows(
-        *(
-            np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
-            for arrays in (contents, label_codes, split_codes)
+        labels.append(label_code.astype(np.int32))
+        splits.append(split_code.astype(np.int8))
+        shapes.update(
+            table.column(_SHAPE).to_pylist() if _SHAPE in table.column_names else [None] * len(table)
         )
-    )
-    return list(groups.values()), duplicates, shapes
+        read += len(table)
+        progress(read)
+    names = {code: name for name, code in label_codes.items()}
+    rows = [
+        {"split": str(_SPLITS_SORTED[split_code]), "label": names[label_code], **total}
+        for (label_code, split_code), total in totals.items()
+    ]
+    arrays = [
+        np.concatenate(parts) if parts else np.zeros(0, np.int64) for parts in (contents, labels, splits)
+    ]
+    del contents, labels, splits
+    return rows, duplicate_rows(*arrays), shapes
+
+
+def _check_columns(catalog: Catalog, table: pa.Table) -> None:
+    """The columns ingest writes, without empty values (DataError naming the first that is not so)."""
+    for name in _COLUMNS:
+        if name not in table.column_names or table.column(name).null_count:
+            what = "no column" if name not in table.column_names else "empty values in the column"
+            raise DataError(
+                str(catalog.ingested),
+                f"has {what} {name!r}: not written by this ingest (re-run ingest --force)",
+            )
 
 
 def _in_chunks(batches: Iterator[pa.RecordBatch], rows: int = 65536) -> Iterator[pa.Table]:
     """The batches joined into tables of about ``rows`` rows (a batch is one row group: 128 rows)."""
     held: list[pa.RecordBatch] = []
+    count = 0
     for batch in batches:
         held.append(batch)
-        if sum(part.num_rows for part in held) >= rows:
+        count += batch.num_rows
+        if count >= rows:
             yield pa.Table.from_batches(held)
-            held = []
-    if any(part.num_rows for part in held):
+            held, count = [], 0
+    if count:
         yield pa.Table.from_batches(held)
 
 
 def row_digests(relpaths: list[str], labels: list[str], hashes: np.ndarray) -> np.ndarray:
-    """Each record's share of its split's digest: the CRC-32s of its path and label, joined into 64
-    bits, XOR its pixels' hash; a split's digest is the XOR of its rows' (order-independent)."""
-    paths = np.fromiter((zlib.crc32(path.encode()) for path in relpaths), np.uint64, len(relpaths))
+    """Each record's share of its split's digest (the XOR of its rows', order-independent): its path
+    (CRC-32 and Adler-32) and label (CRC-32), then its pixels' hash, each through a 64-bit mixer, so
+    that pixels moved between two paths change the digest."""
+    paths = np.fromiter(
+        ((zlib.crc32(path.encode()) << 32) | zlib.adler32(path.encode()) for path in relpaths),
+        np.uint64,
+        len(relpaths),
+    )
     crcs = {label: zlib.crc32(label.encode()) for label in set(labels)}
     names = np.fromiter((crcs[label] for label in labels), np.uint64, len(labels))
-    return ((paths << np.uint64(32)) | names) ^ hashes.view(np.uint64)
+    return _mix64(_mix64(paths ^ names) ^ hashes.view(np.uint64))
+
+
+def _mix64(values: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finalizer (every input bit moves every output bit), wrapping in uint64."""
+    values = values ^ (values >> np.uint64(33))
+    values = values * np.uint64(0xFF51AFD7ED558CCD)
+    values = values ^ (values >> np.uint64(33))
+    values = values * np.uint64(0xC4CEB9FE1A85EC53)
+    return values ^ (values >> np.uint64(33))

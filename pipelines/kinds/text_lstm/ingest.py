@@ -320,7 +320,7 @@ def run(config: TextPipelineConfig, start_spark: Callable[[], SparkSession], sou
                 **{"parquet.block.size": str(32 * 1024 * 1024), "compression": "snappy"},
             )
         merged = _apply_change(catalog, change, number, config.ingest, files) if change else 0
-        counts = check_accounted(spark, None, catalog, source, "records")
+        counts = check_accounted(None, catalog, source, "records")
         parts = increments.current_parts(last, _data_files(catalog), read=files.parts_of)
         increments.record_snapshot(catalog, number, listing, parts, records_per_file=True)
     sizes = listing.column("size").to_numpy()
