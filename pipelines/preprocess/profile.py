@@ -118,7 +118,9 @@ def duplicate_rows(content: np.ndarray, labels: np.ndarray, splits: np.ndarray) 
     order = np.argsort(content, kind="stable")
     repeats = np.zeros(len(content), bool)
     if len(content) > 1:
-        same = content[order][1:] == content[order][:-1]
+        ordered = content[order]
+        same = ordered[1:] == ordered[:-1]
+        del ordered
         repeats[1:] |= same
         repeats[:-1] |= same
     kept = order[repeats]

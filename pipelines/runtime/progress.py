@@ -90,6 +90,11 @@ def driver_stage(name: str, total: int, unit: str, interval_s: float = INTERVAL_
     log.info("%s: %d %s in %.1f s, in the driver (no Spark job)", name, total, unit, progress.seconds)
 
 
+def stage_progress(spark: SparkSession | None, name: str, total: int, unit: str):
+    """``spark_stage`` for work that runs on ``spark``; ``driver_stage`` when there is none."""
+    return driver_stage(name, total, unit) if spark is None else spark_stage(spark, name, total, unit)
+
+
 def _leave_group(context) -> None:
     context.setLocalProperty("spark.jobGroup.id", None)
     context.setLocalProperty("spark.job.description", None)

@@ -35,7 +35,7 @@ from pipelines.kinds.image_cnn.config import ImagePipelineConfig, IngestConfig
 from pipelines.kinds.image_cnn.schemas import IMAGE_RECORDS
 from pipelines.preprocess.profile import band
 from pipelines.preprocess.splits import split_names
-from pipelines.runtime.progress import driver_stage, spark_stage
+from pipelines.runtime.progress import stage_progress
 
 log = logging.getLogger(__name__)
 
@@ -378,16 +378,12 @@ def run(config: ImagePipelineConfig, start_spark: Callable[[], SparkSession], so
     to_read = mix_classes(change.to_read if change else listing)
     if change:
         log.info("ingest: %s since the last ingest", change.description)
-    in_driver = change is not None and to_read.num_rows <= settings.driver_increment_files
-    spark = None if in_driver else start_spark()
     total = to_read.num_rows
-    with (
-        driver_stage("ingest", total, "files")
-        if spark is None
-        else spark_stage(spark, "ingest", total, "files") as stage
-    ):
+    in_driver = change is not None and total <= settings.driver_increment_files
+    spark = None if in_driver else start_spark()
+    with stage_progress(spark, "ingest", total, "files") as stage:
         written = []
-        if to_read.num_rows:
+        if total:
             if spark is None:  # one task, here: more would only make more small files
                 listing_uri, tasks = write_listing(to_read, np.array([0, total]), catalog.listing), 1
             else:
@@ -395,7 +391,7 @@ def run(config: ImagePipelineConfig, start_spark: Callable[[], SparkSession], so
                 listing_uri, tasks = plan_listing(to_read, settings, catalog.listing, cores)
             megabytes = float(to_read["size"].to_numpy().sum()) / 1e6
             where = f"{tasks} Spark tasks" if spark else "the driver"
-            log.info("ingest: %d files (%.1f MB) in %s", to_read.num_rows, megabytes, where)
+            log.info("ingest: %d files (%.1f MB) in %s", total, megabytes, where)
             written = decode_and_write(
                 spark,
                 listing_uri,
@@ -408,7 +404,7 @@ def run(config: ImagePipelineConfig, start_spark: Callable[[], SparkSession], so
             )
         merged = _apply_change(catalog, change, number, settings, config.preprocess) if change else 0
         counts = check_accounted(listing.num_rows, catalog, source, "files")
-        _check_increment(source, to_read.num_rows, written)
+        _check_increment(source, total, written)
         increments.record_snapshot(catalog, number, listing, _parts(catalog, last))
     report = IngestReport(
         listing.num_rows,

@@ -30,7 +30,7 @@ from pipelines.preprocess.splits import (
     split_names,
     split_summaries,
 )
-from pipelines.runtime.progress import driver_stage, spark_stage
+from pipelines.runtime.progress import stage_progress
 from pipelines.runtime.spark import BATCH_BYTES
 
 log = logging.getLogger(__name__)
@@ -129,12 +129,7 @@ def run(config: ImagePipelineConfig, start_spark: Callable[[], SparkSession]) ->
         )
     publish = written_as_splits(ingest_report, config.preprocess)
     spark = None if publish else start_spark()
-    progress = (
-        driver_stage("preprocess", written, "images")
-        if spark is None
-        else spark_stage(spark, "preprocess", total=written, unit="images")
-    )
-    with progress as stage:
+    with stage_progress(spark, "preprocess", written, "images") as stage:
         stage.phase = "statistics"
         rows, duplicates, shapes = summarize_ingested(
             catalog, config.preprocess.split, lambda read: setattr(stage, "done", read)
@@ -245,13 +240,14 @@ def summarize_ingested(
 
 
 def _check_columns(catalog: Catalog, table: pa.Table) -> None:
-    """The columns ingest writes, without empty values (DataError naming the first that is not so)."""
+    """No empty values in the columns ingest writes (``column_batches`` checked they are there):
+    DataError naming the first column that has some."""
     for name in _COLUMNS:
-        if name not in table.column_names or table.column(name).null_count:
-            what = "no column" if name not in table.column_names else "empty values in the column"
+        if table.column(name).null_count:
             raise DataError(
                 str(catalog.ingested),
-                f"has {what} {name!r}: not written by this ingest (re-run ingest --force)",
+                f"has empty values in the column {name!r}: not written by this ingest "
+                "(re-run ingest --force)",
             )
 
 
