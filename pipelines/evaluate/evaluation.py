@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from pyspark.sql import SparkSession
 from pipelines.core.catalog import Catalog
 from pipelines.core.config import PipelineConfig
 from pipelines.kinds import kind_of
+from pipelines.runtime.spark import runs_locally
 from pipelines.track import runs
 
 if TYPE_CHECKING:
@@ -21,19 +23,24 @@ log = logging.getLogger(__name__)
 
 
 def run(
-    config: PipelineConfig, spark: SparkSession, run_id: str | None = None, pool: RankPool | None = None
+    config: PipelineConfig,
+    start_spark: Callable[[], SparkSession],
+    run_id: str | None = None,
+    pool: RankPool | None = None,
 ) -> dict[str, float]:
     """Evaluate the model of ``run_id`` (default: this kind's latest training) on the test split.
+    ``start_spark()`` returns the SparkSession, starting it on the first call.
 
     With a local Spark master, Spark's tasks would run on this machine too: the test split is then
-    scored on ``pool``'s local ranks, which have TensorFlow already when training just used them."""
+    scored on ``pool``'s local ranks, which have TensorFlow already when training just used them
+    (and a kind that needs no Spark for it never starts it)."""
     kind = kind_of(config)
     catalog = Catalog.for_workdir(config.workdir)
     run_id = run_id or runs.trained_run_id(config)
-    ranks = pool.get() if pool is not None and spark.sparkContext.master.startswith("local") else None
+    ranks = pool.get() if pool is not None and runs_locally(config.spark) else None
     with tempfile.TemporaryDirectory() as tmp:
         model_uri = f"runs:/{run_id}/model"
-        metrics = kind.part("evaluate")(config, spark, model_uri, catalog, Path(tmp), ranks=ranks)
+        metrics = kind.part("evaluate")(config, start_spark, model_uri, catalog, Path(tmp), ranks=ranks)
         runs.log_evaluation(config.tracking_uri, run_id, metrics, Path(tmp))
     log.info("evaluate: %s %.4f", kind.primary_metric, metrics[kind.primary_metric])
     return metrics

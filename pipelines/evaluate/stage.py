@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from pipelines.core.config import PipelineConfig
@@ -18,7 +19,7 @@ def run(config: PipelineConfig, pool: RankPool | None = None) -> StageResult:
     """Evaluate the latest training's model on the test split (on ``pool``'s ranks when given)."""
     kind = kind_of(config)
     primary = kind.primary_metric
-    metrics = evaluation.run(config, get_spark(config.spark), pool=pool)
+    metrics = evaluation.run(config, partial(get_spark, config.spark), pool=pool)
     summary = {"test_metrics": metrics, "primary_metric": {primary: metrics[primary]}}
     lines = [f"{primary} {metrics[primary]:.4f}"]
     for model, baseline in ((kind.baseline,) if kind.baseline else ()) + kind.comparisons:

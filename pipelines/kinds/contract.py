@@ -56,12 +56,13 @@ class ServedModel(Protocol):
 class Evaluate(Protocol):
     """Evaluate the logged model at ``model_uri`` on the test split: its metrics (the kind's
     primary metric among them), files to log into ``artifacts``. ``ranks``, when given, are local
-    processes that have TensorFlow loaded, to score on instead of Spark tasks."""
+    processes that have TensorFlow loaded, to score on instead of Spark tasks. ``start_spark`` as for
+    ``Ingest``: an evaluation on ``ranks`` never starts Spark."""
 
     def __call__(
         self,
         config: PipelineBase,
-        spark: SparkSession,
+        start_spark: Callable[[], SparkSession],
         model_uri: str,
         catalog: Catalog,
         artifacts: Path,

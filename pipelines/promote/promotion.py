@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -24,10 +25,14 @@ def margin(kind: Kind, new: float, champion: float) -> float:
 
 
 def _evaluated(
-    config: PipelineConfig, spark: SparkSession, kind: Kind, model_uri: str, catalog: Catalog
+    config: PipelineConfig,
+    start_spark: Callable[[], SparkSession],
+    kind: Kind,
+    model_uri: str,
+    catalog: Catalog,
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        return kind.part("evaluate")(config, spark, model_uri, catalog, Path(tmp))
+        return kind.part("evaluate")(config, start_spark, model_uri, catalog, Path(tmp))
 
 
 def below_baseline(kind: Kind, metrics: dict[str, float], required: float) -> str | None:
@@ -46,9 +51,13 @@ def below_baseline(kind: Kind, metrics: dict[str, float], required: float) -> st
 
 
 def run(
-    config: PipelineConfig, spark: SparkSession, run_id: str | None = None, override_gate: bool = False
+    config: PipelineConfig,
+    start_spark: Callable[[], SparkSession],
+    run_id: str | None = None,
+    override_gate: bool = False,
 ) -> dict:
     """Register the run's model (default: this kind's latest training) and decide its promotion.
+    ``start_spark()`` returns the SparkSession, starting it on the first call.
 
     The decision, both scores and the margin become tags of the run and of the version, and the
     returned summary. ``override_gate`` promotes whatever the scores, and is recorded.
@@ -65,11 +74,11 @@ def run(
     version = registry.registered_version(uri, name, run_id)
     champion = registry.champion_version(uri, name)
 
-    metrics = _evaluated(config, spark, kind, f"models:/{name}/{version}", catalog)
+    metrics = _evaluated(config, start_spark, kind, f"models:/{name}/{version}", catalog)
     new_score = float(metrics[kind.primary_metric])
     champion_score = better_by = None
     if champion is not None and champion != version:
-        champion_metrics = _evaluated(config, spark, kind, f"models:/{name}/{champion}", catalog)
+        champion_metrics = _evaluated(config, start_spark, kind, f"models:/{name}/{champion}", catalog)
         champion_score = float(champion_metrics[kind.primary_metric])
         better_by = margin(kind, new_score, champion_score)
     weak = below_baseline(kind, metrics, config.promote.baseline_margin)

@@ -71,6 +71,16 @@ def get_spark(config: SparkConfig) -> SparkSession:
     return spark
 
 
+def runs_locally(config: SparkConfig) -> bool:
+    """Whether Spark's tasks run on this machine (a ``local`` master). Known without starting Spark,
+    except under spark-submit, whose master only its session can tell (its JVM is running already)."""
+    active = SparkSession.getActiveSession()
+    if active is None and "PYSPARK_GATEWAY_PORT" in os.environ:
+        active = get_spark(config)
+    master = active.sparkContext.master if active is not None else config.master or "local[*]"
+    return master.startswith("local")
+
+
 def size_batches(spark: SparkSession, row_bytes: int, batch_bytes: int = BATCH_BYTES) -> int:
     """Set the rows per columnar Parquet read batch and per Arrow batch so that a batch of rows of
     about ``row_bytes`` holds about ``batch_bytes`` (Spark's defaults, 4,096 and 10,000 rows, are

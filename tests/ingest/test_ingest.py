@@ -163,7 +163,9 @@ def test_ingest_plans_many_small_tasks_and_reads_nothing_through_the_driver(spar
     from pipelines.kinds.image_cnn.demo import write_synthetic_images
 
     root = write_synthetic_images(tmp_path / "many", 300, size=20, classes=3, processes=1)
-    config = image_config(tmp_path / "work", "ingest.image_size=8", "ingest.task_files=40")
+    config = image_config(
+        tmp_path / "work", "ingest.image_size=8", "ingest.task_files=40", "ingest.driver_increment_files=0"
+    )
     report = ingest.run(config, lambda: spark, str(root))
     assert (report.files_seen, report.rows_written, report.classes) == (300, 300, 3)
     parts = sorted((tmp_path / "work" / "ingest" / "listing").glob("part-*.parquet"))

@@ -158,7 +158,7 @@ def test_evaluate_logs_the_test_frechet_distance(gan_trained, spark):
     config, result = gan_trained
     from pipelines.io import atomic
 
-    metrics = evaluation.run(config, spark)
+    metrics = evaluation.run(config, lambda: spark)
     report = atomic.read_json(Catalog.for_workdir(config.workdir).preprocess_report)
     assert metrics["test_rows"] == report["splits"]["test"]["rows"]
     assert np.isfinite(metrics["test_frechet_distance"]) and metrics["test_frechet_distance"] > 0
@@ -210,12 +210,12 @@ def test_a_gan_promotes_twice_the_second_time_against_the_champion_from_the_regi
     config, first = gan_trained
     named = ("monitor.quality_samples=500", "mlflow.registered_model=gan-digits")
     assert (
-        promotion.run(gan_config(config.workdir, *named), spark, run_id=first.run_id)["decision"]
+        promotion.run(gan_config(config.workdir, *named), lambda: spark, run_id=first.run_id)["decision"]
         == "promoted"
     )
 
     second = driver.run(gan_config(config.workdir, "train.epochs=1", *named), ranks)
-    result = promotion.run(gan_config(config.workdir, *named), spark)
+    result = promotion.run(gan_config(config.workdir, *named), lambda: spark)
 
     assert result["version"] == "2" and result["champion_version"] == "1"
     assert np.isfinite(result["champion_score"]) and np.isfinite(result["score"])

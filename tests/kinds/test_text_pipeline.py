@@ -84,7 +84,7 @@ def test_pyfunc_predicts_from_raw_strings_like_the_training_time_path(trained_te
 
 def test_the_model_and_its_bag_of_words_baseline_beat_the_majority_class(trained_text, spark):
     config, _, result = trained_text
-    metrics = evaluation.run(config, spark)
+    metrics = evaluation.run(config, lambda: spark)
     counts = atomic.read_json(Catalog.for_workdir(config.workdir).preprocess_report)["splits"]["test"][
         "label_counts"
     ]

@@ -36,7 +36,7 @@ def _night(workdir, source, spark, ranks) -> dict:
     ingest_stage.run(config)
     preprocess_stage.run(config)
     result = driver.run(config, ranks)
-    return {"run_id": result.run_id, **promotion.run(config, spark)}
+    return {"run_id": result.run_id, **promotion.run(config, lambda: spark)}
 
 
 def test_two_nights_a_bad_one_stops_at_validation_and_the_good_one_trains_on_the_grown_data(

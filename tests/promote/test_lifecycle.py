@@ -76,7 +76,7 @@ def test_the_gate_moves_the_champion_alias_only_for_a_better_model(digits_workdi
     def train_and_promote(*overrides: str, override_gate: bool = False) -> dict:
         config = image_config(workdir, registered, *overrides)
         driver.run(config, ranks)
-        return promotion.run(config, spark, override_gate=override_gate)
+        return promotion.run(config, lambda: spark, override_gate=override_gate)
 
     weak = train_and_promote("train.epochs=1", "train.learning_rate=0.00001", "train.warmup_epochs=0")
     assert weak["decision"] == "promoted" and weak["champion_version"] is None
@@ -93,10 +93,10 @@ def test_the_gate_moves_the_champion_alias_only_for_a_better_model(digits_workdi
     client = MlflowClient(image_config(workdir).tracking_uri)
     assert str(client.get_model_version_by_alias("digits", "champion").version) == strong["version"]
     # A model must also beat the majority-class baseline on macro-F1 by promote.baseline_margin.
-    gated = promotion.run(image_config(workdir, registered, "promote.baseline_margin=1.0"), spark)
+    gated = promotion.run(image_config(workdir, registered, "promote.baseline_margin=1.0"), lambda: spark)
     assert gated["decision"] == "kept" and gated["reason"].endswith("< promote.baseline_margin 1.0")
     assert str(client.get_model_version_by_alias("digits", "champion").version) == strong["version"]
-    forced = promotion.run(image_config(workdir, registered), spark, override_gate=True)
+    forced = promotion.run(image_config(workdir, registered), lambda: spark, override_gate=True)
     assert forced["decision"] == "forced" and forced["forced"] is True
     assert str(client.get_model_version_by_alias("digits", "champion").version) == worse["version"]
     version_tags = client.get_model_version("digits", worse["version"]).tags

@@ -51,7 +51,7 @@ def test_a_spark_task_whose_worker_dies_is_retried_and_the_output_has_no_duplica
     command = Dlfusion(
         "ingest", "conf/image_cnn.yaml", f"workdir={workdir}",
         "spark.master=local[2,4]",  # two cores, a task may fail up to 4 times
-        "ingest.task_files=20",
+        "ingest.task_files=20", "ingest.driver_increment_files=0",  # Spark tasks, not the driver
         env={FAULT_VARIABLE: "mid-task:3"},  # task 3's Python worker dies (SIGKILL) in its first attempt
     )  # fmt: skip
 

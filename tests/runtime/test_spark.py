@@ -70,6 +70,7 @@ def test_spark_submit_master_is_never_overridden(tmp_path):
             "conf/image_cnn.yaml",
             f"workdir={tmp_path}",
             "spark.master=local[2]",
+            "ingest.driver_increment_files=0",  # Spark tasks (1,797 files would be read in the driver)
         ],
         cwd=ROOT,
         capture_output=True,

@@ -117,6 +117,7 @@ def test_whole_pipeline_runs_on_a_standalone_cluster(cluster, tmp_path):
             "jobs/run.py",
             "conf/image_cnn.yaml",
             f"workdir={tmp_path / 'work'}",
+            "ingest.driver_increment_files=0",  # the executors decode (the demo's 1,797 files would not)
             "train.launcher=spark",
             "train.epochs=2",
             "--summary-json",

@@ -108,7 +108,7 @@ def test_logged_model_predicts_probabilities_from_raw_uint8_images(trained):
 
 def test_evaluate_logs_test_metrics_to_the_same_run(trained, spark):
     config, result = trained
-    metrics = evaluation.run(config, spark)
+    metrics = evaluation.run(config, lambda: spark)
     run = MlflowClient(config.tracking_uri).get_run(result.run_id)
     assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert {"test_macro_precision", "test_macro_recall", "test_macro_f1"} <= set(run.data.metrics)
@@ -127,10 +127,14 @@ def test_evaluate_logs_test_metrics_to_the_same_run(trained, spark):
 
 def test_evaluate_on_the_local_ranks_scores_the_test_split_as_spark_does(trained, spark):
     config, result = trained
+
+    def no_spark():
+        raise AssertionError("an evaluation on the ranks started Spark")
+
     with launchers.RankPool(config.train) as pool:
-        on_ranks = evaluation.run(config, spark, pool=pool)
+        on_ranks = evaluation.run(config, no_spark, pool=pool)
         ranks = pool.get()
-    assert on_ranks == evaluation.run(config, spark)
+    assert on_ranks == evaluation.run(config, lambda: spark)
     assert [process.returncode for process in ranks._ranks] == [0, 0]  # the pool ended them
 
 

@@ -4,7 +4,7 @@ by Spark tasks or by the local ranks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -147,7 +147,7 @@ def score_shard(
 
 def evaluate(
     config: PipelineConfig,
-    spark: SparkSession,
+    start_spark: Callable[[], SparkSession],
     model_uri: str,
     catalog: Catalog,
     artifacts: Path,
@@ -166,6 +166,7 @@ def evaluate(
         shards = ranks.run(score_shard, (files, str(catalog.split("test")), transform, config.tracking_uri))
         pairs = [pair for shard in shards for pair in shard]
     else:
+        spark = start_spark()
         size_batches(spark, int(np.prod(transform.feature_shape)) * 4 + 400)
         test = spark.read.parquet(str(catalog.split("test")))
         scored = predict_split(test, model_uri, config.tracking_uri, transform)

@@ -29,8 +29,9 @@ class IngestConfig(Section):
     driver_increment_files: int = Field(
         2000,
         ge=0,
-        description="an incremental ingest of at most this many new or changed files decodes them in "
-        "the driver process, without starting Spark (0: always in Spark tasks)",
+        description="an ingest that reads at most this many files (the new or changed ones, or all of "
+        "them the first time) decodes them in the driver process, without starting Spark (0: always "
+        "in Spark tasks)",
     )
     compact_files: int = Field(
         8,

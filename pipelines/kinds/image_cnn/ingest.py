@@ -8,8 +8,9 @@ preprocess then publishes these files as the splits without reading a pixel agai
 pixel crosses the JVM/Python boundary, none goes through a shuffle and nothing is cached: memory does
 not grow with the number of files. Files that cannot be used go to
 the quarantine folder with the reason, in the same single pass, and every run checks files seen =
-rows written + rows quarantined, counted from the written files' footers. A small increment
-(``ingest.driver_increment_files``) runs its one task in the driver, and Spark is not started.
+rows written + rows quarantined, counted from the written files' footers. An ingest that reads few
+files (``ingest.driver_increment_files``: a small increment, or a small data set's first ingest) runs
+its one task in the driver, and Spark is not started.
 """
 
 from __future__ import annotations
@@ -365,8 +366,9 @@ def plan_listing(listing: pa.Table, settings: IngestConfig, location, cores: int
 def run(config: ImagePipelineConfig, start_spark: Callable[[], SparkSession], source: str) -> IngestReport:
     """Ingest the image tree at ``source`` into the catalog's images and quarantine tables: only what
     changed since the last ingest (``increments``) when it wrote with these settings, else all of it.
-    An increment of at most ``ingest.driver_increment_files`` files is decoded in this process, and
-    Spark is not started: its JVM and workers would take longer to start than the files to decode."""
+    When it reads at most ``ingest.driver_increment_files`` files (new and changed ones, or all of
+    them), they are decoded in this process, and Spark is not started: its JVM and workers would take
+    longer to start than the files to decode."""
     catalog = Catalog.for_workdir(config.workdir)
     settings = config.ingest
     layout = ingest_layout(config.preprocess, settings.compression)
@@ -379,7 +381,7 @@ def run(config: ImagePipelineConfig, start_spark: Callable[[], SparkSession], so
     if change:
         log.info("ingest: %s since the last ingest", change.description)
     total = to_read.num_rows
-    in_driver = change is not None and total <= settings.driver_increment_files
+    in_driver = total <= settings.driver_increment_files
     spark = None if in_driver else start_spark()
     with stage_progress(spark, "ingest", total, "files") as stage:
         written = []

@@ -52,9 +52,10 @@ def served_model(transform, model_config):
     return ImageGenerator(), None, None
 
 
-def evaluate(config, spark, model_uri: str, catalog, artifacts: Path, ranks=None) -> dict[str, float]:
+def evaluate(config, start_spark, model_uri: str, catalog, artifacts: Path, ranks=None) -> dict[str, float]:
     """The Fréchet distance between the test split and as many generated images, in the run's feature
-    space; a grid of generated samples into ``artifacts`` (on the driver: ``ranks`` are not used)."""
+    space; a grid of generated samples into ``artifacts`` (on the driver: neither ``ranks`` nor Spark
+    is used)."""
     import keras
 
     from pipelines.preprocess.transforms import load_transform

@@ -4,6 +4,7 @@ glance whether the LSTM earns its cost."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,7 +55,7 @@ def bag_of_words_baseline(
 
 def evaluate(
     config: TextPipelineConfig,
-    spark: SparkSession,
+    start_spark: Callable[[], SparkSession],
     model_uri: str,
     catalog: Catalog,
     artifacts: Path,
@@ -62,7 +63,7 @@ def evaluate(
 ) -> dict[str, float]:
     """The classifier metrics of the logged model, its majority baseline, and the bag-of-words
     baseline with the model's lift over it (``test_macro_f1_lift_over_bow``)."""
-    metrics = evaluation.evaluate(config, spark, model_uri, catalog, artifacts, ranks)
-    metrics.update(bag_of_words_baseline(config, spark, catalog))
+    metrics = evaluation.evaluate(config, start_spark, model_uri, catalog, artifacts, ranks)
+    metrics.update(bag_of_words_baseline(config, start_spark(), catalog))
     metrics["test_macro_f1_lift_over_bow"] = metrics["test_macro_f1"] - metrics["test_bow_macro_f1"]
     return metrics
