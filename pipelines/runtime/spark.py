@@ -71,6 +71,20 @@ def get_spark(config: SparkConfig) -> SparkSession:
     return spark
 
 
+def planned_cores(config: SparkConfig) -> int:
+    """The cores Spark's tasks would get (its default parallelism), without starting it: the active
+    session's, N of a ``local[N]`` master, else this machine's (``local[*]``, or a master only
+    spark-submit knows)."""
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active.sparkContext.defaultParallelism
+    master = config.master or "local[*]"
+    if master == "local":
+        return 1
+    local = re.fullmatch(r"local\[(\d+)(,\d+)?\]", master)
+    return int(local.group(1)) if local else os.cpu_count() or 1
+
+
 def runs_locally(config: SparkConfig) -> bool:
     """Whether Spark's tasks run on this machine (a ``local`` master). Known without starting Spark,
     except under spark-submit, whose master only its session can tell (its JVM is running already)."""

@@ -11,8 +11,9 @@ from PIL import Image
 from pyspark.sql.types import StringType
 from sklearn.datasets import load_sample_images
 
-from pipelines.core.catalog import Catalog
+from pipelines.core.catalog import SPLITS, Catalog
 from pipelines.core.errors import DataError
+from pipelines.io import parquet
 from pipelines.kinds.image_cnn import ingest
 from pipelines.kinds.image_cnn.schemas import IMAGE_RECORDS
 from pipelines.preprocess.splits import split_names
@@ -159,17 +160,30 @@ def test_ingest_quarantines_exactly_the_bad_files_and_accounts_for_every_file(sp
         assert row.channel_sq_sum == (pixels**2).sum(axis=0).tolist()
 
 
-def test_ingest_plans_many_small_tasks_and_reads_nothing_through_the_driver(spark, tmp_path):
+@pytest.mark.parametrize("in_driver", [False, True], ids=["spark-tasks", "in-the-driver"])
+def test_ingest_plans_many_small_tasks_and_reads_nothing_through_the_driver(spark, tmp_path, in_driver):
+    """The same task plan, and so the same files and row groups per split, whether Spark runs the
+    tasks or the driver does (300 files, under ingest.driver_increment_files): each rank streams
+    whole row groups, so a small split must not shrink to one."""
     from pipelines.kinds.image_cnn.demo import write_synthetic_images
 
+    def no_spark():
+        raise AssertionError("Spark started for an ingest of 300 files")
+
     root = write_synthetic_images(tmp_path / "many", 300, size=20, classes=3, processes=1)
+    threshold = 2000 if in_driver else 0
     config = image_config(
-        tmp_path / "work", "ingest.image_size=8", "ingest.task_files=40", "ingest.driver_increment_files=0"
+        tmp_path / "work",
+        "ingest.image_size=8",
+        "ingest.task_files=40",
+        f"ingest.driver_increment_files={threshold}",
     )
-    report = ingest.run(config, lambda: spark, str(root))
+    report = ingest.run(config, no_spark if in_driver else lambda: spark, str(root))
     assert (report.files_seen, report.rows_written, report.classes) == (300, 300, 3)
     parts = sorted((tmp_path / "work" / "ingest" / "listing").glob("part-*.parquet"))
     assert len(parts) == 8  # 300 files at most 40 per task
+    catalog = Catalog.for_workdir(tmp_path / "work")
+    assert [len(parquet.data_files(catalog.ingested_split(name))) for name in SPLITS] == [8, 8, 8]
 
 
 def test_task_plan_balances_bytes_and_caps_files():

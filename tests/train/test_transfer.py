@@ -90,7 +90,8 @@ def test_a_backbone_fine_tuned_from_its_own_pretraining_beats_the_same_model_fro
     print(f"val accuracy by epoch: fine-tuned {tuned}, from scratch {fresh}")  # docs/kinds.md's (-s)
     assert len(set(fine_tuned.rank_digests)) == 1 and len(tuned) == len(fresh) == 3
     assert tuned[0] > fresh[0] and tuned[-1] > fresh[-1] + 0.2
-    metrics = evaluation.run(fine_tune_config, lambda: spark, fine_tuned.run_id)  # the test split, in Spark
+    # The test split on the ranks (Spark tasks load the same model in `dlfusion score` below).
+    metrics = evaluation.run(fine_tune_config, lambda: spark, fine_tuned.run_id, pool=ranks)
     assert metrics["test_accuracy"] > 0.4 and metrics["test_macro_f1_lift"] > 0.2  # chance: 0.2
     # Served as every image model is: raw uint8 images in, probabilities of the 5 new classes out,
     # the same in `dlfusion score`'s Spark tasks as from the pyfunc here.

@@ -37,6 +37,7 @@ from pipelines.kinds.image_cnn.schemas import IMAGE_RECORDS
 from pipelines.preprocess.profile import band
 from pipelines.preprocess.splits import split_names
 from pipelines.runtime.progress import stage_progress
+from pipelines.runtime.spark import planned_cores
 
 log = logging.getLogger(__name__)
 
@@ -386,10 +387,10 @@ def run(config: ImagePipelineConfig, start_spark: Callable[[], SparkSession], so
     with stage_progress(spark, "ingest", total, "files") as stage:
         written = []
         if total:
-            if spark is None:  # one task, here: more would only make more small files
+            if spark is None and change:  # one task: its files join the splits' earlier ones
                 listing_uri, tasks = write_listing(to_read, np.array([0, total]), catalog.listing), 1
-            else:
-                cores = spark.sparkContext.defaultParallelism
+            else:  # in the driver too, the tasks Spark would run: each rank streams whole row groups
+                cores = spark.sparkContext.defaultParallelism if spark else planned_cores(config.spark)
                 listing_uri, tasks = plan_listing(to_read, settings, catalog.listing, cores)
             megabytes = float(to_read["size"].to_numpy().sum()) / 1e6
             where = f"{tasks} Spark tasks" if spark else "the driver"
