@@ -81,6 +81,7 @@ STAGES: tuple[Stage, ...] = (
         tracked=True,
         per_kind=True,
         config_sections=("promote",),
+        on_ranks=True,
     ),
     Stage(
         "score",

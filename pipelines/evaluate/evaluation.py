@@ -13,7 +13,6 @@ from pyspark.sql import SparkSession
 from pipelines.core.catalog import Catalog
 from pipelines.core.config import PipelineConfig
 from pipelines.kinds import kind_of
-from pipelines.runtime.spark import runs_locally
 from pipelines.track import runs
 
 if TYPE_CHECKING:
@@ -37,7 +36,7 @@ def run(
     kind = kind_of(config)
     catalog = Catalog.for_workdir(config.workdir)
     run_id = run_id or runs.trained_run_id(config)
-    ranks = pool.get() if pool is not None and runs_locally(config.spark) else None
+    ranks = pool.for_scoring(config.spark) if pool is not None else None
     with tempfile.TemporaryDirectory() as tmp:
         model_uri = f"runs:/{run_id}/model"
         metrics = kind.part("evaluate")(config, start_spark, model_uri, catalog, Path(tmp), ranks=ranks)

@@ -7,6 +7,7 @@ import logging
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyspark.sql import SparkSession
 
@@ -15,6 +16,10 @@ from pipelines.core.config import PipelineConfig
 from pipelines.core.errors import ConfigError
 from pipelines.kinds import Kind, kind_of
 from pipelines.track import registry, runs
+
+if TYPE_CHECKING:
+    from pipelines.runtime.local_ranks import LocalRanks
+    from pipelines.train.launchers import RankPool
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +35,10 @@ def _evaluated(
     kind: Kind,
     model_uri: str,
     catalog: Catalog,
+    ranks: LocalRanks | None,
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        return kind.part("evaluate")(config, start_spark, model_uri, catalog, Path(tmp))
+        return kind.part("evaluate")(config, start_spark, model_uri, catalog, Path(tmp), ranks=ranks)
 
 
 def below_baseline(kind: Kind, metrics: dict[str, float], required: float) -> str | None:
@@ -55,9 +61,11 @@ def run(
     start_spark: Callable[[], SparkSession],
     run_id: str | None = None,
     override_gate: bool = False,
+    pool: RankPool | None = None,
 ) -> dict:
     """Register the run's model (default: this kind's latest training) and decide its promotion.
-    ``start_spark()`` returns the SparkSession, starting it on the first call.
+    ``start_spark()`` returns the SparkSession, starting it on the first call; both models are
+    scored on ``pool``'s ranks instead of Spark tasks when Spark's would run on this machine too.
 
     The decision, both scores and the margin become tags of the run and of the version, and the
     returned summary. ``override_gate`` promotes whatever the scores, and is recorded.
@@ -74,11 +82,12 @@ def run(
     version = registry.registered_version(uri, name, run_id)
     champion = registry.champion_version(uri, name)
 
-    metrics = _evaluated(config, start_spark, kind, f"models:/{name}/{version}", catalog)
+    ranks = pool.for_scoring(config.spark) if pool is not None else None
+    metrics = _evaluated(config, start_spark, kind, f"models:/{name}/{version}", catalog, ranks)
     new_score = float(metrics[kind.primary_metric])
     champion_score = better_by = None
     if champion is not None and champion != version:
-        champion_metrics = _evaluated(config, start_spark, kind, f"models:/{name}/{champion}", catalog)
+        champion_metrics = _evaluated(config, start_spark, kind, f"models:/{name}/{champion}", catalog, ranks)
         champion_score = float(champion_metrics[kind.primary_metric])
         better_by = margin(kind, new_score, champion_score)
     weak = below_baseline(kind, metrics, config.promote.baseline_margin)

@@ -10,6 +10,7 @@ import signal
 import time
 
 from pipelines.core.catalog import Catalog
+from pipelines.core.config import SparkConfig
 from pipelines.core.errors import TrainingError
 from pipelines.runtime import local_ranks
 from pipelines.train.rank_loop import train_worker
@@ -50,6 +51,13 @@ class RankPool:
             env = _rank_environment(self._train)
             self._ranks = local_ranks.LocalRanks(self._train.num_proc, env, preload)
         return self._ranks
+
+    def for_scoring(self, spark: SparkConfig) -> local_ranks.LocalRanks | None:
+        """The ranks to score a split on instead of Spark tasks: when Spark's tasks would run on this
+        machine too (a local master), these processes have TensorFlow already; else None."""
+        from pipelines.runtime.spark import runs_locally
+
+        return self.get() if runs_locally(spark) else None
 
     def __enter__(self) -> RankPool:
         return self

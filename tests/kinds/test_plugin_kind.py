@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -50,6 +51,7 @@ def test_an_installed_out_of_tree_kind_runs_every_stage_and_scores(installed, tm
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(summary.read_text())
     assert result["promotion"]["decision"] == "promoted"
+    assert ", master local" not in Path(result["log_file"]).read_text()  # both evaluations on the ranks
     assert result["test_metrics"]["test_accuracy"] > 0.8, result["test_metrics"]
 
     new = workdir / "raw" / "digits" / "3"  # the demo digits of one class, as new data
