@@ -42,7 +42,7 @@ def test_demo_pipeline_reaches_the_accuracy_target(tmp_path):
     assert not [line for line in console if line.startswith(("20", "[0]", "[1]")) or " INFO " in line]
     log_file = Path(summary["log_file"]).read_text()
     assert "INFO dlfusion.train: epoch 12/12: " in log_file  # the ranks' lines reach the log file too
-    assert ", master local" not in log_file  # no JVM: 1,797 files decoded in the driver, evaluated on the ranks
+    assert ", master local" not in log_file  # no JVM: decoded in the driver, evaluated on the ranks
     assert any("ingest: 1797 files seen, 1797 rows written, 0 quarantined" in line for line in console)
     assert any("preprocess: 1797 images in" in line for line in console)
     assert "dlfusion run: succeeded" in console
