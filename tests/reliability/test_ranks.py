@@ -68,13 +68,13 @@ def test_more_ranks_than_spark_task_slots_fails_within_the_start_timeout(digits_
     workdir = tmp_path / "work"
     shutil.copytree(digits_workdir, workdir)
     config = image_config(  # the session's master is local[2]: two task slots for three ranks
-        workdir, "train.launcher=spark", "train.num_proc=3", "train.start_timeout_s=15", "train.epochs=1"
+        workdir, "train.launcher=spark", "train.num_proc=3", "train.start_timeout_s=5", "train.epochs=1"
     )
     started = time.monotonic()
     with pytest.raises(TrainingError) as caught:
         driver.run(config)
     assert time.monotonic() - started < 90
-    assert "not all 3 ranks' Spark tasks started and registered within train.start_timeout_s=15 s" in str(
+    assert "not all 3 ranks' Spark tasks started and registered within train.start_timeout_s=5 s" in str(
         caught.value
     )
     deadline = time.monotonic() + 30  # the tasks that did start are cancelled, not left waiting
