@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 class Ingest(Protocol):
     """Raw data at ``source`` -> the catalog's ingested and quarantine tables; a report dataclass
     whose counts account for every file (or record) seen. ``start_spark()`` returns the SparkSession,
-    starting it on the first call: an ingest with no Spark work to do (a small increment) never
-    pays for a JVM and its workers."""
+    starting it on the first call: an ingest with no Spark work to do (a few files, an increment
+    or a small data set) never pays for a JVM and its workers."""
 
     def __call__(self, config: PipelineBase, start_spark: Callable[[], SparkSession], source: str) -> Any: ...
 
@@ -57,7 +57,8 @@ class Evaluate(Protocol):
     """Evaluate the logged model at ``model_uri`` on the test split: its metrics (the kind's
     primary metric among them), files to log into ``artifacts``. ``ranks``, when given, are local
     processes that have TensorFlow loaded, to score on instead of Spark tasks. ``start_spark`` as for
-    ``Ingest``: an evaluation on ``ranks`` never starts Spark."""
+    ``Ingest``: an evaluation on ``ranks`` need not start Spark (the text kind's bag-of-words
+    baseline still does)."""
 
     def __call__(
         self,

@@ -59,7 +59,7 @@ def run_all(config: PipelineConfig, force: bool = False) -> dict:
     kind_stages = kind_of(config).stages
     # The kind's stages, and each optional one whose config section enables it (promote.enabled).
     stages = [s for s in CHAIN if s in kind_stages or not BY_NAME[s].always and getattr(config, s).enabled]
-    with RankPool(config.train) as pool:  # evaluate reuses the ranks training started
+    with RankPool(config.train) as pool:  # evaluate and promote reuse the ranks training started
         for stage in stages:
             options = {"pool": pool} if BY_NAME[stage].on_ranks else {}
             result = run_stage(stage, config, force=force, **options)

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 from pipelines.core.config import SparkConfig
@@ -73,25 +74,39 @@ def get_spark(config: SparkConfig) -> SparkSession:
 
 def planned_cores(config: SparkConfig) -> int:
     """The cores Spark's tasks would get (its default parallelism), without starting it: the active
-    session's, N of a ``local[N]`` master, else this machine's (``local[*]``, or a master only
-    spark-submit knows)."""
+    session's; else ``spark.default.parallelism`` when set; else the master's (``local[N]`` N,
+    ``local-cluster[N,C,M]`` N x C, ``local[*]`` or any cluster master this process's CPUs)."""
     active = SparkSession.getActiveSession()
     if active is not None:
         return active.sparkContext.defaultParallelism
-    master = config.master or "local[*]"
-    if master == "local":
-        return 1
-    local = re.fullmatch(r"local\[(\d+)(,\d+)?\]", master)
-    return int(local.group(1)) if local else os.cpu_count() or 1
+    if "spark.default.parallelism" in config.conf:
+        return int(config.conf["spark.default.parallelism"])
+    master = resolved_master(config)
+    cluster = re.fullmatch(r"local-cluster\[(\d+),\s*(\d+),\s*\d+\]", master)
+    if cluster:
+        return int(cluster.group(1)) * int(cluster.group(2))
+    local = re.fullmatch(r"local(?:\[(\d+)(?:,\d+)?\])?", master)
+    if local:
+        return int(local.group(1) or 1)
+    return len(os.sched_getaffinity(0))  # what the JVM counts too (taskset, container CPU sets)
+
+
+def resolved_master(config: SparkConfig) -> str:
+    """The master a session would get, as ``get_spark`` resolves it, without starting one:
+    spark-submit's (read from its running JVM), else ``spark.conf``'s or ``spark.master``, else
+    ``local[*]``."""
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        SparkContext._ensure_initialized()  # spark-submit's gateway: connects, creates no context
+        submitted = SparkConf().get("spark.master", None)
+        if submitted:
+            return submitted
+    return config.conf.get("spark.master") or config.master or "local[*]"
 
 
 def runs_locally(config: SparkConfig) -> bool:
-    """Whether Spark's tasks run on this machine (a ``local`` master). Known without starting Spark,
-    except under spark-submit, whose master only its session can tell (its JVM is running already)."""
+    """Whether Spark's tasks run on this machine (a ``local`` master), known without starting Spark."""
     active = SparkSession.getActiveSession()
-    if active is None and "PYSPARK_GATEWAY_PORT" in os.environ:
-        active = get_spark(config)
-    master = active.sparkContext.master if active is not None else config.master or "local[*]"
+    master = active.sparkContext.master if active is not None else resolved_master(config)
     return master.startswith("local")
 
 

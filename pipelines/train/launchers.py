@@ -34,8 +34,9 @@ def _rank_environment(train) -> dict[str, str]:
 class RankPool:
     """The local launcher's ranks for the stages of one run: started when a stage first asks for
     them, kept for the next. Training asks before it opens the MLflow run, so that the ranks'
-    imports (TensorFlow, 3-4 s) overlap it; evaluate then scores the test split on processes that
-    have TensorFlow already. The Spark launcher has none (its ranks are Spark tasks, per launch).
+    imports (TensorFlow, 3-4 s) overlap it; evaluate and promote then score the test split on
+    processes that have TensorFlow already. The Spark launcher has none (its ranks are Spark
+    tasks, per launch).
 
     Use as a context manager: leaving it ends the ranks it started.
     """

@@ -160,28 +160,35 @@ def test_ingest_quarantines_exactly_the_bad_files_and_accounts_for_every_file(sp
         assert row.channel_sq_sum == (pixels**2).sum(axis=0).tolist()
 
 
-@pytest.mark.parametrize("in_driver", [False, True], ids=["spark-tasks", "in-the-driver"])
-def test_ingest_plans_many_small_tasks_and_reads_nothing_through_the_driver(spark, tmp_path, in_driver):
+@pytest.mark.parametrize(
+    "settings, in_driver",
+    [
+        (("ingest.driver_increment_files=0",), False),
+        ((), True),  # 300 small files: under both of the driver's limits
+        (("ingest.task_bytes=100000",), False),  # more bytes than one Spark task reads
+    ],
+    ids=["spark-tasks", "in-the-driver", "too-many-bytes-for-the-driver"],
+)
+def test_ingest_plans_the_same_tasks_in_spark_and_in_the_driver(spark, tmp_path, settings, in_driver):
     """The same task plan, and so the same files and row groups per split, whether Spark runs the
-    tasks or the driver does (300 files, under ingest.driver_increment_files): each rank streams
-    whole row groups, so a small split must not shrink to one."""
+    tasks or the driver does (at most ingest.driver_increment_files files and ingest.task_bytes):
+    each rank streams whole row groups, so a small split must not shrink to one. In Spark, nothing
+    is read through the driver."""
     from pipelines.kinds.image_cnn.demo import write_synthetic_images
 
     def no_spark():
-        raise AssertionError("Spark started for an ingest of 300 files")
+        raise AssertionError("Spark started for an ingest the driver should do")
 
     root = write_synthetic_images(tmp_path / "many", 300, size=20, classes=3, processes=1)
-    threshold = 2000 if in_driver else 0
-    config = image_config(
-        tmp_path / "work",
-        "ingest.image_size=8",
-        "ingest.task_files=40",
-        f"ingest.driver_increment_files={threshold}",
-    )
+    config = image_config(tmp_path / "work", "ingest.image_size=8", "ingest.task_files=40", *settings)
     report = ingest.run(config, no_spark if in_driver else lambda: spark, str(root))
     assert (report.files_seen, report.rows_written, report.classes) == (300, 300, 3)
-    parts = sorted((tmp_path / "work" / "ingest" / "listing").glob("part-*.parquet"))
-    assert len(parts) == 8  # 300 files at most 40 per task
+    assert (report.spark_jobs == 0) == in_driver
+    tasks = len(list((tmp_path / "work" / "ingest" / "listing").glob("part-*.parquet")))
+    if "ingest.task_bytes=100000" in settings:
+        assert tasks > 8  # tasks of at most 100,000 bytes
+        return
+    assert tasks == 8  # 300 files at most 40 per task
     catalog = Catalog.for_workdir(tmp_path / "work")
     assert [len(parquet.data_files(catalog.ingested_split(name))) for name in SPLITS] == [8, 8, 8]
 

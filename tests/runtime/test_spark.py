@@ -93,3 +93,31 @@ def test_jvm_out_of_memory_becomes_one_line_naming_the_setting(spark):
     assert explained is not None and "\n" not in str(explained)
     assert "spark.driver.memory" in str(explained) and "spark.executor.memory" in str(explained)
     assert explain_spark_failure(ValueError("something else")) is None
+
+
+@pytest.mark.parametrize(
+    "master, conf, cores, local",
+    [
+        ("local", {}, 1, True),
+        ("local[3]", {}, 3, True),
+        ("local[4,2]", {}, 4, True),
+        ("local[*]", {}, len(os.sched_getaffinity(0)), True),
+        (None, {}, len(os.sched_getaffinity(0)), True),
+        ("local-cluster[2,3,1024]", {}, 6, True),
+        ("spark://10.0.0.1:7077", {}, len(os.sched_getaffinity(0)), False),
+        ("local[2]", {"spark.master": "yarn"}, len(os.sched_getaffinity(0)), False),
+        ("local[2]", {"spark.default.parallelism": "16"}, 16, True),
+    ],
+)
+def test_the_master_and_its_cores_are_known_without_starting_spark(monkeypatch, master, conf, cores, local):
+    """What ingest plans its tasks for in the driver, and where evaluate scores, as get_spark would
+    resolve the master (spark.conf over spark.master); no session is started for it."""
+    from pyspark.sql import SparkSession
+
+    from pipelines.core.config import SparkConfig
+    from pipelines.runtime.spark import planned_cores, runs_locally
+
+    monkeypatch.setattr(SparkSession, "getActiveSession", staticmethod(lambda: None))
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    config = SparkConfig(master=master, conf=conf)
+    assert (planned_cores(config), runs_locally(config)) == (cores, local)

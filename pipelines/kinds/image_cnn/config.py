@@ -30,8 +30,8 @@ class IngestConfig(Section):
         2000,
         ge=0,
         description="an ingest that reads at most this many files (the new or changed ones, or all of "
-        "them the first time) decodes them in the driver process, without starting Spark (0: always "
-        "in Spark tasks)",
+        "them the first time), of at most task_bytes, decodes them in the driver process, without "
+        "starting Spark (0: always in Spark tasks)",
     )
     compact_files: int = Field(
         8,

@@ -9,8 +9,8 @@ pixel crosses the JVM/Python boundary, none goes through a shuffle and nothing i
 not grow with the number of files. Files that cannot be used go to
 the quarantine folder with the reason, in the same single pass, and every run checks files seen =
 rows written + rows quarantined, counted from the written files' footers. An ingest that reads few
-files (``ingest.driver_increment_files``: a small increment, or a small data set's first ingest) runs
-its one task in the driver, and Spark is not started.
+files (``ingest.driver_increment_files``, and at most ``ingest.task_bytes``: a small increment, or a
+small data set's first ingest) runs its tasks in the driver, and Spark is not started.
 """
 
 from __future__ import annotations
@@ -368,8 +368,8 @@ def run(config: ImagePipelineConfig, start_spark: Callable[[], SparkSession], so
     """Ingest the image tree at ``source`` into the catalog's images and quarantine tables: only what
     changed since the last ingest (``increments``) when it wrote with these settings, else all of it.
     When it reads at most ``ingest.driver_increment_files`` files (new and changed ones, or all of
-    them), they are decoded in this process, and Spark is not started: its JVM and workers would take
-    longer to start than the files to decode."""
+    them) of at most ``ingest.task_bytes``, they are decoded in this process, and Spark is not
+    started: its JVM and workers would take longer to start than the files to decode."""
     catalog = Catalog.for_workdir(config.workdir)
     settings = config.ingest
     layout = ingest_layout(config.preprocess, settings.compression)
@@ -382,7 +382,10 @@ def run(config: ImagePipelineConfig, start_spark: Callable[[], SparkSession], so
     if change:
         log.info("ingest: %s since the last ingest", change.description)
     total = to_read.num_rows
-    in_driver = total <= settings.driver_increment_files
+    # Few files, and no more bytes than one Spark task reads: on any master, faster here than
+    # Spark's start, and never a long single-process decode of large photos.
+    megabytes = float(to_read["size"].to_numpy().sum()) / 1e6
+    in_driver = total <= settings.driver_increment_files and megabytes * 1e6 <= settings.task_bytes
     spark = None if in_driver else start_spark()
     with stage_progress(spark, "ingest", total, "files") as stage:
         written = []
@@ -392,7 +395,6 @@ def run(config: ImagePipelineConfig, start_spark: Callable[[], SparkSession], so
             else:  # in the driver too, the tasks Spark would run: each rank streams whole row groups
                 cores = spark.sparkContext.defaultParallelism if spark else planned_cores(config.spark)
                 listing_uri, tasks = plan_listing(to_read, settings, catalog.listing, cores)
-            megabytes = float(to_read["size"].to_numpy().sum()) / 1e6
             where = f"{tasks} Spark tasks" if spark else "the driver"
             log.info("ingest: %d files (%.1f MB) in %s", total, megabytes, where)
             written = decode_and_write(
