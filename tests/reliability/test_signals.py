@@ -55,7 +55,7 @@ def test_a_signal_during_ingest_stops_spark_and_keeps_the_previous_output(
     digits_workdir, tmp_path, signum, exit_code
 ):
     before = sum(parquet.row_group_sizes(Catalog.for_workdir(digits_workdir).ingested))
-    # ingest.task_files=2: hundreds of Spark tasks (not the driver's one), so the job is still running
+    # ingest.task_files=2: hundreds of Spark tasks (not in the driver), so the job is still running
     # when signalled
     overrides = ("ingest.task_files=2", "ingest.driver_increment_files=0")
     command, workdir, summary = _start("ingest", digits_workdir, tmp_path, *overrides)

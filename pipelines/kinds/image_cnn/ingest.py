@@ -384,8 +384,8 @@ def run(config: ImagePipelineConfig, start_spark: Callable[[], SparkSession], so
     total = to_read.num_rows
     # Few files, and no more bytes than one Spark task reads: on any master, faster here than
     # Spark's start, and never a long single-process decode of large photos.
-    megabytes = float(to_read["size"].to_numpy().sum()) / 1e6
-    in_driver = total <= settings.driver_increment_files and megabytes * 1e6 <= settings.task_bytes
+    size = int(to_read["size"].to_numpy().sum())
+    in_driver = total <= settings.driver_increment_files and size <= settings.task_bytes
     spark = None if in_driver else start_spark()
     with stage_progress(spark, "ingest", total, "files") as stage:
         written = []
@@ -393,10 +393,10 @@ def run(config: ImagePipelineConfig, start_spark: Callable[[], SparkSession], so
             if spark is None and change:  # one task: its files join the splits' earlier ones
                 listing_uri, tasks = write_listing(to_read, np.array([0, total]), catalog.listing), 1
             else:  # in the driver too, the tasks Spark would run: each rank streams whole row groups
-                cores = spark.sparkContext.defaultParallelism if spark else planned_cores(config.spark)
+                cores = planned_cores(config.spark)  # a started session's own, when there is one
                 listing_uri, tasks = plan_listing(to_read, settings, catalog.listing, cores)
             where = f"{tasks} Spark tasks" if spark else "the driver"
-            log.info("ingest: %d files (%.1f MB) in %s", total, megabytes, where)
+            log.info("ingest: %d files (%.1f MB) in %s", total, size / 1e6, where)
             written = decode_and_write(
                 spark,
                 listing_uri,
