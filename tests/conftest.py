@@ -49,6 +49,16 @@ def text_config(workdir: Path, *overrides: str) -> PipelineConfig:
     return load_config(TEXT_CONFIG, [f"workdir={workdir}", "spark.master=local[2]", *overrides])
 
 
+def spark_must_not_start(why: str):
+    """A stage's ``start_spark`` for a test in which Spark must not start: calling it fails the test,
+    saying ``why``."""
+
+    def start_spark():
+        raise AssertionError(f"Spark started: {why}")
+
+    return start_spark
+
+
 @pytest.fixture(scope="session")
 def spark():
     from pipelines.runtime.spark import get_spark

@@ -17,7 +17,7 @@ from pipelines.io import parquet
 from pipelines.kinds.image_cnn import ingest
 from pipelines.kinds.image_cnn.schemas import IMAGE_RECORDS
 from pipelines.preprocess.splits import split_names
-from tests.conftest import image_config
+from tests.conftest import image_config, spark_must_not_start
 
 
 def _photo() -> np.ndarray:
@@ -176,11 +176,9 @@ def test_ingest_plans_the_same_tasks_in_spark_and_in_the_driver(spark, tmp_path,
     is read through the driver."""
     from pipelines.kinds.image_cnn.demo import write_synthetic_images
 
-    def no_spark():
-        raise AssertionError("Spark started for an ingest the driver should do")
-
     root = write_synthetic_images(tmp_path / "many", 300, size=20, classes=3, processes=1)
     config = image_config(tmp_path / "work", "ingest.image_size=8", "ingest.task_files=40", *settings)
+    no_spark = spark_must_not_start("an ingest the driver should do")
     report = ingest.run(config, no_spark if in_driver else lambda: spark, str(root))
     assert (report.files_seen, report.rows_written, report.classes) == (300, 300, 3)
     assert (report.spark_jobs == 0) == in_driver

@@ -19,7 +19,7 @@ from pipelines.evaluate import evaluation
 from pipelines.io import atomic
 from pipelines.preprocess.transforms import class_indices, load_transform
 from pipelines.train import driver, launchers, loader
-from tests.conftest import IMAGE_CONFIG, image_config
+from tests.conftest import IMAGE_CONFIG, image_config, spark_must_not_start
 
 pytestmark = pytest.mark.slow  # every test here trains on Horovod ranks, or uses a model trained so
 
@@ -128,11 +128,8 @@ def test_evaluate_logs_test_metrics_to_the_same_run(trained, spark):
 def test_evaluate_on_the_local_ranks_scores_the_test_split_as_spark_does(trained, spark):
     config, result = trained
 
-    def no_spark():
-        raise AssertionError("an evaluation on the ranks started Spark")
-
     with launchers.RankPool(config.train) as pool:
-        on_ranks = evaluation.run(config, no_spark, pool=pool)
+        on_ranks = evaluation.run(config, spark_must_not_start("an evaluation on the ranks"), pool=pool)
         ranks = pool.get()
     assert on_ranks == evaluation.run(config, lambda: spark)
     assert [process.returncode for process in ranks._ranks] == [0, 0]  # the pool ended them
