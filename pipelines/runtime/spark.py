@@ -28,7 +28,8 @@ def get_spark(config: SparkConfig) -> SparkSession:
     """Return the active SparkSession, or build one from ``config``.
 
     The master comes from spark-submit when it set one (never overridden), else from
-    ``spark.master``, else ``local[*]``. Arrow is on and logs are quiet.
+    ``spark.conf``'s ``spark.master`` or ``spark.master``, else ``local[*]``; a local one listens
+    on loopback only. Arrow is on and logs are quiet.
     """
     # Executors must run the same interpreter as the driver (it has our pinned stack).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -36,7 +37,7 @@ def get_spark(config: SparkConfig) -> SparkSession:
     builder = SparkSession.builder.appName(config.app_name)
     # spark-submit starts the JVM gateway first and always has a master: never override it.
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
-        master = config.master or "local[*]"
+        master = _configured_master(config)
         builder = builder.master(master)
         if master.startswith("local"):  # nothing else needs to reach it: listen on loopback only
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # the web UI's address
@@ -100,6 +101,13 @@ def resolved_master(config: SparkConfig) -> str:
         submitted = SparkConf().get("spark.master", None)
         if submitted:
             return submitted
+    return _configured_master(config)
+
+
+def _configured_master(config: SparkConfig) -> str:
+    """The master this process asks for when spark-submit has not set one: ``spark.conf``'s
+    ``spark.master`` (it is applied after ``spark.master``, so it wins), else ``spark.master``,
+    else ``local[*]``."""
     return config.conf.get("spark.master") or config.master or "local[*]"
 
 
