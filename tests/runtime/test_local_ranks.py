@@ -12,11 +12,11 @@ from pipelines.core.errors import DataError
 from pipelines.runtime import local_ranks
 from tests.support.rank_functions import (
     data_error_on_rank_zero,
+    extras_found_in_preload_and_in_the_job,
     fail_on_rank_one,
     rank_and_size,
     recall,
     remember,
-    sklearn_found_in_preload_and_in_the_job,
 )
 
 
@@ -31,9 +31,11 @@ def test_the_same_ranks_run_one_job_after_another_and_end_when_closed():
     assert [process.returncode for process in ranks._ranks] == [0, 0]
 
 
-def test_ranks_preload_without_scikit_learn_which_jobs_can_still_import():
-    with local_ranks.LocalRanks(1, {}, ("tests.support.optional_sklearn",)) as ranks:
-        assert ranks.run(sklearn_found_in_preload_and_in_the_job, ()) == [(False, True)]
+def test_ranks_preload_without_scikit_learn_or_pyplot_which_jobs_can_still_import():
+    with local_ranks.LocalRanks(1, {}, ("tests.support.optional_extras",)) as ranks:
+        found, imported = ranks.run(extras_found_in_preload_and_in_the_job, ())[0]
+    assert found == {"sklearn": False, "matplotlib.pyplot": False}
+    assert imported == ["sklearn", "matplotlib.pyplot"]
 
 
 def test_a_rank_that_exits_non_zero_is_named_with_its_code_and_no_rank_is_left():

@@ -31,9 +31,9 @@ def data_error_on_rank_zero() -> str:
     return "fine"
 
 
-def sklearn_found_in_preload_and_in_the_job() -> tuple[bool, bool]:
+def extras_found_in_preload_and_in_the_job() -> tuple[dict, list[str]]:
     import importlib
 
-    from tests.support import optional_sklearn
+    from tests.support import optional_extras
 
-    return optional_sklearn.FOUND, importlib.import_module("sklearn").__name__ == "sklearn"
+    return optional_extras.FOUND, [importlib.import_module(name).__name__ for name in optional_extras.FOUND]
